@@ -1,0 +1,121 @@
+"""Thai-aware chunking: crfcut sentences grouped into overlapping passages inside one paragraph."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from assistant.thai import sentence_spans, split_long
+from assistant.types import Chunk, Document
+
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+# Bump when the chunking code changes what it produces: an index built by older code is then stale.
+CHUNKER_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    min_chars: int = 250
+    max_chars: int = 400
+    overlap_sentences: int = 1
+
+    def as_dict(self) -> dict:
+        return {"min_chars": self.min_chars, "max_chars": self.max_chars,
+                "overlap_sentences": self.overlap_sentences, "version": CHUNKER_VERSION}
+
+
+def paragraphs(doc: Document) -> list[tuple[int, int]]:
+    """Paragraph spans: one per line in .txt, blank-line separated blocks in Markdown.
+
+    A Markdown block made only of headings joins the block after it, so no passage is a bare title.
+    """
+    separator = _BLANK_LINES if doc.source.endswith(".md") else re.compile(r"\n")
+    spans, pos = [], 0
+    for match in list(separator.finditer(doc.text)) + [None]:
+        end = match.start() if match else len(doc.text)
+        if doc.text[pos:end].strip():
+            spans.append(_strip(doc.text, pos, end))
+        pos = match.end() if match else pos
+    merged: list[tuple[int, int]] = []
+    pending = None
+    for a, b in spans:
+        if pending is not None:
+            a, pending = pending, None
+        block = doc.text[a:b]
+        if doc.source.endswith(".md") and all(l.lstrip().startswith("#") for l in block.splitlines() if l.strip()):
+            pending = a
+            continue
+        merged.append((a, b))
+    if pending is not None:
+        merged.append(_strip(doc.text, pending, len(doc.text)))
+    return merged
+
+
+def _strip(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def sentences(doc: Document, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    """Sentence spans of one paragraph: crfcut per line, over-long sentences cut at word boundaries."""
+    spans = []
+    pos = start
+    for line in doc.text[start:end].split("\n"):
+        a, b = _strip(doc.text, pos, pos + len(line))
+        pos += len(line) + 1
+        if a == b:
+            continue
+        for s, e in sentence_spans(doc.text, a, b):
+            spans.extend(split_long(doc.text, s, e, max_chars))
+    return spans
+
+
+def split(documents, params: ChunkParams = ChunkParams()) -> list[Chunk]:
+    """Chunks of every document, in document order; never across documents or paragraphs."""
+    chunks = []
+    for doc in documents:
+        if doc.is_glossary:
+            continue  # a lexicon for the retriever, not a passage to quote
+        number = 0
+        for paragraph, (p_start, p_end) in enumerate(paragraphs(doc), start=1):
+            spans = sentences(doc, p_start, p_end, params.max_chars)
+            for group in _groups(spans, params):
+                number += 1
+                a, b = group[0][0], group[-1][1]
+                chunks.append(Chunk(
+                    chunk_id=f"{doc.doc_id}#{number}",
+                    doc_id=doc.doc_id,
+                    source=doc.source,
+                    title=doc.title,
+                    paragraph=paragraph,
+                    start=a,
+                    end=b,
+                    text=doc.text[a:b],
+                    sentences=tuple(group),
+                ))
+    return chunks
+
+
+def _groups(spans: list[tuple[int, int]], params: ChunkParams) -> list[list[tuple[int, int]]]:
+    """Consecutive sentences up to about max_chars, each group overlapping the previous one.
+
+    Every group adds at least one sentence the previous group did not have, so no chunk is a
+    subset of its neighbour.
+    """
+    groups, i, fresh = [], 0, 0  # fresh: the first sentence no group holds yet
+    while i < len(spans):
+        j = max(i + 1, fresh + 1)
+        while (j < len(spans) and spans[j - 1][1] - spans[i][0] < params.min_chars
+               and spans[j][1] - spans[i][0] <= params.max_chars):
+            j += 1
+        groups.append(spans[i:j])
+        fresh = j
+        if j >= len(spans):
+            break
+        i = max(i + 1, j - params.overlap_sentences)
+        if spans[j][1] - spans[i][0] > params.max_chars:
+            i = j  # the overlap would leave no room for the next sentence
+    return groups

