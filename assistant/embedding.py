@@ -243,7 +243,11 @@ def _convert(weights: Path, folder: Path) -> None:
 def load(config: Config):
     """A llama-index embedding model backed by sentence-transformers, with the e5 prompts."""
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from transformers.utils import logging as transformers_logging
 
+    # Loading a local folder is routine: its per-tensor progress bars and reports are noise.
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     path = model_path(config)
     try:
         return HuggingFaceEmbedding(

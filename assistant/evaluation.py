@@ -189,3 +189,17 @@ def report(outcomes: list[Outcome]) -> dict:
     langs = sorted({o.lang for o in outcomes})
     return {"overall": summarise(outcomes),
             "by_lang": {lang: summarise([o for o in outcomes if o.lang == lang]) for lang in langs}}
+
+
+def table(result: dict) -> str:
+    """The metrics as a Markdown table: one row per metric, a column overall and per language."""
+    columns = [("overall", result["overall"])] + list(result["by_lang"].items())
+    lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for metric in METRICS:
+        cells = []
+        for _, values in columns:
+            value = values.get(metric)
+            cells.append("–" if value is None else f"{value:.1f}" if metric.startswith("latency") else f"{value:.3f}")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

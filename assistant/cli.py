@@ -1,0 +1,173 @@
+"""The `assistant` command: build the index, ask, chat, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from assistant.config import DEFAULT_EMBED_MODEL, Config
+from assistant.errors import AssistantError
+
+
+def _offline(config: Config) -> None:
+    """The default model and local folders need no network: make sure nothing tries."""
+    if config.embed_model == DEFAULT_EMBED_MODEL or Path(config.embed_model).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _config(corpus: Path | None, index_dir: Path | None, **overrides) -> Config:
+    config = Config.from_env(corpus_dir=corpus, index_dir=index_dir, **overrides)
+    _offline(config)
+    return config
+
+
+def _paths(command):
+    command = click.option("--index", "index_dir", type=click.Path(path_type=Path),
+                           help="Index directory [env ASSISTANT_INDEX_DIR; default index/].")(command)
+    command = click.option("--corpus", type=click.Path(path_type=Path),
+                           help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].")(command)
+    return command
+
+
+class _Group(click.Group):
+    """Turns the library's errors into one readable line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AssistantError as error:
+            click.secho(f"Error: {error}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="assistant")
+def cli():
+    """Ask questions, in Thai or English, about a Thai document on Latin American integration.
+
+    Answers quote the documents and cite the passages they come from.
+    """
+
+
+@cli.command("index")
+@_paths
+def index_command(corpus, index_dir):
+    """Build the index from the corpus (replacing the old one only when the build succeeds).
+
+    \b
+    Examples:
+      assistant index
+      assistant index --corpus corpus --index index
+    """
+    from assistant import embedding, index
+
+    config = _config(corpus, index_dir)
+    started = time.perf_counter()
+    built = index.build(config, embedding.load(config), progress=True)
+    for problem in built.manifest["problems"]:
+        click.secho(f"Skipped {problem}", fg="yellow", err=True)
+    click.echo(f"Indexed {built.manifest['chunks']} passages from {len(built.manifest['documents'])} "
+               f"documents into {config.index_dir} in {time.perf_counter() - started:.1f} s.")
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
+@_paths
+def ask(question, as_json, top_k, corpus, index_dir):
+    """Answer one QUESTION with cited passages.
+
+    \b
+    Examples:
+      assistant ask "บราซิลยุติการเจรจาอะไร"
+      assistant ask "Which Peruvian company owns Chile's largest cement company?" --json
+    """
+    from assistant.answering import validate
+    from assistant.chat import open_assistant, render
+
+    config = _config(corpus, index_dir, top_k=top_k)
+    validate(question, config.max_question_chars)  # fail fast, before loading the model
+    answer = open_assistant(config).answer(question, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
+    else:
+        click.echo(render(answer))
+
+
+@cli.command()
+@click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
+@_paths
+def chat(top_k, corpus, index_dir):
+    """Talk with the assistant in the terminal; follow-up questions use the conversation.
+
+    \b
+    Type /clear to start over, /exit (or Ctrl-D) to leave.
+    Example:
+      assistant chat
+    """
+    from assistant.chat import Conversation, open_assistant, render
+
+    config = _config(corpus, index_dir, top_k=top_k)
+    conversation = Conversation(open_assistant(config))
+    click.echo("Ask about the documents in Thai or English. /clear starts over, /exit leaves.")
+    while True:
+        try:
+            question = input("> ")
+        except EOFError:
+            click.echo()
+            return
+        if question.strip() in {"/exit", "/quit"}:
+            return
+        if question.strip() == "/clear":
+            conversation.clear()
+            click.echo("(conversation cleared)")
+            continue
+        if not question.strip():
+            continue
+        try:
+            click.echo(render(conversation.ask(question)) + "\n")
+        except AssistantError as error:  # a bad question must not end the conversation
+            click.secho(f"Error: {error}", fg="red", err=True)
+
+
+@cli.command("eval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the metrics and per-question results to this JSON file.")
+@_paths
+def eval_command(questions, top_k, json_out, corpus, index_dir):
+    """Run a question set (JSON Lines) through the chat's answer path and print the metrics.
+
+    \b
+    Example:
+      assistant eval eval/questions.jsonl --json eval/results.json
+    """
+    from assistant import evaluation
+    from assistant.chat import open_assistant
+
+    config = _config(corpus, index_dir)
+    question_set = evaluation.load_questions(questions)
+    for problem in question_set.skipped:
+        click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
+    answerer = open_assistant(config)
+    outcomes = evaluation.run(answerer, question_set, top_k=top_k, progress=True)
+    result = evaluation.report(outcomes)
+    click.echo(evaluation.table(result))
+    if json_out:
+        document = {"n": len(outcomes), "skipped": len(question_set.skipped),
+                    "config": {"top_k": top_k, "embed_model": answerer.retriever.index.manifest["embed_model"],
+                               "chunking": answerer.retriever.index.manifest["chunking"]},
+                    **result, "questions": [o.as_json() for o in outcomes]}
+        json_out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -1,0 +1,98 @@
+"""Shared fixtures: the real model and a real index, built once; a guard against any network use."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+
+# Offline before anything imports huggingface_hub or gradio.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _is_loopback(address) -> bool:
+    if isinstance(address, (tuple, list)):
+        address = address[0]
+    if isinstance(address, bytes):
+        address = address.decode()
+    if not isinstance(address, str):  # AF_UNIX paths and the like stay on the machine
+        return True
+    if address in {"localhost", ""} or address.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded(real):
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise NetworkBlocked(f"test tried to reach {address!r}: only loopback is allowed")
+        return real(self, address)
+    return connect
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Fail any connection that leaves the machine, for the whole test session."""
+    socket.socket.connect = _guarded(_real_connect)
+    socket.socket.connect_ex = _guarded(_real_connect_ex)
+    yield
+    socket.socket.connect = _real_connect
+    socket.socket.connect_ex = _real_connect_ex
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory):
+    from assistant.config import Config
+
+    return Config.from_env(corpus_dir=CORPUS, index_dir=tmp_path_factory.mktemp("index") / "index")
+
+
+@pytest.fixture(scope="session")
+def embed_model(config):
+    from assistant import embedding
+
+    return embedding.load(config)
+
+
+@pytest.fixture(scope="session")
+def built_index(config, embed_model):
+    from assistant import index
+
+    return index.build(config, embed_model, progress=False)
+
+
+@pytest.fixture(scope="session")
+def answerer(built_index, config):
+    from assistant.answering import Answerer
+    from assistant.retrieval import Retriever
+
+    return Answerer(Retriever(built_index), config)
+
+
+@pytest.fixture()
+def corpus_copy(tmp_path):
+    """A writable copy of the project corpus."""
+    target = tmp_path / "corpus"
+    shutil.copytree(CORPUS, target)
+    return target

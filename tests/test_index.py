@@ -1,0 +1,96 @@
+import json
+
+import pytest
+from llama_index.core import MockEmbedding
+
+from assistant import index
+from assistant.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, IndexStaleError
+from assistant.retrieval import Retriever
+
+
+@pytest.fixture()
+def small(config, corpus_copy, tmp_path, embed_model):
+    """A writable corpus and a freshly built index of it."""
+    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
+    index.build(cfg, embed_model, progress=False)
+    return cfg
+
+
+def test_round_trip(built_index, config, embed_model):
+    loaded = index.load(config, embed_model)
+    assert loaded.chunks == built_index.chunks
+    assert loaded.manifest == built_index.manifest
+    assert loaded.manifest["embed_model"].startswith("multilingual-e5-small")
+    assert loaded.manifest["dimension"] == 384
+    assert set(loaded.manifest["chunking"]) >= {"min_chars", "max_chars", "overlap_sentences", "version"}
+    question = "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"
+    before = [h.chunk.chunk_id for h in Retriever(built_index).search(question)]
+    after = [h.chunk.chunk_id for h in Retriever(loaded).search(question)]
+    assert before == after
+
+
+def test_missing_index_is_a_clear_error(config, tmp_path, embed_model):
+    with pytest.raises(IndexMissingError, match="run `assistant index`"):
+        index.load(config.with_(index_dir=tmp_path / "nothing"), embed_model)
+
+
+def test_stale_corpus_is_rebuilt(small, embed_model):
+    (small.corpus_dir / "extra.md").write_text(
+        "---\ntitle: บันทึกเพิ่มเติม\n---\nประเทศปารากวัยมีเมืองหลวงชื่ออาซุนซิออน", encoding="utf-8")
+    with pytest.raises(IndexStaleError, match="run `assistant index`"):
+        index.load(small, embed_model)
+    with pytest.raises(IndexStaleError):
+        index.open_index(small.with_(auto_rebuild=False), embed_model, progress=False)
+    rebuilt = index.open_index(small, embed_model, progress=False)
+    assert "extra.md" in rebuilt.manifest["documents"]
+    assert any(c.doc_id == "extra" for c in rebuilt.chunks)
+    assert index.load(small, embed_model).manifest == rebuilt.manifest
+
+
+def test_changed_chunking_settings_make_the_index_stale(small, embed_model):
+    with pytest.raises(IndexStaleError):
+        index.load(small.with_(chunk_max_chars=500), embed_model)
+
+
+def test_other_model_is_a_clear_error(small, embed_model):
+    with pytest.raises(IndexMismatchError, match="built with embedding model"):
+        index.load(small.with_(embed_model="sentence-transformers/all-MiniLM-L6-v2"), embed_model)
+
+
+class Interrupted(MockEmbedding):
+    """A real llama-index embedding whose document embedding is cut off, like Ctrl-C mid-build."""
+
+    def _get_text_embeddings(self, texts):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_build_keeps_the_previous_index(small, embed_model):
+    manifest = (small.index_dir / index.MANIFEST).read_text()
+    (small.corpus_dir / "extra.txt").write_text("ข้อความใหม่ในคลังเอกสาร", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        index.build(small, Interrupted(embed_dim=384), progress=False)
+    assert (small.index_dir / index.MANIFEST).read_text() == manifest
+    assert sorted(p.name for p in small.index_dir.parent.iterdir()) == ["corpus", "index"]  # no leftovers
+    (small.corpus_dir / "extra.txt").unlink()
+    assert index.load(small, embed_model).manifest["chunks"] > 0
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("default__vector_store.json", b"not a faiss index"),
+    ("docstore.json", b'{"docstore/data": {'),
+    ("sentences.npy", b"\x93NUMPY garbage"),
+    ("manifest.json", b"{broken"),
+])
+def test_corrupted_file_is_a_clear_error(small, embed_model, name, damage):
+    (small.index_dir / name).write_bytes(damage)
+    with pytest.raises(IndexCorruptError, match="rebuild"):
+        index.load(small, embed_model)
+
+
+def test_inconsistent_manifest_is_detected(small, embed_model):
+    path = small.index_dir / index.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["chunks"] += 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="inconsistent"):
+        index.load(small, embed_model)

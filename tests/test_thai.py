@@ -1,0 +1,37 @@
+from assistant import thai
+
+
+def test_language_by_script():
+    assert thai.language("บราซิลยุติการเจรจาอะไร") == "th"
+    assert thai.language("What did Brazil stop?") == "en"
+
+
+def test_normalise_nfc_and_zero_width():
+    decomposed = "cafe\u0301"
+    assert thai.normalise(decomposed) == "café"
+    assert thai.normalise("ชิ\u200bลี\ufeff") == "ชิลี"
+
+
+def test_lexical_tokens_keep_thai_words_whole_and_lowercase_latin():
+    tokens = thai.lexical_tokens("การบูรณาการระดับภูมิภาค MERCOSUR")
+    assert "บูรณาการ" in tokens and "ภูมิภาค" in tokens
+    assert "mercosur" in tokens
+    assert "การบ" not in tokens  # the mid-syllable cut a regex tokenizer makes
+
+
+def test_sentence_spans_do_not_break_after_abbreviation():
+    text = "สนธิสัญญาลงนามเมื่อวันที่ 26 มีนาคม ค.ศ. 1991 (พ.ศ. 2534) ที่กรุงอาซุนซิออน ประเทศปารากวัย"
+    spans = thai.sentence_spans(text)
+    joined = [text[a:b] for a, b in spans]
+    assert any("ค.ศ. 1991" in s for s in joined)
+    assert any("(พ.ศ. 2534)" in s for s in joined)
+
+
+def test_split_long_cuts_only_at_word_boundaries():
+    text = "การรวมกลุ่มทางเศรษฐกิจของลาตินอเมริกาในปัจจุบันนับเป็นการเปลี่ยนแปลงทรรศนะคติ" * 6
+    pieces = thai.split_long(text, 0, len(text), 60)
+    bounds = thai.word_boundaries(text)
+    assert len(pieces) > 1
+    assert all(b - a <= 60 for a, b in pieces)
+    assert all(a in bounds and b in bounds for a, b in pieces)
+    assert "".join(text[a:b] for a, b in pieces) == text
