@@ -1,0 +1,63 @@
+import pytest
+
+from assistant.evaluation import hit_rank
+from assistant.retrieval import Retriever
+
+# (question, verbatim text the right passage holds, the worst rank it may have)
+CASES = [
+    ("บราซิลยุติการเจรจาอะไร", "บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา", 1),
+    ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "ที่เรียกว่า ALBA(4) ร่วมกับคิวบา", 1),
+    ("ประเทศใดต้องการเข้าร่วมเป็นสมาชิกเอเปค", "ซึ่งโคลอมเบียต้องการเข้าร่วมเป็นสมาชิก", 1),
+    ("บริษัท Brescia ของเปรูเป็นเจ้าของอะไร", "เป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี", 1),
+    ("กรุงโบโกตาอยู่ห่างจากกรุงซานติอาโกเท่าไร", "กว่า 4 พันกิโลเมตร", 1),
+    ("MERCOSUR ก่อตั้งขึ้นโดยสนธิสัญญาใด", "สนธิสัญญาอาซุนซิออน (Treaty of Asunción)", 1),
+    ("ปฏิญญาลิมาของพันธมิตรแปซิฟิกลงนามเมื่อใด", "28 เมษายน ค.ศ. 2011", 1),
+    ("What did Brazil stop negotiating?", "บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา", 1),
+    ("Where is LAN Chile's South American hub?", "อยู่ที่กรุงลิมาของเปรู", 1),
+    ("Which Peruvian company owns the largest cement company in Chile?", "บริษัท Brescia ของเปรู", 1),
+    ("Which party is Peru's current president close to?", "พรรคแรงงานของบราซิล", 1),
+    ("Which country lies between Colombia and Peru?", "เอกวาดอร์มีที่ตั้งอยู่ระหว่างโคลอมเบียกับเปรู", 3),
+    ("When was MERCOSUR founded?", "26 มีนาคม ค.ศ. 1991", 3),
+    ("Which countries founded ALBA?", "ประเทศผู้ก่อตั้ง ALBA คือเวเนซุเอลาและคิวบา", 3),
+]
+
+
+@pytest.mark.parametrize("question, evidence, worst", CASES, ids=[c[0][:30] for c in CASES])
+def test_expected_passage_ranks_high(built_index, question, evidence, worst):
+    hits = Retriever(built_index).search(question, top_k=5)
+    rank = hit_rank([h.chunk.text for h in hits], [evidence])
+    assert rank is not None and rank <= worst, [h.chunk.chunk_id for h in hits]
+
+
+def test_hits_carry_scores_and_chunks(built_index):
+    hits = Retriever(built_index).search("ชิลีและเปรูมี FTA กับประเทศใด", top_k=4)
+    assert len(hits) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(0 < h.dense_score <= 1 for h in hits)
+    assert all(h.chunk.text for h in hits)
+
+
+def test_top_k_is_respected(built_index):
+    assert len(Retriever(built_index).search("ชิลี", top_k=2)) == 2
+    assert len(Retriever(built_index).search("ชิลี", top_k=200)) == len(built_index.chunks)
+
+
+def test_glossary_brings_thai_names_to_english_questions(built_index):
+    from assistant.thai import lexical_tokens
+
+    tokens = Retriever(built_index).lexical_query("What did President Santos plan?")
+    assert set(lexical_tokens("ประธานาธิบดีซานโตส")) <= set(tokens)
+
+
+def test_lexical_side_is_used_for_thai_only_through_thai_tokens(built_index):
+    retriever = Retriever(built_index)
+    thai = retriever.search("บริษัท ISA ของโคลอมเบียทำอะไรในเปรู", top_k=3)
+    assert thai[0].lexical_rank is not None
+    unknown = retriever.search("quantum chromodynamics lattice", top_k=3)
+    assert all(h.lexical_rank is None for h in unknown)
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical"])
+def test_single_retriever_modes(built_index, mode):
+    hits = Retriever(built_index, mode=mode).search("บราซิลยุติการเจรจาอะไร", top_k=3)
+    assert hit_rank([h.chunk.text for h in hits], ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"]) == 1
