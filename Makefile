@@ -24,7 +24,7 @@ index: $(STAMP)
 	$(BIN)/assistant index
 
 eval: $(STAMP)
-	$(BIN)/assistant eval eval/questions.jsonl --json eval/results.json
+	$(BIN)/assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -146,13 +146,18 @@ def chat(top_k, corpus, index_dir):
 @click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics and per-question results to this JSON file.")
+@click.option("--report", "report_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a self-contained HTML report with charts and the failed questions.")
+@click.option("--compare", is_flag=True,
+              help="Also run dense only, BM25 only and llama-index defaults on the same questions.")
 @_paths
-def eval_command(questions, top_k, json_out, corpus, index_dir):
+def eval_command(questions, top_k, json_out, report_out, compare, corpus, index_dir):
     """Run a question set (JSON Lines) through the chat's answer path and print the metrics.
 
     \b
-    Example:
-      assistant eval eval/questions.jsonl --json eval/results.json
+    Examples:
+      assistant eval eval/questions.jsonl
+      assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
     """
     from assistant import evaluation
     from assistant.chat import open_assistant
@@ -165,9 +170,25 @@ def eval_command(questions, top_k, json_out, corpus, index_dir):
     outcomes = evaluation.run(answerer, question_set, top_k=top_k, progress=True)
     result = evaluation.report(outcomes)
     click.echo(evaluation.table(result))
+    side_by_side = None
+    if compare:
+        side_by_side = {}
+        for name, pipeline in evaluation.configurations(answerer, config.corpus_dir).items():
+            runs = outcomes if pipeline is answerer else evaluation.run(
+                pipeline, question_set, top_k=top_k, progress=True, desc=name)
+            side_by_side[name] = evaluation.report(runs)
+        click.echo()
+        click.echo(evaluation.compare_table(side_by_side))
+    manifest = answerer.retriever.index.manifest
     if json_out:
         document = {"n": len(outcomes), "skipped": len(question_set.skipped),
-                    "config": {"top_k": top_k, "embed_model": answerer.retriever.index.manifest["embed_model"],
-                               "chunking": answerer.retriever.index.manifest["chunking"]},
+                    "config": {"top_k": top_k, "embed_model": manifest["embed_model"],
+                               "chunking": manifest["chunking"], "questions": str(questions)},
                     **result, "questions": [o.as_json() for o in outcomes]}
+        if side_by_side is not None:
+            document["compare"] = side_by_side
         json_out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+    if report_out:
+        texts = {c.chunk_id: c.text for c in answerer.retriever.index.chunks}
+        evaluation.write_report(report_out, result, question_set, outcomes, texts, side_by_side)
+        click.echo(f"Report written to {report_out}", err=True)

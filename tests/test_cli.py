@@ -97,3 +97,30 @@ def test_eval_command_writes_json(env, tmp_path):
     assert data["overall"]["hit@1"] == 1.0 and data["overall"]["refusal_recall"] == 1.0
     assert [q["id"] for q in data["questions"]] == ["a", "b"]
     assert "| hit@1 |" in result.stdout
+
+
+def test_eval_compare_and_report(env, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
+        {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"],
+         "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"], "answerable": True},
+        {"id": "b", "lang": "en", "question": "Where is LAN Chile's South American hub?", "answers": ["กรุงลิมา"],
+         "evidence": ["อยู่ที่กรุงลิมาของเปรู"], "answerable": True},
+        {"id": "c", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False},
+    ]), encoding="utf-8")
+    out, report = tmp_path / "out.json", tmp_path / "report.html"
+    result = run(["eval", str(questions), "--compare", "--json", str(out), "--report", str(report)], env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert set(data) >= {"n", "skipped", "config", "overall", "by_lang", "questions", "compare"}
+    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults"]
+    baseline = data["compare"]["llama-index defaults"]["overall"]
+    assert baseline["hit@5"] is not None and baseline["answer_match"] is None
+    assert set(data["overall"]) == {"hit@1", "hit@3", "hit@5", "mrr", "ndcg@5", "answer_match",
+                                    "citation_precision", "refusal_precision", "refusal_recall",
+                                    "latency_p50_ms", "latency_p95_ms"}
+    assert set(data["questions"][0]) == {"id", "hit_rank", "answer_ok", "refused", "citations_ok", "latency_ms"}
+    html = report.read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 4  # per language + configurations overall, th, en
+    assert "llama-index defaults" in html and "<h2>Failed questions" in html
+    assert "| llama-index defaults |" in result.stdout
