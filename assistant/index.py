@@ -13,7 +13,7 @@ import numpy as np
 
 from assistant import chunking, corpus, embedding
 from assistant.config import Config
-from assistant.errors import (AssistantError, IndexCorruptError, IndexMismatchError,
+from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
                               IndexMissingError, IndexStaleError)
 from assistant.thai import lexical_tokens
 from assistant.types import Chunk
@@ -80,6 +80,8 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     corpus_hash = corpus.content_hash(config.corpus_dir)
     loaded = corpus.load(config.corpus_dir)
     chunks = chunking.split(loaded.documents, chunk_params(config))
+    if not chunks:
+        raise EmptyCorpusError(f"The corpus in {config.corpus_dir} has no text to index besides glossaries.")
     dimension = len(embed_model.get_query_embedding("dimension probe"))
 
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)

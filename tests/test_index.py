@@ -94,3 +94,15 @@ def test_inconsistent_manifest_is_detected(small, embed_model):
     path.write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptError, match="inconsistent"):
         index.load(small, embed_model)
+
+
+def test_corpus_of_only_a_glossary_is_a_clear_error(config, tmp_path, embed_model):
+    from assistant.errors import EmptyCorpusError
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    (corpus_dir / "g.md").write_text("---\nrole: glossary\n---\n| ชิลี | Chile |\n", encoding="utf-8")
+    cfg = config.with_(corpus_dir=corpus_dir, index_dir=tmp_path / "index")
+    with pytest.raises(EmptyCorpusError, match="no text to index"):
+        index.build(cfg, embed_model, progress=False)
+    assert not (tmp_path / "index").exists()
