@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assistant.thai import sentence_spans, split_long
+from assistant.thai import sentence_spans, split_long, strip_span
 from assistant.types import Chunk, Document
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
@@ -34,7 +34,7 @@ def paragraphs(doc: Document) -> list[tuple[int, int]]:
     for match in list(separator.finditer(doc.text)) + [None]:
         end = match.start() if match else len(doc.text)
         if doc.text[pos:end].strip():
-            spans.append(_strip(doc.text, pos, end))
+            spans.append(strip_span(doc.text, pos, end))
         pos = match.end() if match else pos
     merged: list[tuple[int, int]] = []
     pending = None
@@ -47,16 +47,8 @@ def paragraphs(doc: Document) -> list[tuple[int, int]]:
             continue
         merged.append((a, b))
     if pending is not None:
-        merged.append(_strip(doc.text, pending, len(doc.text)))
+        merged.append(strip_span(doc.text, pending, len(doc.text)))
     return merged
-
-
-def _strip(text: str, a: int, b: int) -> tuple[int, int]:
-    while a < b and text[a].isspace():
-        a += 1
-    while b > a and text[b - 1].isspace():
-        b -= 1
-    return a, b
 
 
 def sentences(doc: Document, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
@@ -64,7 +56,7 @@ def sentences(doc: Document, start: int, end: int, max_chars: int) -> list[tuple
     spans = []
     pos = start
     for line in doc.text[start:end].split("\n"):
-        a, b = _strip(doc.text, pos, pos + len(line))
+        a, b = strip_span(doc.text, pos, pos + len(line))
         pos += len(line) + 1
         if a == b:
             continue

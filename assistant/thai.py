@@ -109,16 +109,17 @@ def _join_broken(segment: str, spans: list[tuple[int, int]]) -> list[tuple[int, 
     return out
 
 
-def _trim(segment: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out = []
-    for a, b in spans:
-        while a < b and segment[a].isspace():
-            a += 1
-        while b > a and segment[b - 1].isspace():
-            b -= 1
-        if a < b:
-            out.append((a, b))
-    return out
+def strip_span(text: str, a: int, b: int) -> tuple[int, int]:
+    """The span text[a:b] without its leading and trailing white space."""
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def _trim(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in (strip_span(text, *span) for span in spans) if a < b]
 
 
 def split_long(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
