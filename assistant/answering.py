@@ -23,6 +23,8 @@ ANSWER_PASSAGES = 3
 ANSWER_SENTENCES = 2
 # A second sentence joins the answer only when it scores almost as well as the best one.
 SECOND_SENTENCE_MARGIN = 0.03
+# A sentence from a lower-ranked passage must beat a top-passage sentence by this much per rank.
+RANK_PENALTY = 0.01
 
 _FOLLOW_UP_EN = re.compile(
     r"^\s*(and|also|what about|how about|then)\b|\b(he|she|it|its|they|them|their|his|her|hers|"
@@ -100,7 +102,7 @@ class Answerer:
                 if key in candidates:
                     continue
                 similarity = float(vectors[self._sentence_rows[key]] @ vector)
-                candidates[key] = (similarity - 0.01 * rank, hit)
+                candidates[key] = (similarity - RANK_PENALTY * rank, hit)
         ranked = sorted(candidates.items(), key=lambda kv: -kv[1][0])
         chosen = [ranked[0]]
         for key, (score, hit) in ranked[1:]:
@@ -111,9 +113,10 @@ class Answerer:
         parts, citations = [], []
         for n, ((doc_id, a, b), (score, hit)) in enumerate(chosen, start=1):
             chunk = hit.chunk
-            citations.append(Citation(
+            citation = Citation(
                 n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
                 start=chunk.start, end=chunk.end, sentence_start=a, sentence_end=b, score=round(score, 4),
-            ))
-            parts.append(f"{chunk.text[a - chunk.start:b - chunk.start]} [{n}]")
+            )
+            citations.append(citation)
+            parts.append(f"{citation.sentence} [{n}]")
         return " ".join(parts), tuple(citations)

@@ -38,8 +38,7 @@ def render(answer: Answer) -> str:
     if answer.citations:
         lines += ["", PHRASES[answer.language]["sources"] + ":"]
         for c in answer.citations:
-            sentence = c.text[c.sentence_start - c.start:c.sentence_end - c.start]
             lines.append(f"[{c.n}] {c.title} — {c.source}, {c.chunk_id}, "
                          f"chars {c.sentence_start}–{c.sentence_end}")
-            lines.append(f"    {sentence}")
+            lines.append(f"    {c.sentence}")
     return "\n".join(lines)

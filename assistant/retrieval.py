@@ -59,12 +59,14 @@ class Retriever:
             query = self.query(query)
         chunks = self.index.chunks
         n = len(chunks)
+        # Dense runs in every mode: its cosine is what the answerer's refusal threshold reads.
         dense = self._dense(query.vector, min(n, max(CANDIDATES, top_k)))
         dense_rank = {i: r for r, (i, _) in enumerate(dense)}
         dense_score = dict(dense)
         lexical_rank = {}
-        if self.mode != "dense" and query.lexical_tokens and any(has_thai(t) for t in query.lexical_tokens) \
-                or self.mode == "lexical":
+        # Hybrid consults BM25 only when the query has Thai words to match (its own or the glossary's).
+        thai_tokens = any(has_thai(t) for t in query.lexical_tokens)
+        if self.mode == "lexical" or (self.mode == "hybrid" and thai_tokens):
             scores = self.index.lexical.get_scores(list(query.lexical_tokens))
             order = [i for i in np.argsort(-scores, kind="stable")[:max(CANDIDATES, top_k)] if scores[i] > 0]
             lexical_rank = {int(i): r for r, i in enumerate(order)}

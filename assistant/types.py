@@ -65,6 +65,11 @@ class Citation:
     sentence_end: int
     score: float
 
+    @property
+    def sentence(self) -> str:
+        """The quoted sentence, cut from the passage text."""
+        return self.text[self.sentence_start - self.start:self.sentence_end - self.start]
+
 
 @dataclass(frozen=True)
 class Turn:

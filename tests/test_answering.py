@@ -27,6 +27,7 @@ def test_answer_quotes_the_source_and_cites_it(answerer, built_index, question, 
         assert texts[c.chunk_id] == c.text
         assert c.start <= c.sentence_start < c.sentence_end <= c.end
         sentence = c.text[c.sentence_start - c.start:c.sentence_end - c.start]
+        assert sentence == c.sentence
         assert f"{sentence} [{c.n}]" in answer.answer
     assert any(expected in c.text for c in answer.citations)
 
