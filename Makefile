@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run chat index eval test clean
+.PHONY: install system run chat index eval test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job. The index is built on first use and rebuilt when the corpus changes.
-run: chat
+# The main job: the web chat. The index is built on first use and rebuilt when the corpus changes.
+run: $(STAMP)
+	$(BIN)/assistant serve
 
 chat: $(STAMP)
 	$(BIN)/assistant chat
@@ -26,7 +27,12 @@ index: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
 
-test: $(STAMP)
+# Debian's Chromium and Thai fonts for the browser tests (as root, as CI runs; skipped when present).
+system:
+	@command -v chromium >/dev/null && fc-list | grep -qi tlwg || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-thai-tlwg; }
+
+test: $(STAMP) system
 	$(BIN)/python -m pytest
 
 clean:

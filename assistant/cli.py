@@ -20,6 +20,7 @@ def _offline(config: Config) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def _config(corpus: Path | None, index_dir: Path | None, **overrides) -> Config:
@@ -78,6 +79,35 @@ def index_command(corpus, index_dir):
         click.secho(f"Skipped {problem}", fg="yellow", err=True)
     click.echo(f"Indexed {built.manifest['chunks']} passages from {len(built.manifest['documents'])} "
                f"documents into {config.index_dir} in {time.perf_counter() - started:.1f} s.")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@_paths
+def serve(host, port, corpus, index_dir):
+    """Start the web chat, the JSON API and the embedding page on one server.
+
+    \b
+    Examples:
+      assistant serve
+      ASSISTANT_ALLOWED_ORIGINS=https://example.org assistant serve --host 0.0.0.0 --port 8080
+    """
+    import uvicorn
+
+    from assistant.chat import open_assistant
+    from assistant.web import create_app
+
+    started = time.perf_counter()
+    config = _config(corpus, index_dir)
+    answerer = open_assistant(config)
+    answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
+    app = create_app(answerer, config)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    click.echo(f"Ready in {time.perf_counter() - started:.1f} s.\n"
+               f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
+               f"  API docs:    {base}/docs\n  Health:      {base}/api/health", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @cli.command()

@@ -39,6 +39,14 @@ class Config:
     refusal_threshold_th: float = 0.84
     refusal_threshold_en: float = 0.77
     max_question_chars: int = 2000
+    # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
+    # ("*" for any, else comma-separated origins such as "https://example.org").
+    feedback_path: Path = Path("feedback.jsonl")
+    allowed_origins: str = "*"
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     def __post_init__(self) -> None:
         if self.cache_dir == Path():

@@ -1,0 +1,282 @@
+"""The web server as users meet it: a real `assistant serve` process, gradio_client, HTTP and Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class Server:
+    def __init__(self, env: dict, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log.open("w")
+        self.process = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(self.port)],
+                                        env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+            try:
+                if http("GET", self.url + "/api/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"server did not start: {log.read_text()}")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(built_index, config, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    env = {"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+           "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl")}
+    s = Server(env, folder / "server.log")
+    s.feedback = folder / "feedback.jsonl"
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run must install Debian's chromium")
+        pytest.skip("Chromium is not installed (apt-get install chromium fonts-thai-tlwg)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+def new_page(browser, width=1280, height=900):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.requested_hosts = set()
+    page.on("request", lambda r: page.requested_hosts.add(r.url.split("/")[2]))
+    return page
+
+
+def ask_in(scope, question: str):
+    """Ask and wait for the answer: two more chat messages and its citations."""
+    messages = scope.locator("#chat .message")
+    before = messages.count()
+    scope.locator("#question textarea").fill(question)
+    scope.locator("#ask").click()
+    messages.nth(before + 1).wait_for(timeout=60_000)
+    scope.locator("#citations details").first.wait_for(timeout=60_000)
+
+
+# --- HTTP API -------------------------------------------------------------------------------------
+
+def test_health(server):
+    status, _, body = http("GET", server.url + "/api/health")
+    data = json.loads(body)
+    assert status == 200 and data["status"] == "ok"
+    assert data["index"]["chunks"] > 0 and data["index"]["model"].startswith("multilingual-e5-small")
+    assert data["index"]["built_at"]
+
+
+def test_api_ask_round_trip_with_history(server):
+    body = json.dumps({"question": "และบริษัทนี้เป็นเจ้าของอะไร", "top_k": 3,
+                       "history": [{"role": "user", "content": "บริษัท Brescia มาจากประเทศใด"},
+                                   {"role": "assistant", "content": "เปรู"}]}).encode()
+    status, headers, raw = http("POST", server.url + "/api/ask", body)
+    data = json.loads(raw)
+    assert status == 200
+    assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี" in data["answer"] and not data["refused"]
+    assert data["citations"][0]["n"] == 1 and "Brescia" in data["citations"][0]["text"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b'{"history": []}', 422, "question"),
+    (b'{"question": "   "}', 422, "empty"),
+    (json.dumps({"question": "ก" * 100_000}).encode(), 413, "longer than"),
+    (b'{"question": 12}', 422, "string"),
+    (b'{"question": "ok", "history": "nope"}', 422, "list"),
+    (b'{"question": "ok", "history": [{"role": "robot", "content": "x"}]}', 422, "user"),
+    (b'{"question": "ok", "top_k": 0}', 422, "greater than"),
+    (b"{not json", 422, "JSON"),
+    (b"\xff\xfe binary", 400, "error parsing the body"),
+])
+def test_api_bad_input_gets_4xx_and_server_stays_up(server, body, status, message):
+    got, _, raw = http("POST", server.url + "/api/ask", body)
+    assert got == status, raw[:300]
+    assert message in raw.decode("utf-8", "replace")
+    ok, _, after = http("POST", server.url + "/api/ask", json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode())
+    assert ok == 200 and "FTAA" in json.loads(after)["answer"]
+
+
+def test_oversized_body_is_refused_before_it_is_read(server):
+    from http.client import HTTPConnection
+
+    conn = HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("POST", "/api/ask")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(50_000_000))
+    conn.endheaders()  # the 50 MB never follow: the answer must not wait for them
+    response = conn.getresponse()
+    assert response.status == 413 and b"bytes" in response.read()
+    conn.close()
+    assert http("GET", server.url + "/api/health")[0] == 200
+
+
+def test_cors_and_frame_ancestors(server):
+    status, headers, _ = http("OPTIONS", server.url + "/api/ask",
+                              headers={"Origin": "http://site.example", "Access-Control-Request-Method": "POST"})
+    assert status == 200 and headers.get("access-control-allow-origin") in {"*", "http://site.example"}
+    _, headers, _ = http("GET", server.url + "/gradio.js", headers={"Origin": "http://site.example"})
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["content-security-policy"] == "frame-ancestors *"
+
+
+def test_openapi_docs_and_embed_page(server):
+    status, _, raw = http("GET", server.url + "/openapi.json")
+    assert status == 200 and "/api/ask" in json.loads(raw)["paths"]
+    assert http("GET", server.url + "/docs")[0] == 200
+    status, _, raw = http("GET", server.url + "/embed")
+    page = raw.decode()
+    assert status == 200
+    assert f"{server.url}/compact/" in page and f"{server.url}/gradio.js" in page
+    assert f"{server.url}/api/ask" in page and "&lt;iframe" in page and "<iframe" in page
+
+
+def test_gradio_client_round_trip(server):
+    from gradio_client import Client
+
+    client = Client(server.url + "/", verbose=False)
+    result = client.predict("บริษัท ISA ของโคลอมเบียทำอะไรในเปรู", None, None, api_name="/ask")
+    assert not result["refused"] and "จัดการระบบไฟฟ้า" in result["answer"]
+    assert any("บริษัท ISA ของโคลอมเบีย" in c["text"] for c in result["citations"])
+
+
+# --- Browser --------------------------------------------------------------------------------------
+
+def test_chat_in_the_browser(server, browser):
+    page = new_page(browser)
+    page.goto(server.url + "/", wait_until="load")
+    ask_in(page, "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร")
+    answer = page.locator("#chat .message").last.inner_text()
+    assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี" in answer and "[1]" in answer
+    first = page.locator("#citations details").first
+    assert not first.evaluate("d => d.open")
+    first.locator("summary").click()
+    assert first.evaluate("d => d.open")
+    assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี" in first.locator("mark").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    # A follow-up uses the conversation; thumbs up lands in the feedback file.
+    ask_in(page, "Which party is Peru's current president close to?")
+    page.locator("#chat button[aria-label='Like']").last.click()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not server.feedback.exists():
+        time.sleep(0.2)
+    record = json.loads(server.feedback.read_text(encoding="utf-8").splitlines()[-1])
+    assert record["liked"] is True and "พรรคแรงงานของบราซิล" in record["answer"]
+
+    page.locator("#clear").click()
+    page.wait_for_timeout(500)
+    assert page.locator("#chat .message").count() == 0
+    assert page.locator("#citations details").count() == 0
+    assert page.requested_hosts == {f"127.0.0.1:{server.port}"}  # nothing from a CDN
+    page.close()
+
+
+def test_phone_width(server, browser):
+    page = new_page(browser, width=390, height=844)
+    page.goto(server.url + "/", wait_until="load")
+    ask_in(page, "How far is Bogotá from Santiago?")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
+    page.screenshot(path=str(ARTIFACTS / "chat-phone.png"), full_page=True)
+    page.close()
+
+
+@pytest.fixture()
+def host_site(server, tmp_path):
+    """A plain page on another port (another origin) that embeds the chat both ways."""
+    (tmp_path / "index.html").write_text(f"""<!doctype html><html><head><meta charset="utf-8">
+<script type="module" src="{server.url}/gradio.js"></script></head><body><h1>Another site</h1>
+<div id="component"><gradio-app src="{server.url}/compact/"></gradio-app></div>
+<iframe id="frame" src="{server.url}/compact/" style="width:100%;height:640px;border:0"></iframe>
+</body></html>""", encoding="utf-8")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    httpd.shutdown()
+
+
+def test_embedded_in_another_site(server, browser, host_site):
+    page = new_page(browser)
+    page.goto(host_site, wait_until="load")
+    component = page.locator("#component")
+    ask_in(component, "บราซิลยุติการเจรจาอะไร")
+    assert "FTAA" in component.locator("#chat").inner_text()
+    frame = page.frame_locator("#frame")
+    ask_in(frame, "Where is LAN Chile's South American hub?")
+    assert "กรุงลิมา" in frame.locator("#chat").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "embedded.png"), full_page=True)
+    page.close()
+
+
+def test_corpus_html_is_shown_as_text(browser, config, corpus_copy, tmp_path):
+    (corpus_copy / "xss.md").write_text(
+        "---\ntitle: <script>window.__xss = 1</script>\n---\n"
+        "ภูเขาไฟโอฮอสเดลซาลาโดเป็นภูเขาไฟที่สูงที่สุดในโลก <script>window.__xss = 2</script> "
+        "และ <img src=x onerror=\"window.__xss = 3\"> ตั้งอยู่บนพรมแดนชิลีกับอาร์เจนตินา\n", encoding="utf-8")
+    s = Server({"ASSISTANT_CORPUS_DIR": str(corpus_copy), "ASSISTANT_INDEX_DIR": str(tmp_path / "index"),
+                "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl")}, tmp_path / "server.log")
+    try:
+        page = new_page(browser)
+        page.goto(s.url + "/", wait_until="load")
+        ask_in(page, "ภูเขาไฟโอฮอสเดลซาลาโดตั้งอยู่ที่ไหน")
+        page.locator("#citations summary").first.click()
+        assert "<script>window.__xss = 2</script>" in page.locator("#citations").inner_text()
+        assert "<img src=x" in page.locator("#chat").inner_text()
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__xss") is None
+        page.close()
+    finally:
+        s.stop()
