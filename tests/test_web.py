@@ -280,3 +280,21 @@ def test_corpus_html_is_shown_as_text(browser, config, corpus_copy, tmp_path):
         page.close()
     finally:
         s.stop()
+
+
+def test_allowed_origins_restrict_cors_and_framing(answerer, config, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from assistant.web import create_app
+
+    restricted = config.with_(allowed_origins="https://a.example, https://b.example/",
+                              feedback_path=tmp_path / "f.jsonl")
+    client = TestClient(create_app(answerer, restricted))
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = client.options("/api/ask", headers={"Origin": "https://a.example", **preflight})
+    assert allowed.headers["access-control-allow-origin"] == "https://a.example"
+    denied = client.options("/api/ask", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in denied.headers
+    page = client.get("/embed")
+    assert page.headers["content-security-policy"] == "frame-ancestors 'self' https://a.example https://b.example"
+    assert "https://a.example, https://b.example" in page.text
