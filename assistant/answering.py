@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from typing import Iterator
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Answerer:
     def __init__(self, retriever: Retriever, config: Config):
         self.retriever = retriever
         self.config = config
-        self._sentence_rows = retriever.index.sentence_row()
+        self.sentence_rows = retriever.index.sentence_row()
 
     def answer(self, question: str, history=(), top_k: int | None = None) -> Answer:
         started = time.perf_counter()
@@ -93,6 +94,10 @@ class Answerer:
                         "compose": (done - searched) * 1e3, "total": (done - started) * 1e3},
         )
 
+    def stream(self, question: str, history=(), top_k: int | None = None) -> Iterator[Answer]:
+        """The same interface as the LLM answerer's: here the whole answer comes at once."""
+        yield self.answer(question, history, top_k)
+
     def _compose(self, vector: np.ndarray, hits: list[Hit]) -> tuple[str, tuple[Citation, ...]]:
         vectors = self.retriever.index.sentence_vectors
         candidates = {}  # sentence span -> (score, hit); a sentence in two passages cites the better one
@@ -101,7 +106,7 @@ class Answerer:
                 key = (hit.chunk.doc_id, a, b)
                 if key in candidates:
                     continue
-                similarity = float(vectors[self._sentence_rows[key]] @ vector)
+                similarity = float(vectors[self.sentence_rows[key]] @ vector)
                 candidates[key] = (similarity - RANK_PENALTY * rank, hit)
         ranked = sorted(candidates.items(), key=lambda kv: -kv[1][0])
         chosen = [ranked[0]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from assistant import embedding, index
 from assistant.answering import PHRASES, Answerer
@@ -11,11 +12,17 @@ from assistant.retrieval import Retriever
 from assistant.types import Answer, Turn
 
 
-def open_assistant(config: Config, progress: bool = True) -> Answerer:
-    """Load the model and the index (building or rebuilding it as needed) once."""
+def open_assistant(config: Config, progress: bool = True):
+    """Load the model and the index (building or rebuilding it as needed) once; with an LLM
+    configured, answers are written by it on top of the same retrieval."""
     embed_model = embedding.load(config)
     loaded = index.open_index(config, embed_model, progress=progress)
-    return Answerer(Retriever(loaded), config)
+    answerer = Answerer(Retriever(loaded), config)
+    if config.llm == "extractive":
+        return answerer
+    from assistant.llm import LLMAnswerer
+
+    return LLMAnswerer(answerer, config)
 
 
 @dataclass
@@ -24,9 +31,14 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
 
     def ask(self, question: str) -> Answer:
-        answer = self.answerer.answer(question, tuple(self.turns))
-        self.turns += [Turn("user", answer.question), Turn("assistant", answer.answer)]
-        return answer
+        return [e for e in self.stream(question) if isinstance(e, Answer)][-1]
+
+    def stream(self, question: str) -> Iterator[str | Answer]:
+        """Text as it is written (with an LLM), then the final Answer, which joins the conversation."""
+        for event in self.answerer.stream(question, tuple(self.turns)):
+            if isinstance(event, Answer):
+                self.turns += [Turn("user", event.question), Turn("assistant", event.answer)]
+            yield event
 
     def clear(self) -> None:
         self.turns.clear()
@@ -34,7 +46,8 @@ class Conversation:
 
 def render(answer: Answer) -> str:
     """Plain text: the answer, then each citation with its source and position."""
-    lines = [answer.answer]
+    notice = answer.generation.get("notice")
+    lines = ([f"({notice})"] if notice else []) + [answer.answer]
     if answer.citations:
         lines += ["", PHRASES[answer.language]["sources"] + ":"]
         for c in answer.citations:

@@ -104,7 +104,7 @@ def serve(host, port, corpus, index_dir):
     answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
     app = create_app(answerer, config)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(f"Ready in {time.perf_counter() - started:.1f} s.\n"
+    click.echo(f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
                f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
                f"  API docs:    {base}/docs\n  Health:      {base}/api/health", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -150,7 +150,8 @@ def chat(top_k, corpus, index_dir):
 
     config = _config(corpus, index_dir, top_k=top_k)
     conversation = Conversation(open_assistant(config))
-    click.echo("Ask about the documents in Thai or English. /clear starts over, /exit leaves.")
+    click.echo(f"Answers: {_mode(config)}. Ask about the documents in Thai or English. "
+               "/clear starts over, /exit leaves.")
     while True:
         try:
             question = input("> ")
@@ -166,9 +167,23 @@ def chat(top_k, corpus, index_dir):
         if not question.strip():
             continue
         try:
-            click.echo(render(conversation.ask(question)) + "\n")
+            streamed = False
+            for event in conversation.stream(question):
+                if isinstance(event, str):  # an LLM writing: show it as it comes
+                    click.echo(event, nl=False)
+                    streamed = True
+                    continue
+                if streamed:
+                    click.echo("\n")
+                click.echo(render(event) + "\n")
         except AssistantError as error:  # a bad question must not end the conversation
             click.secho(f"Error: {error}", fg="red", err=True)
+
+
+def _mode(config: Config) -> str:
+    if config.llm == "extractive":
+        return "extractive (quoted from the documents)"
+    return f"{config.llm} LLM {config.llm_model} at {config.llm_base_url or 'its default address'}"
 
 
 @cli.command("eval")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -43,6 +43,13 @@ class Config:
     # ("*" for any, else comma-separated origins such as "https://example.org").
     feedback_path: Path = Path("feedback.jsonl")
     allowed_origins: str = "*"
+    # Answers: "extractive" (default, needs nothing), or an LLM server: "openai" (any OpenAI-compatible
+    # API: vLLM, llama.cpp's server, LM Studio, a hosted one) or "ollama".
+    llm: str = "extractive"
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)  # read from the environment, never printed
+    llm_timeout_s: float = 30.0
 
     @property
     def origins(self) -> list[str]:
@@ -55,6 +62,10 @@ class Config:
             raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
         if self.top_k < 1:
             raise AssistantError("top_k must be at least 1")
+        if self.llm not in {"extractive", "openai", "ollama"}:
+            raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
+        if self.llm != "extractive" and not self.llm_model:
+            raise AssistantError(f"ASSISTANT_LLM={self.llm} needs ASSISTANT_LLM_MODEL (the model's name)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":

@@ -87,6 +87,9 @@ class Answer:
     retrieval_query: str
     hits: tuple[Hit, ...] = field(default=(), compare=False)
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    # How the text was made: {"mode": "extractive"} or, with an LLM, also "status" ("verified",
+    # "fallback" or "refused"), "removed_markers" and a user-facing "notice" when it fell back.
+    generation: dict = field(default_factory=lambda: {"mode": "extractive"}, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by `assistant ask --json` and the HTTP API."""
@@ -97,4 +100,5 @@ class Answer:
             "language": self.language,
             "citations": [asdict(c) for c in self.citations],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "generation": self.generation,
         }

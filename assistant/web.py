@@ -90,15 +90,25 @@ class FeedbackLog:
 def build_chat(answerer: Answerer, feedback: FeedbackLog, compact: bool = False) -> gr.Blocks:
     """The chat page; `compact` drops the page chrome for iframes and the web component."""
     def respond(message: str, shown: list, turns: list, answers: list):
+        """Yields the chat as the answer grows (with an LLM), then with its citations."""
+        asked = shown + [{"role": "user", "content": _text(message)}]
+        written = ""
         try:
-            answer = answerer.answer(message, [Turn(**t) for t in turns])
+            for event in answerer.stream(message, [Turn(**t) for t in turns]):
+                if isinstance(event, str):
+                    written += event
+                    yield "", asked + [{"role": "assistant", "content": _text(written)}], turns, answers, \
+                        citations_html(None)
+                    continue
+                answer = event
         except AssistantError as error:
             raise gr.Error(str(error)) from None
-        shown = shown + [{"role": "user", "content": _text(answer.question)},
-                         {"role": "assistant", "content": _text(answer.answer)}]
+        notice = answer.generation.get("notice")
+        content = (f"_{_text(notice)}_\n\n" if notice else "") + _text(answer.answer)
         turns = turns + [{"role": "user", "content": answer.question},
                          {"role": "assistant", "content": answer.answer}]
-        return "", shown, turns, answers + [answer.to_dict()], citations_html(answer)
+        yield ("", asked + [{"role": "assistant", "content": content}], turns, answers + [answer.to_dict()],
+               citations_html(answer))
 
     def rate(answers: list, data: gr.LikeData):
         index = data.index if isinstance(data.index, int) else data.index[0]
@@ -204,7 +214,8 @@ def create_app(answerer: Answerer, config: Config) -> FastAPI:
     @app.get("/api/health")
     def health() -> dict:
         return {"status": "ok", "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"],
-                                          "built_at": manifest["built_at"]}}
+                                          "built_at": manifest["built_at"]},
+                "llm": {"mode": config.llm, "model": config.llm_model or None}}
 
     @app.post("/api/ask")
     def ask(request: AskRequest) -> dict:

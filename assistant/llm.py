@@ -1,0 +1,189 @@
+"""Optional LLM answers: numbered passages in, a cited answer out, every marker checked against them."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from typing import Iterator
+
+from assistant.answering import PHRASES, Answerer, is_follow_up
+from assistant.config import Config
+from assistant.errors import AssistantError
+from assistant.types import Answer, Citation, Hit, Turn
+
+# The whole prompt, in one place.
+SYSTEM_PROMPT = """You answer questions about documents on Latin American regional integration.
+Rules:
+- Use only the numbered passages below. Do not use anything else you know.
+- Answer in the language of the question ({language}), briefly.
+- After every sentence or claim, cite the passage it comes from as [n], e.g. [2].
+- If the passages do not contain the answer, reply exactly: {refusal}"""
+
+USER_PROMPT = """Passages:
+{passages}
+
+Question: {question}"""
+
+# llama-index's condense-question prompt (CondenseQuestionChatEngine), used to make a follow-up standalone.
+CONDENSE_PROMPT = """Given a conversation (between Human and Assistant) and a follow up message from Human, \
+rewrite the message to be a standalone question that captures all relevant context from the conversation. \
+Keep the language of the follow up message. Reply with the question only.
+
+<Chat History>
+{chat_history}
+
+<Follow Up Message>
+{question}
+
+<Standalone question>
+"""
+
+LANGUAGES = {"th": "Thai", "en": "English"}
+NOTICE = {
+    "th": "ไม่สามารถใช้โมเดลภาษาได้ ({reason}) จึงแสดงคำตอบที่ยกจากเอกสารแทน",
+    "en": "The language model was not available ({reason}); showing the answer quoted from the documents.",
+}
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def make_llm(config: Config):
+    """The llama-index client for the configured server; no retries, so a fault surfaces within the timeout."""
+    if config.llm == "openai":
+        from llama_index.llms.openai_like import OpenAILike
+
+        return OpenAILike(model=config.llm_model, api_base=config.llm_base_url or "http://127.0.0.1:8000/v1",
+                          api_key=config.llm_api_key or "not-needed", timeout=config.llm_timeout_s,
+                          max_retries=0, is_chat_model=True, temperature=0.1)
+    if config.llm == "ollama":
+        from llama_index.llms.ollama import Ollama
+
+        return Ollama(model=config.llm_model, base_url=config.llm_base_url or "http://127.0.0.1:11434",
+                      request_timeout=config.llm_timeout_s, temperature=0.1)
+    raise AssistantError(f"No LLM is configured (ASSISTANT_LLM={config.llm}).")
+
+
+def messages(question: str, language: str, hits: list[Hit]):
+    from llama_index.core.llms import ChatMessage
+
+    passages = "\n\n".join(f"[{n}] ({h.chunk.title}) {h.chunk.text}" for n, h in enumerate(hits, start=1))
+    return [
+        ChatMessage(role="system", content=SYSTEM_PROMPT.format(language=LANGUAGES[language],
+                                                                refusal=PHRASES[language]["refusal"])),
+        ChatMessage(role="user", content=USER_PROMPT.format(passages=passages, question=question)),
+    ]
+
+
+def check_markers(text: str, passages: int) -> tuple[str, list[int], list[int]]:
+    """Remove markers that name no given passage; returns (text, valid markers, removed markers)."""
+    valid, removed = [], []
+
+    def keep(match: re.Match) -> str:
+        n = int(match.group(1))
+        (valid if 1 <= n <= passages else removed).append(n)
+        return match.group(0) if 1 <= n <= passages else ""
+
+    cleaned = _MARKER.sub(keep, text)
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
+    return cleaned, sorted(set(valid)), removed
+
+
+class LLMAnswerer:
+    """Retrieval as in extractive mode, then the LLM writes the answer; the extractive answer is the
+    fallback for every fault and for an answer that cites nothing it was given."""
+
+    def __init__(self, extractive: Answerer, config: Config, llm=None):
+        self.extractive = extractive
+        self.retriever = extractive.retriever
+        self.config = config
+        self.llm = llm or make_llm(config)
+
+    def answer(self, question: str, history=(), top_k: int | None = None) -> Answer:
+        final = None
+        for event in self.stream(question, history, top_k):
+            if isinstance(event, Answer):
+                final = event
+        return final
+
+    def stream(self, question: str, history=(), top_k: int | None = None) -> Iterator[str | Answer]:
+        """Text deltas as the LLM writes them, then the checked Answer (always last)."""
+        history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
+        started = time.perf_counter()
+        standalone = self._condense(question, history)
+        # Retrieval, refusal and the fallback answer come from the extractive path.
+        base = self.extractive.answer(standalone if standalone else question,
+                                      () if standalone else history, top_k)
+        base = replace(base, question=question)
+        mode = {"mode": self.config.llm, "model": self.config.llm_model}
+        if base.refused:
+            yield replace(base, generation={**mode, "status": "refused"})
+            return
+        hits = list(base.hits)
+        parts: list[str] = []
+        try:
+            for chunk in self.llm.stream_chat(messages(question, base.language, hits)):
+                delta = chunk.delta or ""
+                if delta:
+                    parts.append(delta)
+                    yield delta
+        except Exception as error:  # any client, HTTP, timeout or parsing fault: fall back
+            yield self._fallback(base, mode, _reason(error), started)
+            return
+        text, valid, removed = check_markers("".join(parts), len(hits))
+        if not text:
+            yield self._fallback(base, mode, "empty response", started)
+            return
+        if not valid:
+            if PHRASES[base.language]["refusal"].lower() in text.lower():
+                yield replace(base, answer=PHRASES[base.language]["refusal"], refused=True, citations=(),
+                              generation={**mode, "status": "refused"})
+                return
+            yield self._fallback(base, mode, "no valid citation", started, removed)
+            return
+        vector = self.retriever.query(base.retrieval_query).vector
+        citations = tuple(self._citation(n, hits[n - 1], vector) for n in valid)
+        timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
+        yield replace(base, answer=text, citations=citations, refused=False, timings_ms=timings,
+                      generation={**mode, "status": "verified", "removed_markers": removed})
+
+    def _condense(self, question: str, history: tuple[Turn, ...]) -> str | None:
+        """A standalone version of a follow-up, by the LLM; None keeps the extractive heuristic."""
+        if not history or not is_follow_up(question):
+            return None
+        from llama_index.core.llms import ChatMessage
+
+        transcript = "\n".join(f"{'Human' if t.role == 'user' else 'Assistant'}: {t.content}" for t in history[-6:])
+        try:
+            reply = self.llm.chat([ChatMessage(role="user", content=CONDENSE_PROMPT.format(
+                chat_history=transcript, question=question))])
+            text = (reply.message.content or "").strip()
+        except Exception:
+            return None
+        return text if 0 < len(text) <= self.config.max_question_chars else None
+
+    def _citation(self, n: int, hit: Hit, vector) -> Citation:
+        """Citation n for the passage the LLM cited; its sentence is the passage's closest to the question."""
+        chunk = hit.chunk
+        vectors, rows = self.retriever.index.sentence_vectors, self.extractive.sentence_rows
+        a, b = max(chunk.sentences, key=lambda s: float(vectors[rows[(chunk.doc_id, *s)]] @ vector))
+        return Citation(n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
+                        start=chunk.start, end=chunk.end, sentence_start=a, sentence_end=b,
+                        score=round(hit.dense_score, 4))
+
+    def _fallback(self, base: Answer, mode: dict, reason: str, started: float, removed=()) -> Answer:
+        notice = NOTICE[base.language].format(reason=reason)
+        timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
+        return replace(base, timings_ms=timings, generation={**mode, "status": "fallback", "notice": notice,
+                                                             "reason": reason, "removed_markers": list(removed)})
+
+
+def _reason(error: Exception) -> str:
+    name = type(error).__name__
+    if "Timeout" in name:
+        return "timed out"
+    if "Connect" in name or isinstance(error, ConnectionError):
+        return "cannot connect"
+    status = getattr(error, "status_code", None) or getattr(getattr(error, "response", None), "status_code", None)
+    if status:
+        return f"HTTP {status}"
+    return f"{name}"
