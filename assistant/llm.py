@@ -58,8 +58,9 @@ def make_llm(config: Config):
     if config.llm == "ollama":
         from llama_index.llms.ollama import Ollama
 
+        # A known context window saves a /api/show request before every answer.
         return Ollama(model=config.llm_model, base_url=config.llm_base_url or "http://127.0.0.1:11434",
-                      request_timeout=config.llm_timeout_s, temperature=0.1)
+                      request_timeout=config.llm_timeout_s, temperature=0.1, context_window=8192)
     raise AssistantError(f"No LLM is configured (ASSISTANT_LLM={config.llm}).")
 
 

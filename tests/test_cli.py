@@ -124,3 +124,20 @@ def test_eval_compare_and_report(env, tmp_path):
     assert html.count("data:image/png;base64,") == 4  # per language + configurations overall, th, en
     assert "llama-index defaults" in html and "<h2>Failed questions" in html
     assert "| llama-index defaults |" in result.stdout
+
+
+def test_chat_streams_llm_answers_and_says_which_mode(env):
+    from llm_servers import OllamaHandler, Scripted
+
+    llm = Scripted(OllamaHandler)
+    llm.script = [("text", "บริษัท Brescia ของเปรูเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]"), ("status", 500)]
+    try:
+        result = run(["chat"], {**env, "ASSISTANT_LLM": "ollama", "ASSISTANT_LLM_BASE_URL": llm.url,
+                                "ASSISTANT_LLM_MODEL": "scripted", "ASSISTANT_LLM_TIMEOUT_S": "5"},
+                     input_text="บริษัท Brescia ของเปรูเป็นเจ้าของอะไร\nบราซิลยุติการเจรจาอะไร\n/exit\n")
+    finally:
+        llm.close()
+    assert result.returncode == 0, result.stderr
+    assert "Answers: ollama LLM scripted" in result.stdout
+    assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]" in result.stdout
+    assert "HTTP 500" in result.stdout and "FTAA" in result.stdout  # the second answer fell back, with notice

@@ -298,3 +298,31 @@ def test_allowed_origins_restrict_cors_and_framing(answerer, config, tmp_path):
     page = client.get("/embed")
     assert page.headers["content-security-policy"] == "frame-ancestors 'self' https://a.example https://b.example"
     assert "https://a.example, https://b.example" in page.text
+
+
+def test_llm_mode_streams_into_the_page_and_the_api(browser, config, built_index, tmp_path):
+    from llm_servers import OpenAIHandler, Scripted
+
+    llm = Scripted(OpenAIHandler)
+    llm.script = [("text", "บริษัท Brescia ของเปรูเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1] [9]")]
+    s = Server({"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+                "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"), "ASSISTANT_LLM": "openai",
+                "ASSISTANT_LLM_BASE_URL": llm.url + "/v1", "ASSISTANT_LLM_MODEL": "scripted",
+                "ASSISTANT_LLM_API_KEY": "sk-test-secret"}, tmp_path / "server.log")
+    try:
+        health = json.loads(http("GET", s.url + "/api/health")[2])
+        assert health["llm"] == {"mode": "openai", "model": "scripted"}
+        status, _, raw = http("POST", s.url + "/api/ask", json.dumps({"question": "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"}).encode())
+        data = json.loads(raw)
+        assert status == 200 and data["generation"]["status"] == "verified"
+        assert data["generation"]["removed_markers"] == [9] and "[9]" not in data["answer"]
+        page = new_page(browser)
+        page.goto(s.url + "/", wait_until="load")
+        ask_in(page, "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร")
+        assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]" in page.locator("#chat .message").last.inner_text()
+        assert llm.requests[-1]["body"]["stream"] is True
+        page.close()
+        assert "sk-test-secret" not in (tmp_path / "server.log").read_text()
+    finally:
+        s.stop()
+        llm.close()
