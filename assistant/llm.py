@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from typing import Iterator
 
-from assistant.answering import PHRASES, Answerer, is_follow_up
+from assistant.answering import PHRASES, Answerer
 from assistant.config import Config
 from assistant.errors import AssistantError
 from assistant.types import Answer, Citation, Hit, Turn
@@ -148,8 +148,9 @@ class LLMAnswerer:
                       generation={**mode, "status": "verified", "removed_markers": removed})
 
     def _condense(self, question: str, history: tuple[Turn, ...]) -> str | None:
-        """A standalone version of a follow-up, by the LLM; None keeps the extractive heuristic."""
-        if not history or not is_follow_up(question):
+        """The question made standalone by the LLM, as llama-index's condense-question chat engine does
+        for every turn with history; None (no history, or a fault) keeps the extractive heuristic."""
+        if not history:
             return None
         from llama_index.core.llms import ChatMessage
 
