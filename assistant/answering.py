@@ -68,7 +68,6 @@ class Answerer:
     def __init__(self, retriever: Retriever, config: Config):
         self.retriever = retriever
         self.config = config
-        self.sentence_rows = retriever.index.sentence_row()
 
     def answer(self, question: str, history=(), top_k: int | None = None) -> Answer:
         started = time.perf_counter()
@@ -99,15 +98,13 @@ class Answerer:
         yield self.answer(question, history, top_k)
 
     def _compose(self, vector: np.ndarray, hits: list[Hit]) -> tuple[str, tuple[Citation, ...]]:
-        vectors = self.retriever.index.sentence_vectors
+        index = self.retriever.index
         candidates = {}  # sentence span -> (score, hit); a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
-            for a, b in hit.chunk.sentences:
+            for (a, b), similarity in zip(hit.chunk.sentences, index.sentence_scores(hit.chunk, vector)):
                 key = (hit.chunk.doc_id, a, b)
-                if key in candidates:
-                    continue
-                similarity = float(vectors[self.sentence_rows[key]] @ vector)
-                candidates[key] = (similarity - RANK_PENALTY * rank, hit)
+                if key not in candidates:
+                    candidates[key] = (float(similarity) - RANK_PENALTY * rank, hit)
         ranked = sorted(candidates.items(), key=lambda kv: -kv[1][0])
         chosen = [ranked[0]]
         for key, (score, hit) in ranked[1:]:

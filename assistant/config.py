@@ -31,6 +31,8 @@ class Config:
     chunk_max_chars: int = 400
     chunk_overlap_sentences: int = 1
     top_k: int = 5
+    # FAISS index type: "flat" (exact) or "hnsw" (approximate, for large corpora; see `assistant bench`).
+    vector_index: str = "flat"
     # Rebuild a stale index on load instead of failing.
     auto_rebuild: bool = True
     # Below this dense cosine for the best passage the assistant refuses. Cross-lingual (English)
@@ -62,6 +64,8 @@ class Config:
             raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
         if self.top_k < 1:
             raise AssistantError("top_k must be at least 1")
+        if self.vector_index not in {"flat", "hnsw"}:
+            raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use flat or hnsw")
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:

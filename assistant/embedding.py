@@ -263,11 +263,59 @@ def load(config: Config):
 
 
 def encode(embed_model, texts: list[str], *, query: bool, progress: bool = False) -> np.ndarray:
-    """Normalised float32 vectors from the sentence-transformers model behind `embed_model`."""
-    st = embed_model._model
-    prompt = embed_model.query_instruction if query else embed_model.text_instruction
-    vectors = st.encode(
-        list(texts), prompt=prompt or None, batch_size=32, normalize_embeddings=True,
-        convert_to_numpy=True, show_progress_bar=progress,
-    )
-    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+    """Normalised float32 vectors through the llama-index model (and its embeddings cache, if any).
+
+    Each distinct text is embedded once, shortest first, so batches carry little padding.
+    """
+    if query:
+        vectors = [embed_model.get_query_embedding(t) for t in texts]
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+    unique = sorted(set(texts), key=len)
+    embedded = embed_model.get_text_embedding_batch(unique, show_progress=progress)
+    row = {t: i for i, t in enumerate(unique)}
+    vectors = np.asarray(embedded, dtype=np.float32).reshape(len(unique), -1)
+    return vectors[[row[t] for t in texts]] if texts else vectors
+
+
+def cache_path(config: Config) -> Path:
+    """Where passage vectors of the configured model are kept by text (see `VectorCache`)."""
+    import hashlib
+
+    identity = f"{model_id(config)}|{_CONVERSION_VERSION}|{config.passage_prompt}"
+    return config.cache_dir / "vectors" / f"{hashlib.sha1(identity.encode()).hexdigest()[:16]}.sqlite"
+
+
+def with_cache(embed_model, path: Path):
+    """`embed_model` with llama-index's embeddings cache backed by `VectorCache(path)`."""
+    embed_model.embeddings_cache = VectorCache(path)
+    return embed_model
+
+
+
+class VectorCache:
+    """Passage vectors in SQLite, keyed by text, for llama-index's `BaseEmbedding.embeddings_cache`.
+
+    It implements the `get`/`put` half of llama-index's key-value store interface, which is all the
+    embeddings cache calls. One file serves one model (see `cache_path`); vectors are float32 bytes,
+    a tenth of the space of llama-index's JSON stores.
+    """
+
+    def __init__(self, path: Path):
+        import sqlite3
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (collection TEXT, key TEXT, vector BLOB, "
+                         "PRIMARY KEY (collection, key))")
+
+    def put(self, key: str, val: dict, collection: str = "data") -> None:
+        (vector,) = val.values()
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                             (collection, key, np.asarray(vector, dtype=np.float32).tobytes()))
+
+    def get(self, key: str, collection: str = "data") -> dict | None:
+        row = self._db.execute("SELECT vector FROM vectors WHERE collection = ? AND key = ?",
+                               (collection, key)).fetchone()
+        return None if row is None else {"vector": np.frombuffer(row[0], dtype=np.float32).tolist()}

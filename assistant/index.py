@@ -1,11 +1,12 @@
-"""The on-disk index: FAISS through llama-index, the chunk store, BM25, sentence vectors, a manifest."""
+"""The on-disk index: FAISS through llama-index, the passages, BM25, sentence vectors, a manifest."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,30 +17,105 @@ from assistant.config import Config
 from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
                               IndexMissingError, IndexStaleError)
 from assistant.thai import lexical_tokens
-from assistant.types import Chunk
+from assistant.types import Chunk, Document
 
-FORMAT_VERSION = 1
+# 2: passages as arrays over the documents' text, sentence vectors in float16 by distinct text.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+DOCUMENTS = "documents.json"
+CHUNKS = "chunks.npz"
 SENTENCES = "sentences.npy"
 LEXICAL = "bm25"
 GLOSSARY = "glossary.json"
+VECTOR_INDEXES = ("flat", "hnsw")
+# HNSW graph degree, build and search breadth: recall against exact search is in `assistant bench`.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 64
+
+
+class Chunks(Sequence):
+    """The passages of an index, made on demand from arrays over the documents' text.
+
+    A passage is a span of its document, so the text is held once; 100k Chunk objects with their own
+    text and sentence tuples would take several hundred MB.
+    """
+
+    FIELDS = ("doc", "number", "paragraph", "start", "end", "sentence_offsets", "sentence_start",
+              "sentence_end", "sentence_row")
+
+    def __init__(self, documents: list[dict], arrays: dict[str, np.ndarray]):
+        self.documents = documents
+        self.arrays = {name: np.asarray(arrays[name]) for name in self.FIELDS}
+
+    @classmethod
+    def from_chunks(cls, chunks: list[Chunk], documents: dict[str, Document],
+                    sentence_row: dict[str, int]) -> "Chunks":
+        order = list(dict.fromkeys(c.doc_id for c in chunks))
+        position = {d: i for i, d in enumerate(order)}
+        docs = [{"doc_id": d, "source": documents[d].source, "title": documents[d].title,
+                 "text": documents[d].text} for d in order]
+        sentences = [s for c in chunks for s in c.sentences]
+        arrays = {
+            "doc": [position[c.doc_id] for c in chunks],
+            "number": [int(c.chunk_id.rsplit("#", 1)[1]) for c in chunks],
+            "paragraph": [c.paragraph for c in chunks],
+            "start": [c.start for c in chunks],
+            "end": [c.end for c in chunks],
+            "sentence_offsets": np.cumsum([0] + [len(c.sentences) for c in chunks]),
+            "sentence_start": [a for a, _ in sentences],
+            "sentence_end": [b for _, b in sentences],
+            "sentence_row": [sentence_row[documents[c.doc_id].text[a:b]] for c in chunks for a, b in c.sentences],
+        }
+        return cls(docs, {k: np.asarray(v, dtype=np.int64 if k == "sentence_offsets" else np.int32)
+                          for k, v in arrays.items()})
+
+    def __len__(self) -> int:
+        return len(self.arrays["doc"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        a = self.arrays
+        doc = self.documents[a["doc"][i]]
+        lo, hi = a["sentence_offsets"][i], a["sentence_offsets"][i + 1]
+        start, end = int(a["start"][i]), int(a["end"][i])
+        return Chunk(chunk_id=f"{doc['doc_id']}#{a['number'][i]}", doc_id=doc["doc_id"], source=doc["source"],
+                     title=doc["title"], paragraph=int(a["paragraph"][i]), start=start, end=end,
+                     text=doc["text"][start:end],
+                     sentences=tuple(zip(a["sentence_start"][lo:hi].tolist(), a["sentence_end"][lo:hi].tolist())),
+                     sentence_rows=tuple(a["sentence_row"][lo:hi].tolist()))
+
+    def save(self, folder: Path) -> None:
+        (folder / DOCUMENTS).write_text(json.dumps(self.documents, ensure_ascii=False), encoding="utf-8")
+        np.savez(folder / CHUNKS, **self.arrays)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Chunks":
+        documents = json.loads((folder / DOCUMENTS).read_text(encoding="utf-8"))
+        with np.load(folder / CHUNKS, allow_pickle=False) as arrays:
+            return cls(documents, {name: arrays[name] for name in cls.FIELDS})
 
 
 @dataclass
 class Index:
     """Everything retrieval needs, loaded once."""
 
-    chunks: list[Chunk]
-    vector_index: object  # llama_index.core.VectorStoreIndex over a FaissVectorStore
+    chunks: Chunks
+    vector_store: object  # llama_index.vector_stores.faiss.FaissVectorStore, row i = chunks[i]
     lexical: object  # bm25s.BM25 over `chunks`, in the same order
-    sentence_spans: list[tuple[str, int, int]]  # (doc_id, start, end), rows of sentence_vectors
-    sentence_vectors: np.ndarray
+    sentence_vectors: np.ndarray  # float16, memory-mapped; rows are Chunk.sentence_rows
     glossary: dict[str, tuple[str, ...]]
     manifest: dict
     embed_model: object
 
-    def sentence_row(self) -> dict[tuple[str, int, int], int]:
-        return {span: row for row, span in enumerate(self.sentence_spans)}
+    def sentence_scores(self, chunk: Chunk, vector: np.ndarray) -> np.ndarray:
+        """Cosine of each of the passage's sentences with a (query) vector."""
+        return self.sentence_vectors[list(chunk.sentence_rows)].astype(np.float32) @ vector
 
 
 def chunk_params(config: Config) -> chunking.ChunkParams:
@@ -47,14 +123,27 @@ def chunk_params(config: Config) -> chunking.ChunkParams:
                                 config.chunk_overlap_sentences)
 
 
+def new_faiss_index(kind: str, dimension: int):
+    """An empty FAISS index for cosine similarity (inner product of normalised vectors)."""
+    import faiss
+
+    if kind == "flat":
+        return faiss.IndexFlatIP(dimension)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        return index
+    raise AssistantError(f"ASSISTANT_VECTOR_INDEX={kind!r}: use one of {', '.join(VECTOR_INDEXES)}")
+
+
 def _nodes(chunks: list[Chunk]):
     from llama_index.core.schema import TextNode
 
     nodes = []
     for c in chunks:
-        metadata = asdict(c)
-        del metadata["text"], metadata["chunk_id"]
-        metadata["sentences"] = [list(s) for s in c.sentences]
+        metadata = {"doc_id": c.doc_id, "source": c.source, "title": c.title, "paragraph": c.paragraph,
+                    "start": c.start, "end": c.end}
         keys = list(metadata)
         # Only the passage text is embedded: metadata in front of it lowered retrieval quality.
         nodes.append(TextNode(id_=c.chunk_id, text=c.text, metadata=metadata,
@@ -62,17 +151,9 @@ def _nodes(chunks: list[Chunk]):
     return nodes
 
 
-def _chunk(node) -> Chunk:
-    m = node.metadata
-    return Chunk(chunk_id=node.node_id, doc_id=m["doc_id"], source=m["source"], title=m["title"],
-                 paragraph=int(m["paragraph"]), start=int(m["start"]), end=int(m["end"]),
-                 text=node.get_content(), sentences=tuple(tuple(s) for s in m["sentences"]))
-
-
 def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     """Read the corpus, chunk, embed and write a new index atomically; the old one survives failures."""
     import bm25s
-    import faiss
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.faiss import FaissVectorStore
 
@@ -83,21 +164,22 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     if not chunks:
         raise EmptyCorpusError(f"The corpus in {config.corpus_dir} has no text to index besides glossaries.")
     dimension = len(embed_model.get_query_embedding("dimension probe"))
+    faiss_index = new_faiss_index(config.vector_index, dimension)
 
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{config.index_dir.name}-building-", dir=config.index_dir.parent))
     try:
-        store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dimension))
-        storage = StorageContext.from_defaults(vector_store=store)
-        vector_index = VectorStoreIndex(_nodes(chunks), storage_context=storage,
-                                        embed_model=embed_model, show_progress=progress)
-        storage.persist(persist_dir=str(staging))
+        # llama-index embeds the passages and adds them to FAISS in order: FAISS row i is chunks[i].
+        store = FaissVectorStore(faiss_index=faiss_index)
+        VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
+                         embed_model=embed_model, show_progress=progress)
+        store.persist(str(staging / VECTORS))
 
-        spans = sorted({(c.doc_id, a, b) for c in chunks for a, b in c.sentences})
-        texts = {d.doc_id: d.text for d in loaded.documents}
-        sentence_vectors = embedding.encode(embed_model, [texts[d][a:b] for d, a, b in spans],
-                                            query=False, progress=progress)
-        np.save(staging / SENTENCES, sentence_vectors)
+        documents = {d.doc_id: d for d in loaded.documents}
+        texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
+        vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
+        np.save(staging / SENTENCES, vectors.astype(np.float16))
+        Chunks.from_chunks(chunks, documents, {t: i for i, t in enumerate(texts)}).save(staging)
 
         lexical = bm25s.BM25()
         lexical.index([lexical_tokens(c.text) for c in chunks], show_progress=False)
@@ -109,21 +191,21 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
             "format_version": FORMAT_VERSION,
             "embed_model": embedding.model_id(config),
             "dimension": dimension,
+            "vector_index": config.vector_index,
             "chunking": chunk_params(config).as_dict(),
             "corpus_hash": corpus_hash,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "chunks": len(chunks),
+            "sentences": len(texts),
             "documents": [d.source for d in loaded.documents],
             "problems": [str(p) for p in loaded.problems],
-            "sentence_spans": [list(s) for s in spans],
         }
         # The manifest is written last: a folder without one is never mistaken for an index.
         (staging / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
         _swap_in(staging, config.index_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Index(chunks, vector_index, lexical, [tuple(s) for s in spans], sentence_vectors, terms,
-                 manifest, embed_model)
+    return load(config, embed_model)
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -159,16 +241,17 @@ def check(manifest: dict, config: Config) -> None:
             "or set ASSISTANT_EMBED_MODEL back.")
     stale = (manifest["format_version"] != FORMAT_VERSION
              or manifest.get("chunking") != chunk_params(config).as_dict()
+             or manifest.get("vector_index") != config.vector_index
              or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir))
     if stale:
-        raise IndexStaleError(f"The corpus in {config.corpus_dir} or the chunking settings changed since "
-                              f"the index in {config.index_dir} was built: run `assistant index`.")
+        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings or the vector index "
+                              f"type changed since the index in {config.index_dir} was built: "
+                              "run `assistant index`.")
 
 
 def load(config: Config, embed_model=None) -> Index:
     """Load and verify the index; the embedding model must match the one that built it."""
     import bm25s
-    from llama_index.core import StorageContext, load_index_from_storage
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     manifest = read_manifest(config.index_dir)
@@ -176,29 +259,27 @@ def load(config: Config, embed_model=None) -> Index:
     embed_model = embed_model or embedding.load(config)
     folder = config.index_dir
     try:
-        store = FaissVectorStore.from_persist_dir(str(folder))
-        storage = StorageContext.from_defaults(vector_store=store, persist_dir=str(folder))
-        vector_index = load_index_from_storage(storage, embed_model=embed_model)
-        by_vector = vector_index.index_struct.nodes_dict  # FAISS row -> node id, in build order
-        nodes = storage.docstore.get_nodes([by_vector[k] for k in sorted(by_vector, key=int)])
-        chunks = [_chunk(n) for n in nodes]
-        lexical = bm25s.BM25.load(str(folder / LEXICAL))
-        sentence_vectors = np.load(folder / SENTENCES)
+        store = FaissVectorStore.from_persist_path(str(folder / VECTORS))
+        chunks = Chunks.load(folder)
+        lexical = bm25s.BM25.load(str(folder / LEXICAL), mmap=True, show_progress=False)
+        # Memory-mapped: answering reads a few rows per question, the rest stays on disk.
+        sentence_vectors = np.load(folder / SENTENCES, mmap_mode="r")
         terms = {k: tuple(v) for k, v in json.loads((folder / GLOSSARY).read_text(encoding="utf-8")).items()}
-        spans = [tuple(s) for s in manifest["sentence_spans"]]
     except AssistantError:
         raise
     except Exception as error:  # any unreadable part: FAISS, JSON, numpy or BM25 files
         raise IndexCorruptError(f"The index in {folder} is damaged ({type(error).__name__}: "
                                 f"{str(error)[:200]}): run `assistant index` to rebuild it.") from None
+    rows = chunks.arrays["sentence_row"]
     if (store._faiss_index.d != manifest["dimension"] or store._faiss_index.ntotal != len(chunks)
-            or len(chunks) != manifest["chunks"] or sentence_vectors.shape != (len(spans), manifest["dimension"])):
+            or len(chunks) != manifest["chunks"] or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
+            or (len(rows) and (rows.min() < 0 or rows.max() >= len(sentence_vectors)))):
         raise IndexCorruptError(f"The index in {folder} is inconsistent (vector and chunk counts differ): "
                                 "run `assistant index` to rebuild it.")
     if len(embed_model.get_query_embedding("dimension probe")) != manifest["dimension"]:
         raise IndexMismatchError(f"The embedding model's dimension differs from the index's "
                                  f"({manifest['dimension']}): run `assistant index` to rebuild it.")
-    return Index(chunks, vector_index, lexical, spans, sentence_vectors, terms, manifest, embed_model)
+    return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model)
 
 
 def open_index(config: Config, embed_model=None, progress: bool = True) -> Index:

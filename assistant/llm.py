@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from typing import Iterator
 
+import numpy as np
+
 from assistant.answering import PHRASES, Answerer
 from assistant.config import Config
 from assistant.errors import AssistantError
@@ -166,8 +168,8 @@ class LLMAnswerer:
     def _citation(self, n: int, hit: Hit, vector) -> Citation:
         """Citation n for the passage the LLM cited; its sentence is the passage's closest to the question."""
         chunk = hit.chunk
-        vectors, rows = self.retriever.index.sentence_vectors, self.extractive.sentence_rows
-        a, b = max(chunk.sentences, key=lambda s: float(vectors[rows[(chunk.doc_id, *s)]] @ vector))
+        scores = self.retriever.index.sentence_scores(chunk, vector)
+        a, b = chunk.sentences[int(np.argmax(scores))]
         return Citation(n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
                         start=chunk.start, end=chunk.end, sentence_start=a, sentence_end=b,
                         score=round(hit.dense_score, 4))

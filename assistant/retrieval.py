@@ -88,6 +88,5 @@ class Retriever:
         """(chunk row, cosine) best first, through llama-index's FAISS vector store."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
-        store = self.index.vector_index.vector_store
-        result = store.query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k))
+        result = self.index.vector_store.query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k))
         return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities)]

@@ -37,6 +37,8 @@ class Chunk:
     text: str
     # Sentence spans as (start, end) offsets into the document text.
     sentences: tuple[tuple[int, int], ...]
+    # Each sentence's row in the index's sentence vectors (empty before indexing).
+    sentence_rows: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

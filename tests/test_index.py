@@ -18,7 +18,8 @@ def small(config, corpus_copy, tmp_path, embed_model):
 
 def test_round_trip(built_index, config, embed_model):
     loaded = index.load(config, embed_model)
-    assert loaded.chunks == built_index.chunks
+    assert list(loaded.chunks) == list(built_index.chunks)
+    assert [c.sentence_rows for c in loaded.chunks] == [c.sentence_rows for c in built_index.chunks]
     assert loaded.manifest == built_index.manifest
     assert loaded.manifest["embed_model"].startswith("multilingual-e5-small")
     assert loaded.manifest["dimension"] == 384
@@ -52,6 +53,35 @@ def test_changed_chunking_settings_make_the_index_stale(small, embed_model):
         index.load(small.with_(chunk_max_chars=500), embed_model)
 
 
+def test_passages_are_spans_of_their_documents_with_their_sentence_vectors(built_index, embed_model):
+    import numpy as np
+
+    from assistant import embedding
+
+    chunks = built_index.chunks
+    assert len(chunks) == built_index.manifest["chunks"] and chunks[-1] == list(chunks)[-1]
+    chunk = chunks[3]
+    assert chunk.text == chunk.text.strip() and len(chunk.sentence_rows) == len(chunk.sentences)
+    a, b = chunk.sentences[0]
+    sentence = chunk.text[a - chunk.start:b - chunk.start]
+    stored = built_index.sentence_vectors[chunk.sentence_rows[0]].astype(np.float32)
+    fresh = embedding.encode(embed_model, [sentence], query=False)[0]
+    assert float(stored @ fresh) > 0.999  # float16 storage keeps the vector
+
+
+def test_hnsw_index_finds_what_exact_search_finds(small, embed_model):
+    flat = index.load(small, embed_model)
+    with pytest.raises(IndexStaleError, match="vector index"):
+        index.load(small.with_(vector_index="hnsw"), embed_model)
+    hnsw = index.open_index(small.with_(vector_index="hnsw"), embed_model, progress=False)
+    assert type(hnsw.vector_store._faiss_index).__name__ == "IndexHNSWFlat"
+    assert hnsw.manifest["vector_index"] == "hnsw"
+    for question in ("บราซิลยุติการเจรจาอะไร", "Which Peruvian company owns Chile's largest cement company?"):
+        exact = [h.chunk.chunk_id for h in Retriever(flat, mode="dense").search(question)]
+        approximate = [h.chunk.chunk_id for h in Retriever(hnsw, mode="dense").search(question)]
+        assert approximate == exact  # 38 passages: the graph search is exhaustive
+
+
 def test_other_model_is_a_clear_error(small, embed_model):
     with pytest.raises(IndexMismatchError, match="built with embedding model"):
         index.load(small.with_(embed_model="sentence-transformers/all-MiniLM-L6-v2"), embed_model)
@@ -76,8 +106,9 @@ def test_interrupted_build_keeps_the_previous_index(small, embed_model):
 
 
 @pytest.mark.parametrize("name, damage", [
-    ("default__vector_store.json", b"not a faiss index"),
-    ("docstore.json", b'{"docstore/data": {'),
+    ("vectors.faiss", b"not a faiss index"),
+    ("documents.json", b'[{"doc_id": '),
+    ("chunks.npz", b"PK garbage"),
     ("sentences.npy", b"\x93NUMPY garbage"),
     ("manifest.json", b"{broken"),
 ])
