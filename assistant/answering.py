@@ -77,7 +77,8 @@ class Answerer:
         text = retrieval_query(question, history)
         query = self.retriever.query(text)
         embedded = time.perf_counter()
-        hits = self.retriever.search(query, top_k or self.config.top_k)
+        stages = {}
+        hits = self.retriever.search(query, top_k or self.config.top_k, timings=stages)
         searched = time.perf_counter()
         best = max((h.dense_score for h in hits), default=0.0)
         threshold = self.config.refusal_threshold_th if lang == "th" else self.config.refusal_threshold_en
@@ -90,7 +91,7 @@ class Answerer:
             question=question, answer=answer_text, refused=not citations, citations=citations,
             language=lang, retrieval_query=text, hits=tuple(hits),
             timings_ms={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3,
-                        "compose": (done - searched) * 1e3, "total": (done - started) * 1e3},
+                        **stages, "compose": (done - searched) * 1e3, "total": (done - started) * 1e3},
         )
 
     def stream(self, question: str, history=(), top_k: int | None = None) -> Iterator[Answer]:

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import platform
 import random
 import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
-from assistant import chunking, corpus
+import numpy as np
+
+from assistant import chunking, corpus, embedding, evaluation, index
+from assistant.answering import Answerer, retrieval_query
 from assistant.config import Config
+from assistant.errors import AssistantError
+from assistant.evaluation import LlamaIndexDefaults
+from assistant.retrieval import CANDIDATES, Retriever
 
 PARAGRAPHS_PER_FILE = 200
+STAGES = ("embed", "dense", "lexical", "fuse", "compose")
 
 
 def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0) -> Path:
@@ -49,3 +68,299 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
         (folder / f"{name}.meta.yaml").write_text(f"title: Synthetic passages {name[10:]}\nlanguage: th\n",
                                                   encoding="utf-8")
     return folder
+
+
+def _percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
+
+
+def _peak_rss_mb(pid: int | str = "self") -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cold_start(config: Config, question: str, runs: int) -> dict:
+    """Seconds from starting `assistant ask` to its answer: interpreter, model and index load, answer."""
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "assistant", "ask", question, "--json",
+                        "--corpus", str(config.corpus_dir), "--index", str(config.index_dir)],
+                       env=_env(config), check=True, capture_output=True)
+        seconds.append(time.perf_counter() - started)
+    return {"runs": runs, "seconds_median": statistics.median(seconds), "seconds": seconds}
+
+
+def build(config: Config, embed_model) -> tuple[dict, object]:
+    """Build the index of `config.corpus_dir` from scratch: every passage and sentence embedded anew."""
+    started = time.perf_counter()
+    built = index.build(config, embed_model, progress=True)
+    seconds = time.perf_counter() - started
+    return {"passages": len(built.chunks), "sentences": built.manifest["sentences"], "seconds": seconds,
+            "passages_per_s": len(built.chunks) / seconds}, built
+
+
+def latency(answerer, questions, warmup: int = 5) -> dict:
+    """The full extractive answer path per question, with the time of each stage."""
+    for q in questions[:warmup]:
+        answerer.answer(q.question, q.history)
+    timings = [answerer.answer(q.question, q.history).timings_ms for q in questions]
+    stages = {s: _percentile([t[s] for t in timings], 50) for s in STAGES}
+    return {"questions": len(timings), "p50_ms": _percentile([t["total"] for t in timings], 50),
+            "p95_ms": _percentile([t["total"] for t in timings], 95), "stages_p50_ms": stages}
+
+
+def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> dict:
+    """The same questions through llama-index's default query path: a `VectorStoreIndex` with default
+    settings (its in-memory vector store) and the same model, `as_retriever().retrieve`.
+
+    For the real corpus it also chunks by default (`SentenceSplitter`); for synthetic corpora it gets
+    this index's passages with their vectors, so only the query path differs.
+    """
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    if corpus_dir is not None:
+        vector_index = LlamaIndexDefaults(corpus_dir, loaded.embed_model).index
+    else:
+        faiss_index = loaded.vector_store._faiss_index
+        vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal)
+        nodes = [TextNode(id_=c.chunk_id, text=c.text, embedding=v.tolist())
+                 for c, v in zip(loaded.chunks, vectors)]
+        vector_index = VectorStoreIndex(nodes, embed_model=loaded.embed_model)
+    retriever = vector_index.as_retriever(similarity_top_k=top_k)
+    retriever.retrieve(questions[0].question)
+    seconds = []
+    for q in questions:
+        started = time.perf_counter()
+        retriever.retrieve(q.question)
+        seconds.append((time.perf_counter() - started) * 1e3)
+    return {"questions": len(seconds), "p50_ms": _percentile(seconds, 50), "p95_ms": _percentile(seconds, 95)}
+
+
+def with_hnsw(loaded, ef_search: int = index.HNSW_EF_SEARCH):
+    """The same index searched by HNSW, built from the exact index's vectors; and the build seconds."""
+    import faiss
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    exact = loaded.vector_store._faiss_index
+    started = time.perf_counter()
+    graph = index.new_faiss_index("hnsw", exact.d)
+    graph.add(exact.reconstruct_n(0, exact.ntotal))
+    seconds = time.perf_counter() - started
+    graph.hnsw.efSearch = ef_search
+    assert isinstance(graph, faiss.IndexHNSWFlat)
+    return replace(loaded, vector_store=FaissVectorStore(faiss_index=graph)), seconds
+
+
+def recall(exact_index, approximate_index, vectors: np.ndarray, k: int) -> float:
+    """Share of the approximate top k that belongs to the exact top k (ties at the k-th score count)."""
+    exact, _ = exact_index.search(vectors, k)
+    found, ids = approximate_index.search(vectors, k)
+    kth = exact[:, -1:] - 1e-5
+    true = np.array([[float(exact_index.reconstruct(int(j)) @ v) if j >= 0 else -np.inf for j in row]
+                     for row, v in zip(ids, vectors)])
+    return float((true >= kth).mean())
+
+
+def scale_search(flat_answerer, hnsw_answerer, questions) -> dict:
+    """How HNSW compares with exact search on this index: recall of the dense candidates and of the
+    passages the user sees."""
+    retriever = flat_answerer.retriever
+    vectors = np.stack([retriever.query(retrieval_query(q.question, q.history)).vector for q in questions])
+    exact = retriever.index.vector_store._faiss_index
+    graph = hnsw_answerer.retriever.index.vector_store._faiss_index
+    same = [[h.chunk.chunk_id for h in flat_answerer.answer(q.question, q.history).hits]
+            == [h.chunk.chunk_id for h in hnsw_answerer.answer(q.question, q.history).hits] for q in questions]
+    return {"recall_at_10": recall(exact, graph, vectors, 10),
+            "recall_at_100": recall(exact, graph, vectors, CANDIDATES),
+            "same_top_k": float(np.mean(same))}
+
+
+def _env(config: Config) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+            "TOKENIZERS_PARALLELISM": "false", "ASSISTANT_CACHE_DIR": str(config.cache_dir),
+            "ASSISTANT_VECTOR_INDEX": config.vector_index, "ASSISTANT_LLM": "extractive"}
+
+
+@contextmanager
+def server(config: Config, log_path: Path):
+    """`assistant serve` on a free loopback port; yields (base URL, pid, seconds until healthy)."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(config), "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl"))}
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port),
+                                    "--corpus", str(config.corpus_dir), "--index", str(config.index_dir)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise AssistantError(f"`assistant serve` exited with code {process.returncode}; "
+                                     f"its log: {log_path}")
+            try:
+                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield base, process.pid, time.perf_counter() - started
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
+    """`clients` concurrent clients, each sending `requests_each` questions to /api/ask in turn."""
+    import httpx
+
+    def client(number: int) -> list[tuple[float, bool]]:
+        results = []
+        with httpx.Client(timeout=120) as http:
+            for i in range(requests_each):
+                q = questions[(number * requests_each + i) % len(questions)]
+                body = {"question": q.question, "history": [asdict(t) for t in q.history]}
+                started = time.perf_counter()
+                try:
+                    ok = http.post(f"{base}/api/ask", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                results.append(((time.perf_counter() - started) * 1e3, ok))
+        return results
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(client, range(clients)) for r in rs]
+    seconds = time.perf_counter() - started
+    ms = [t for t, _ in results]
+    return {"clients": clients, "requests": len(results), "errors": sum(not ok for _, ok in results),
+            "requests_per_s": len(results) / seconds, "p50_ms": _percentile(ms, 50),
+            "p95_ms": _percentile(ms, 95)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    built: int  # passages of the synthetic corpus built from scratch (index build speed)
+    loaded: tuple[int, ...]  # larger synthetic corpora, indexed once and then reused from the cache
+    questions: int | None  # questions per latency run (None: the whole set)
+    baseline_questions: int  # llama-index's default store takes seconds per question at 100k
+    cold_runs: int
+    clients: tuple[int, ...]
+    requests_each: int
+    http_everywhere: bool  # HTTP load and server memory at every size, or the real corpus only
+
+
+FULL = Plan(built=10_000, loaded=(100_000,), questions=None, baseline_questions=20, cold_runs=3,
+            clients=(1, 8, 32), requests_each=20, http_everywhere=True)
+QUICK = Plan(built=500, loaded=(), questions=30, baseline_questions=10, cold_runs=1,
+             clients=(1, 8, 32), requests_each=2, http_everywhere=False)
+
+
+def run(config: Config, questions_path: Path, quick: bool = False, log=print) -> dict:
+    """Every measurement of `assistant bench`, as one JSON-ready dict."""
+    import torch
+
+    plan = QUICK if quick else FULL
+    questions = evaluation.load_questions(questions_path).questions[:plan.questions]
+    if not questions:
+        raise AssistantError(f"No questions in {questions_path}.")
+    root = config.cache_dir / "bench"
+    config = config.with_(vector_index="flat", llm="extractive", llm_model="")
+    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "python": platform.python_version(),
+                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+              "plan": asdict(plan), "build": [], "latency": [], "http": []}
+    model = embedding.load(config)
+
+    log("Index build: the real corpus, then a synthetic one, every vector computed anew …")
+    sizes = []
+    real = config.with_(index_dir=root / "index-corpus")
+    stats, built = build(real, model)
+    result["build"].append({"corpus": "corpus", **stats})
+    sizes.append(("corpus", real, built))
+    synthetic = config.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
+                             index_dir=root / f"index-{plan.built}")
+    stats, built = build(synthetic, model)
+    result["build"].append({"corpus": f"synthetic {plan.built:,}", **stats})
+    sizes.append((f"synthetic {plan.built:,}", synthetic, built))
+    # Larger corpora reuse passage vectors cached by text: embedding 100k passages on 2 cores takes
+    # most of an hour, the first time only.
+    for n in plan.loaded:
+        log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
+        cfg = config.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
+                           index_dir=root / f"index-{n}")
+        loaded = index.open_index(cfg, model, progress=True, cache=embedding.cache_path(config))
+        sizes.append((f"synthetic {n:,}", cfg, loaded))
+
+    log("Cold start …")
+    result["cold_start"] = cold_start(real, questions[0].question, plan.cold_runs)
+
+    for name, cfg, loaded in sizes:
+        log(f"Query latency: {name} ({len(loaded.chunks):,} passages) …")
+        flat = Answerer(Retriever(loaded), cfg)
+        row = {"corpus": name, "passages": len(loaded.chunks), "search": "flat", **latency(flat, questions)}
+        base = baseline(loaded, questions[:plan.baseline_questions], cfg.top_k,
+                        cfg.corpus_dir if name == "corpus" else None)
+        row["llama_index_default"] = base
+        row["baseline_ratio"] = base["p50_ms"] / row["p50_ms"]
+        result["latency"].append(row)
+        if name != "corpus":
+            hnsw_index, seconds = with_hnsw(loaded)
+            hnsw = Answerer(Retriever(hnsw_index), cfg)
+            result["latency"].append({"corpus": name, "passages": len(loaded.chunks), "search": "hnsw",
+                                      **latency(hnsw, questions), "hnsw_build_s": seconds,
+                                      **scale_search(flat, hnsw, questions)})
+            del hnsw_index, hnsw
+        gc.collect()
+
+    for name, cfg, loaded in sizes if plan.http_everywhere else sizes[:1]:
+        log(f"HTTP load: {name} …")
+        with server(cfg, root / f"server-{name.split()[-1]}.log") as (base, pid, ready):
+            runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
+            result["http"].append({"corpus": name, "passages": len(loaded.chunks), "ready_s": ready,
+                                   "peak_rss_mb": _peak_rss_mb(pid), "runs": runs})
+    return result
+
+
+def table(result: dict) -> str:
+    """The benchmark as Markdown tables."""
+    m = result["machine"]
+    lines = [f"Machine: {m['cpus']} CPUs, torch threads {m['torch_threads']}, Python {m['python']}, {m['date']}.",
+             "", "| cold start | median s | runs |", "|---|---:|---:|",
+             f"| `assistant ask` in a new process (model + index load + answer) | "
+             f"{result['cold_start']['seconds_median']:.1f} | {result['cold_start']['runs']} |",
+             "", "| index build | passages | sentences | s | passages/s |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | "
+              f"{b['passages_per_s']:.1f} |" for b in result["build"]]
+    lines += ["", "| query latency (ms) | passages | search | p50 | p95 | embed | dense | lexical | fuse | compose "
+              "| llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["latency"]:
+        s = r["stages_p50_ms"]
+        base = r.get("llama_index_default")
+        lines.append(
+            f"| {r['corpus']} | {r['passages']:,} | {r['search']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            + " | ".join(f"{s[k]:.2f}" for k in STAGES) + " | "
+            + (f"{base['p50_ms']:.1f} | {r['baseline_ratio']:.1f}× | " if base else "– | – | ")
+            + (f"{r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} | {r['same_top_k']:.2f} |"
+               if "recall_at_10" in r else "exact | exact | – |"))
+    lines += ["", "| HTTP /api/ask | passages | clients | requests | errors | req/s | p50 ms | p95 ms |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for h in result["http"]:
+        lines += [f"| {h['corpus']} | {h['passages']:,} | {r['clients']} | {r['requests']} | {r['errors']} | "
+                  f"{r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |" for r in h["runs"]]
+    lines += ["", "| server | passages | start to healthy s | peak RSS MB |", "|---|---:|---:|---:|"]
+    lines += [f"| {h['corpus']} | {h['passages']:,} | {h['ready_s']:.1f} | {h['peak_rss_mb']:.0f} |"
+              for h in result["http"]]
+    return "\n".join(lines)

@@ -237,3 +237,36 @@ def eval_command(questions, top_k, json_out, report_out, compare, corpus, index_
         texts = {c.chunk_id: c.text for c in answerer.retriever.index.chunks}
         evaluation.write_report(report_out, result, question_set, outcomes, texts, side_by_side)
         click.echo(f"Report written to {report_out}", err=True)
+
+
+@cli.command("bench")
+@click.option("--quick", is_flag=True,
+              help="A reduced run in under two minutes (real corpus and 500 synthetic passages, 30 questions).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write every number to this JSON file.")
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path("eval/questions.jsonl"), show_default=True, help="Questions to time.")
+@click.option("--corpus", type=click.Path(path_type=Path),
+              help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].")
+def bench_command(quick, json_out, questions, corpus):
+    """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
+    against exact search and llama-index's default query path in the same run), HTTP load and memory.
+
+    Indexes and synthetic corpora go to the cache folder, never to the project's index/. The first full
+    run embeds a synthetic corpus of 100k passages (most of an hour on 2 cores); later runs reuse it.
+
+    \b
+    Examples:
+      assistant bench --quick
+      assistant bench --json bench.json
+    """
+    from assistant import bench
+
+    config = _config(corpus, None)
+    started = time.perf_counter()
+    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True))
+    result["seconds"] = time.perf_counter() - started
+    click.echo(bench.table(result))
+    click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)
+    if json_out:
+        json_out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")

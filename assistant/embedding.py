@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -285,10 +286,23 @@ def cache_path(config: Config) -> Path:
     return config.cache_dir / "vectors" / f"{hashlib.sha1(identity.encode()).hexdigest()[:16]}.sqlite"
 
 
-def with_cache(embed_model, path: Path):
-    """`embed_model` with llama-index's embeddings cache backed by `VectorCache(path)`."""
-    embed_model.embeddings_cache = VectorCache(path)
-    return embed_model
+@contextmanager
+def passage_cache(embed_model, path: Path | None):
+    """Passage vectors looked up by text in `VectorCache(path)` (None: no cache) while inside.
+
+    Through llama-index's embeddings cache, attached only while passages are embedded: llama-index
+    keys queries by their text too, and e5 embeds a query ("query: …") unlike the same passage.
+    """
+    if path is None:
+        yield embed_model
+        return
+    cache = VectorCache(path)
+    embed_model.embeddings_cache = cache
+    try:
+        yield embed_model
+    finally:
+        embed_model.embeddings_cache = None
+        cache.close()
 
 
 
@@ -314,6 +328,9 @@ class VectorCache:
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
                              (collection, key, np.asarray(vector, dtype=np.float32).tobytes()))
+
+    def close(self) -> None:
+        self._db.close()
 
     def get(self, key: str, collection: str = "data") -> dict | None:
         row = self._db.execute("SELECT vector FROM vectors WHERE collection = ? AND key = ?",

@@ -151,8 +151,11 @@ def _nodes(chunks: list[Chunk]):
     return nodes
 
 
-def build(config: Config, embed_model=None, progress: bool = True) -> Index:
-    """Read the corpus, chunk, embed and write a new index atomically; the old one survives failures."""
+def build(config: Config, embed_model=None, progress: bool = True, cache: Path | None = None) -> Index:
+    """Read the corpus, chunk, embed and write a new index atomically; the old one survives failures.
+
+    With `cache` (see `embedding.cache_path`), passages and sentences embedded before are not embedded again.
+    """
     import bm25s
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.faiss import FaissVectorStore
@@ -171,13 +174,13 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     try:
         # llama-index embeds the passages and adds them to FAISS in order: FAISS row i is chunks[i].
         store = FaissVectorStore(faiss_index=faiss_index)
-        VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
-                         embed_model=embed_model, show_progress=progress)
-        store.persist(str(staging / VECTORS))
-
         documents = {d.doc_id: d for d in loaded.documents}
         texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
-        vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
+        with embedding.passage_cache(embed_model, cache):
+            VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
+                             embed_model=embed_model, show_progress=progress)
+            vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
+        store.persist(str(staging / VECTORS))
         np.save(staging / SENTENCES, vectors.astype(np.float16))
         Chunks.from_chunks(chunks, documents, {t: i for i, t in enumerate(texts)}).save(staging)
 
@@ -282,14 +285,14 @@ def load(config: Config, embed_model=None) -> Index:
     return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model)
 
 
-def open_index(config: Config, embed_model=None, progress: bool = True) -> Index:
+def open_index(config: Config, embed_model=None, progress: bool = True, cache: Path | None = None) -> Index:
     """The index, built when missing and rebuilt when stale (unless auto_rebuild is off)."""
     embed_model = embed_model or embedding.load(config)
     try:
         return load(config, embed_model)
     except IndexMissingError:
-        return build(config, embed_model, progress)
+        return build(config, embed_model, progress, cache)
     except IndexStaleError:
         if not config.auto_rebuild:
             raise
-        return build(config, embed_model, progress)
+        return build(config, embed_model, progress, cache)

@@ -1,0 +1,80 @@
+"""`assistant bench`: the synthetic corpus, the recall measure, the vector cache, and a quick run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from assistant import bench, chunking, corpus, index
+from tests.test_index import Interrupted
+
+
+def test_synthetic_corpus_is_reproducible_thai_of_passage_length(config, tmp_path):
+    first = bench.synthetic_corpus(config, tmp_path / "a", 300)
+    second = bench.synthetic_corpus(config, tmp_path / "b", 300)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
+    loaded = corpus.load(first)
+    chunks = chunking.split(loaded.documents, index.chunk_params(config))
+    assert 290 <= len(chunks) <= 310  # the real corpus's passages plus one per synthetic paragraph
+    real_words = {w for d in corpus.load(config.corpus_dir).documents for w in d.text.split()}
+    synthetic = [c for c in chunks if c.source.startswith("synthetic-")]
+    assert all(set(c.text.split()) <= real_words for c in synthetic)
+    assert all(config.chunk_min_chars <= len(c.text) <= config.chunk_max_chars for c in synthetic)
+
+
+def test_recall_counts_ties_and_misses():
+    import faiss
+
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[3] = vectors[2]  # rows 2 and 3 tie for any query
+    exact = faiss.IndexFlatIP(4)
+    exact.add(vectors)
+    query = np.array([[0, 0.1, 1, 0]], dtype=np.float32)
+    assert bench.recall(exact, exact, query, 2) == 1.0
+
+    class HalfWrong:  # an "approximate" index that finds row 3 (tied with 2) and misses with row 0
+        def search(self, q, k):
+            return np.zeros((1, k), np.float32), np.array([[3, 0]])
+    assert bench.recall(exact, HalfWrong(), query, 2) == 0.5
+
+
+def test_vector_cache_spares_reembedding_and_never_serves_queries(config, corpus_copy, tmp_path, embed_model):
+    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
+    cache = tmp_path / "vectors.sqlite"
+    first = index.build(cfg, embed_model, progress=False, cache=cache)
+    assert embed_model.embeddings_cache is None  # queries are never looked up by text
+    # Everything is cached: a model that cannot embed passages builds the same index.
+    second = index.build(cfg, Interrupted(embed_dim=384), progress=False, cache=cache)
+    a, b = first.vector_store._faiss_index, second.vector_store._faiss_index
+    assert np.array_equal(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal))
+    assert np.array_equal(np.asarray(first.sentence_vectors), np.asarray(second.sentence_vectors))
+    with pytest.raises(KeyboardInterrupt):  # without the cache it must embed
+        index.build(cfg, Interrupted(embed_dim=384), progress=False)
+
+
+def test_quick_benchmark_runs_end_to_end(tmp_path):
+    """The smoke test CI runs: every section measured, no HTTP errors (timings are not asserted)."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "assistant", "bench", "--quick", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["cold_start"]["seconds_median"] > 0
+    assert [b["corpus"] for b in result["build"]] == ["corpus", "synthetic 500"]
+    assert all(b["passages"] > 0 and b["passages_per_s"] > 0 for b in result["build"])
+    rows = {(r["corpus"], r["search"]): r for r in result["latency"]}
+    assert set(rows) == {("corpus", "flat"), ("synthetic 500", "flat"), ("synthetic 500", "hnsw")}
+    assert all(r["questions"] == 30 and r["p95_ms"] >= r["p50_ms"] > 0 for r in rows.values())
+    assert set(rows[("corpus", "flat")]["stages_p50_ms"]) == set(bench.STAGES)
+    assert rows[("corpus", "flat")]["llama_index_default"]["p50_ms"] > 0
+    hnsw = rows[("synthetic 500", "hnsw")]
+    assert 0.9 <= hnsw["recall_at_100"] <= 1 and 0.9 <= hnsw["recall_at_10"] <= 1
+    (http,) = result["http"]
+    assert [r["clients"] for r in http["runs"]] == [1, 8, 32]
+    assert all(r["errors"] == 0 and r["requests"] == 2 * r["clients"] for r in http["runs"])
+    assert http["peak_rss_mb"] > 100
+    assert "| HTTP /api/ask |" in run.stdout and "default ÷ ours" in run.stdout
