@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run chat index eval test clean
+.PHONY: install system run chat index eval bench test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ index: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
+
+bench: $(STAMP)
+	$(BIN)/assistant bench --json docs/bench.json
 
 # Debian's Chromium and Thai fonts for the browser tests (as root, as CI runs; skipped when present).
 system:

@@ -285,12 +285,12 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print) ->
 
     log("Index build: the real corpus, then a synthetic one, every vector computed anew …")
     sizes = []
-    real = config.with_(index_dir=root / "index-corpus")
+    real = config.with_(index_dir=root / "index-corpus", vector_cache=False)
     stats, built = build(real, model)
     result["build"].append({"corpus": "corpus", **stats})
     sizes.append(("corpus", real, built))
-    synthetic = config.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
-                             index_dir=root / f"index-{plan.built}")
+    synthetic = real.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
+                           index_dir=root / f"index-{plan.built}")
     stats, built = build(synthetic, model)
     result["build"].append({"corpus": f"synthetic {plan.built:,}", **stats})
     sizes.append((f"synthetic {plan.built:,}", synthetic, built))
@@ -299,8 +299,8 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print) ->
     for n in plan.loaded:
         log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
         cfg = config.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
-                           index_dir=root / f"index-{n}")
-        loaded = index.open_index(cfg, model, progress=True, cache=embedding.cache_path(config))
+                           index_dir=root / f"index-{n}", vector_cache=True)
+        loaded = index.open_index(cfg, model, progress=True)
         sizes.append((f"synthetic {n:,}", cfg, loaded))
 
     log("Cold start …")

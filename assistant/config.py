@@ -31,6 +31,8 @@ class Config:
     chunk_max_chars: int = 400
     chunk_overlap_sentences: int = 1
     top_k: int = 5
+    # Keep passage vectors by text in the cache folder, so a rebuild embeds only new or changed text.
+    vector_cache: bool = True
     # FAISS index type: "flat" (exact) or "hnsw" (approximate, for large corpora; see `assistant bench`).
     vector_index: str = "flat"
     # Rebuild a stale index on load instead of failing.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import struct
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -293,10 +295,14 @@ def passage_cache(embed_model, path: Path | None):
     Through llama-index's embeddings cache, attached only while passages are embedded: llama-index
     keys queries by their text too, and e5 embeds a query ("query: …") unlike the same passage.
     """
-    if path is None:
+    try:
+        cache = VectorCache(path) if path is not None else None
+    except sqlite3.Error as error:  # a damaged cache costs time, never the build
+        warnings.warn(f"Vector cache {path} is unusable ({error}); embedding without it. Delete it to start over.")
+        cache = None
+    if cache is None:
         yield embed_model
         return
-    cache = VectorCache(path)
     embed_model.embeddings_cache = cache
     try:
         yield embed_model
@@ -315,11 +321,12 @@ class VectorCache:
     """
 
     def __init__(self, path: Path):
-        import sqlite3
-
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        # One small transaction per vector (llama-index puts them one by one): WAL keeps that cheap.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (collection TEXT, key TEXT, vector BLOB, "
                          "PRIMARY KEY (collection, key))")
 

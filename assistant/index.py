@@ -151,10 +151,10 @@ def _nodes(chunks: list[Chunk]):
     return nodes
 
 
-def build(config: Config, embed_model=None, progress: bool = True, cache: Path | None = None) -> Index:
+def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     """Read the corpus, chunk, embed and write a new index atomically; the old one survives failures.
 
-    With `cache` (see `embedding.cache_path`), passages and sentences embedded before are not embedded again.
+    With `config.vector_cache`, text embedded by an earlier build is not embedded again.
     """
     import bm25s
     from llama_index.core import StorageContext, VectorStoreIndex
@@ -176,6 +176,7 @@ def build(config: Config, embed_model=None, progress: bool = True, cache: Path |
         store = FaissVectorStore(faiss_index=faiss_index)
         documents = {d.doc_id: d for d in loaded.documents}
         texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
+        cache = embedding.cache_path(config) if config.vector_cache else None
         with embedding.passage_cache(embed_model, cache):
             VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
                              embed_model=embed_model, show_progress=progress)
@@ -285,14 +286,14 @@ def load(config: Config, embed_model=None) -> Index:
     return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model)
 
 
-def open_index(config: Config, embed_model=None, progress: bool = True, cache: Path | None = None) -> Index:
+def open_index(config: Config, embed_model=None, progress: bool = True) -> Index:
     """The index, built when missing and rebuilt when stale (unless auto_rebuild is off)."""
     embed_model = embed_model or embedding.load(config)
     try:
         return load(config, embed_model)
     except IndexMissingError:
-        return build(config, embed_model, progress, cache)
+        return build(config, embed_model, progress)
     except IndexStaleError:
         if not config.auto_rebuild:
             raise
-        return build(config, embed_model, progress, cache)
+        return build(config, embed_model, progress)

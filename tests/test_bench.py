@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from assistant import bench, chunking, corpus, index
+from assistant import bench, chunking, corpus, embedding, index
 from tests.test_index import Interrupted
 
 
@@ -43,17 +43,26 @@ def test_recall_counts_ties_and_misses():
 
 
 def test_vector_cache_spares_reembedding_and_never_serves_queries(config, corpus_copy, tmp_path, embed_model):
-    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
-    cache = tmp_path / "vectors.sqlite"
-    first = index.build(cfg, embed_model, progress=False, cache=cache)
+    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+    first = index.build(cfg, embed_model, progress=False)
+    assert embedding.cache_path(cfg).is_file()
     assert embed_model.embeddings_cache is None  # queries are never looked up by text
     # Everything is cached: a model that cannot embed passages builds the same index.
-    second = index.build(cfg, Interrupted(embed_dim=384), progress=False, cache=cache)
+    second = index.build(cfg, Interrupted(embed_dim=384), progress=False)
     a, b = first.vector_store._faiss_index, second.vector_store._faiss_index
     assert np.array_equal(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal))
     assert np.array_equal(np.asarray(first.sentence_vectors), np.asarray(second.sentence_vectors))
     with pytest.raises(KeyboardInterrupt):  # without the cache it must embed
-        index.build(cfg, Interrupted(embed_dim=384), progress=False)
+        index.build(cfg.with_(vector_cache=False), Interrupted(embed_dim=384), progress=False)
+
+
+def test_damaged_vector_cache_only_costs_time(config, corpus_copy, tmp_path, embed_model):
+    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+    embedding.cache_path(cfg).parent.mkdir(parents=True)
+    embedding.cache_path(cfg).write_bytes(b"not a database" * 100)
+    with pytest.warns(UserWarning, match="unusable"):
+        built = index.build(cfg, embed_model, progress=False)
+    assert len(built.chunks) == built.manifest["chunks"] > 0
 
 
 def test_quick_benchmark_runs_end_to_end(tmp_path):
