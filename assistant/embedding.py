@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sqlite3
 import struct
 import tempfile
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -243,17 +246,47 @@ def _convert(weights: Path, folder: Path) -> None:
     }))
 
 
+_MODEL_THREAD = "assistant-model"
+
+
+@functools.cache
+def _model_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=_MODEL_THREAD)
+
+
+def on_model_thread(fn, *args, **kwargs):
+    """Run `fn` on the one thread that runs the model.
+
+    torch's OpenMP runtime keeps a team of threads per calling thread; once two teams exist on this
+    2-core machine it stops spinning and every parallel step sleeps and wakes: a question took 31 ms
+    instead of 20 when the web server's worker threads ran the model (`assistant bench`). One thread
+    keeps one team, and concurrent questions queue for the model, which uses both cores anyway.
+    """
+    if threading.current_thread().name.startswith(_MODEL_THREAD):
+        return fn(*args, **kwargs)
+    return _model_executor().submit(fn, *args, **kwargs).result()
+
+
 def load(config: Config):
-    """A llama-index embedding model backed by sentence-transformers, with the e5 prompts."""
+    """A llama-index embedding model backed by sentence-transformers, with the e5 prompts; it loads and
+    always runs on the model thread (see `on_model_thread`)."""
+    return on_model_thread(_load, config)
+
+
+def _load(config: Config):
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from transformers.utils import logging as transformers_logging
+
+    class Embedding(HuggingFaceEmbedding):
+        def _embed(self, inputs, prompt_name=None):
+            return on_model_thread(super()._embed, inputs, prompt_name)
 
     # Loading a local folder is routine: its per-tensor progress bars and reports are noise.
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     path = model_path(config)
     try:
-        return HuggingFaceEmbedding(
+        return Embedding(
             model_name=path,
             query_instruction=config.query_prompt,
             text_instruction=config.passage_prompt,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from assistant.embedding import on_model_thread
 from assistant.index import Index
 from assistant.thai import has_thai, language, lexical_tokens
 from assistant.types import Hit
@@ -100,7 +101,10 @@ class Retriever:
         """(chunk row, cosine) best first, through llama-index's FAISS vector store."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
-        result = self.index.vector_store.query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k))
+        # On the model's thread: FAISS's OpenMP threads, spinning after a search from another thread,
+        # slowed the next question's embedding by half (`assistant bench`, 10k passages).
+        query = VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k)
+        result = on_model_thread(self.index.vector_store.query, query)
         return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities)]
 
 
