@@ -24,7 +24,7 @@ from assistant import chunking, corpus, embedding, evaluation, index
 from assistant.answering import Answerer, retrieval_query
 from assistant.config import Config
 from assistant.errors import AssistantError
-from assistant.evaluation import LlamaIndexDefaults
+from assistant.evaluation import LlamaIndexDefaults, percentile
 from assistant.retrieval import CANDIDATES, Retriever
 
 PARAGRAPHS_PER_FILE = 200
@@ -70,10 +70,6 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
     return folder
 
 
-def _percentile(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
-
-
 def _peak_rss_mb(pid: int | str = "self") -> float:
     """The process's peak resident memory (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -108,9 +104,9 @@ def latency(answerer, questions, warmup: int = 5) -> dict:
     for q in questions[:warmup]:
         answerer.answer(q.question, q.history)
     timings = [answerer.answer(q.question, q.history).timings_ms for q in questions]
-    stages = {s: _percentile([t[s] for t in timings], 50) for s in STAGES}
-    return {"questions": len(timings), "p50_ms": _percentile([t["total"] for t in timings], 50),
-            "p95_ms": _percentile([t["total"] for t in timings], 95), "stages_p50_ms": stages}
+    stages = {s: percentile([t[s] for t in timings], 50) for s in STAGES}
+    return {"questions": len(timings), "p50_ms": percentile([t["total"] for t in timings], 50),
+            "p95_ms": percentile([t["total"] for t in timings], 95), "stages_p50_ms": stages}
 
 
 def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> dict:
@@ -138,12 +134,11 @@ def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> d
         started = time.perf_counter()
         retriever.retrieve(q.question)
         seconds.append((time.perf_counter() - started) * 1e3)
-    return {"questions": len(seconds), "p50_ms": _percentile(seconds, 50), "p95_ms": _percentile(seconds, 95)}
+    return {"questions": len(seconds), "p50_ms": percentile(seconds, 50), "p95_ms": percentile(seconds, 95)}
 
 
 def with_hnsw(loaded, ef_search: int = index.HNSW_EF_SEARCH):
     """The same index searched by HNSW, built from the exact index's vectors; and the build seconds."""
-    import faiss
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     exact = loaded.vector_store._faiss_index
@@ -152,7 +147,6 @@ def with_hnsw(loaded, ef_search: int = index.HNSW_EF_SEARCH):
     graph.add(exact.reconstruct_n(0, exact.ntotal))
     seconds = time.perf_counter() - started
     graph.hnsw.efSearch = ef_search
-    assert isinstance(graph, faiss.IndexHNSWFlat)
     return replace(loaded, vector_store=FaissVectorStore(faiss_index=graph)), seconds
 
 
@@ -245,8 +239,8 @@ def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
     seconds = time.perf_counter() - started
     ms = [t for t, _ in results]
     return {"clients": clients, "requests": len(results), "errors": sum(not ok for _, ok in results),
-            "requests_per_s": len(results) / seconds, "p50_ms": _percentile(ms, 50),
-            "p95_ms": _percentile(ms, 95)}
+            "requests_per_s": len(results) / seconds, "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95)}
 
 
 @dataclass(frozen=True)

