@@ -9,23 +9,30 @@ from typing import Iterator
 
 import numpy as np
 
+from assistant import extraction
 from assistant.config import Config
-from assistant.errors import InvalidQuestionError
+from assistant.errors import InvalidQuestionError, QuestionTooLongError
 from assistant.retrieval import Retriever
-from assistant.thai import language
+from assistant.thai import english_tokens, language, lexical_tokens, normalise
 from assistant.types import Answer, Citation, Hit, Turn
 
 PHRASES = {
-    "th": {"refusal": "ไม่พบข้อมูลนี้ในเอกสาร", "sources": "แหล่งที่มา"},
-    "en": {"refusal": "The documents do not contain this.", "sources": "Sources"},
+    "th": {"refusal": "ไม่พบข้อมูลนี้ในเอกสาร", "sources": "แหล่งที่มา", "short": "คำตอบสั้น"},
+    "en": {"refusal": "The documents do not contain this.", "sources": "Sources", "short": "Short answer",
+           "untranslated": "(No English rendering of this document yet: quoting the Thai original.)"},
 }
+ANSWER_LANGUAGES = ("auto", "th", "en")
 # How many retrieved passages the answer may quote from, and how many sentences at most.
 ANSWER_PASSAGES = 3
 ANSWER_SENTENCES = 2
-# A second sentence joins the answer only when it scores almost as well as the best one.
-SECOND_SENTENCE_MARGIN = 0.03
-# A sentence from a lower-ranked passage must beat a top-passage sentence by this much per rank.
+# Sentence score = cosine with the question - RANK_PENALTY per passage rank + TYPE_BONUS if the sentence
+# holds a span of the kind the question asks for (a year for "when", a name for "who") + WORD_WEIGHT x the
+# share of the question's content words it contains. Tuned on the dev split of eval/questions.jsonl.
 RANK_PENALTY = 0.01
+TYPE_BONUS = 0.03
+WORD_WEIGHT = 0.05
+# A second sentence joins only when it scores almost as well and adds what the first lacks.
+SECOND_SENTENCE_MARGIN = 0.03
 
 _FOLLOW_UP_EN = re.compile(
     r"^\s*(and|also|what about|how about|then)\b|\b(he|she|it|its|they|them|their|his|her|hers|"
@@ -33,18 +40,21 @@ _FOLLOW_UP_EN = re.compile(
 _FOLLOW_UP_TH = re.compile(r"^\s*(และ|แล้ว|ส่วน)|นี้|นั้น|ดังกล่าว|เขา|เธอ|พวกเขา|ทั้งสอง")
 
 
-def validate(question: object, max_chars: int = 2000) -> str:
-    """The question, stripped; a clear error for anything that is not a usable question."""
+def validate(question: object, max_chars: int = 2000, what: str = "question") -> str:
+    """The question (or a history turn's text), stripped; a clear error in Thai and English for
+    anything that is not usable."""
     if not isinstance(question, str):
-        raise InvalidQuestionError("The question must be text.")
-    stripped = question.strip()
+        raise InvalidQuestionError(f"ต้องเป็นข้อความ · The {what} must be text.")
+    stripped = normalise(question).strip()
     if not stripped:
-        raise InvalidQuestionError("The question is empty: type a question about the documents.")
+        raise InvalidQuestionError(f"คำถามว่างเปล่า · The {what} is empty: type a question about the documents.")
     if len(stripped) > max_chars:
-        raise InvalidQuestionError(f"The question is {len(stripped):,} characters long; the limit is "
-                                   f"{max_chars:,}. Ask something shorter.")
+        raise QuestionTooLongError(f"ข้อความยาวเกิน {max_chars:,} ตัวอักษร · The {what} is {len(stripped):,} "
+                                   f"characters long; the limit is {max_chars:,}. Ask something shorter.")
     if any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\n\t" for ch in stripped):
-        raise InvalidQuestionError("The question contains control characters; send plain text.")
+        raise InvalidQuestionError(f"มีอักขระควบคุม · The {what} contains control characters; send plain text.")
+    if not any(ch.isalnum() for ch in stripped):
+        raise InvalidQuestionError(f"ไม่มีคำให้ค้นหา · The {what} has no letters or digits: ask in words.")
     return stripped
 
 
@@ -69,57 +79,218 @@ class Answerer:
         self.retriever = retriever
         self.config = config
 
-    def answer(self, question: str, history=(), top_k: int | None = None) -> Answer:
+    def use(self, index) -> None:
+        """Answer from another loaded index from now on (a server picking up a rebuilt index).
+
+        Each answer reads `self.retriever` once, so one in flight finishes on the index it began with.
+        """
+        self.retriever = Retriever(index, self.retriever.mode)
+
+    def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer:
+        """The cited answer; `answer_language` "auto" answers in the question's language."""
         started = time.perf_counter()
+        retriever = self.retriever
         question = validate(question, self.config.max_question_chars)
+        if answer_language not in ANSWER_LANGUAGES:
+            raise InvalidQuestionError(f"answer_language must be one of {', '.join(ANSWER_LANGUAGES)}")
         history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
         lang = language(question)
+        reply = lang if answer_language == "auto" else answer_language
         text = retrieval_query(question, history)
-        query = self.retriever.query(text)
+        query = retriever.query(text)
         embedded = time.perf_counter()
         stages = {}
-        hits = self.retriever.search(query, top_k or self.config.top_k, timings=stages)
+        hits = retriever.search(query, top_k or self.config.top_k, timings=stages)
         searched = time.perf_counter()
-        best = max((h.dense_score for h in hits), default=0.0)
-        threshold = self.config.refusal_threshold_th if lang == "th" else self.config.refusal_threshold_en
-        if not hits or best < threshold:
-            answer_text, citations = PHRASES[lang]["refusal"], ()
+        chosen = self._choose(retriever, query, hits, question, lang)
+        reason = self._refusal(retriever, hits, chosen, question, lang)
+        if reason:
+            answer_text, citations, short = PHRASES[reply]["refusal"], (), None
         else:
-            answer_text, citations = self._compose(query.vector, hits)
+            answer_text, citations, short = self._compose(retriever.index, chosen, question, reply)
         done = time.perf_counter()
         return Answer(
             question=question, answer=answer_text, refused=not citations, citations=citations,
-            language=lang, retrieval_query=text, hits=tuple(hits),
+            language=lang, retrieval_query=text, hits=tuple(hits), answer_language=reply,
+            short_answer=short, refusal_reason=reason,
             timings_ms={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3,
                         **stages, "compose": (done - searched) * 1e3, "total": (done - started) * 1e3},
         )
 
-    def stream(self, question: str, history=(), top_k: int | None = None) -> Iterator[Answer]:
+    def stream(self, question: str, history=(), top_k: int | None = None,
+               answer_language: str = "auto") -> Iterator[Answer]:
         """The same interface as the LLM answerer's: here the whole answer comes at once."""
-        yield self.answer(question, history, top_k)
+        yield self.answer(question, history, top_k, answer_language)
 
-    def _compose(self, vector: np.ndarray, hits: list[Hit]) -> tuple[str, tuple[Citation, ...]]:
-        index = self.retriever.index
-        candidates = {}  # sentence span -> (score, hit); a sentence in two passages cites the better one
+    def _choose(self, retriever: Retriever, query, hits: list[Hit], question: str, lang: str) -> list[dict]:
+        """The sentences to quote, best first: scored by cosine, passage rank, whether they hold what the
+        question asks for, and the question's words they contain (see the constants above)."""
+        index = retriever.index
+        kind = extraction.expected_kind(question)
+        words = _content_words(question, lang, retriever)
+        candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
-            for (a, b), similarity in zip(hit.chunk.sentences, index.sentence_scores(hit.chunk, vector)):
-                key = (hit.chunk.doc_id, a, b)
-                if key not in candidates:
-                    candidates[key] = (float(similarity) - RANK_PENALTY * rank, hit)
-        ranked = sorted(candidates.items(), key=lambda kv: -kv[1][0])
-        chosen = [ranked[0]]
-        for key, (score, hit) in ranked[1:]:
-            if len(chosen) >= ANSWER_SENTENCES or score < ranked[0][1][0] - SECOND_SENTENCE_MARGIN:
-                break
-            chosen.append((key, (score, hit)))
-        # One citation per sentence, so each marker names exactly the span it quotes.
-        parts, citations = [], []
-        for n, ((doc_id, a, b), (score, hit)) in enumerate(chosen, start=1):
             chunk = hit.chunk
-            citation = Citation(
-                n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
-                start=chunk.start, end=chunk.end, sentence_start=a, sentence_end=b, score=round(score, 4),
-            )
+            rendering = index.rendering(chunk)
+            scores = index.sentence_scores(chunk, query.vector, lang)
+            for (a, b), similarity in zip(chunk.sentences, scores):
+                key = (chunk.doc_id, a, b)
+                if key in candidates:
+                    continue
+                thai = chunk.text[a - chunk.start:b - chunk.start]
+                english = rendering.sentences.get((a, b)) if rendering else None
+                typed = kind in extraction.SHORT_KINDS and any(
+                    extraction.spans(t, kind, index.entities, question) for t in (thai, english) if t)
+                found = _content_words(thai, "th", None) | (_content_words(english, "en", None) if english else set())
+                covered = words & found
+                score = (float(similarity) - RANK_PENALTY * rank + TYPE_BONUS * typed
+                         + WORD_WEIGHT * (len(covered) / len(words) if words else 0.0))
+                candidates[key] = {"span": (a, b), "hit": hit, "score": score, "typed": typed,
+                                   "words": covered, "kind": kind, "thai": thai, "english": english,
+                                   "similarity": float(similarity), "question_words": words}
+        ranked = sorted(candidates.values(), key=lambda c: -c["score"])
+        if not ranked:
+            return []
+        chosen = [ranked[0]]
+        for candidate in ranked[1:]:
+            if len(chosen) >= ANSWER_SENTENCES or candidate["score"] < ranked[0]["score"] - SECOND_SENTENCE_MARGIN:
+                break
+            adds = candidate["words"] - chosen[0]["words"] or (candidate["typed"] and not chosen[0]["typed"])
+            if adds:
+                chosen.append(candidate)
+        return chosen
+
+    def _refusal(self, retriever: Retriever, hits: list[Hit], chosen: list[dict], question: str,
+                 lang: str) -> str | None:
+        """Why the documents do not answer this, or None: several signals, fitted on the dev split."""
+        config = self.config
+        if not hits or not chosen:
+            return "nothing retrieved"
+        best = max(h.dense_score for h in hits)
+        if best < (config.refusal_threshold_th if lang == "th" else config.refusal_threshold_en):
+            return f"low similarity ({best:.2f})"
+        words = chosen[0]["question_words"]
+        share = len(set().union(*(c["words"] for c in chosen))) / len(words) if words else 0.0
+        if share < config.refusal_min_word_share:
+            return f"the passages share too few of the question's words ({share:.2f})"
+        names = _names(question, retriever.index.entities)
+        top = [h.chunk for h in hits[:ANSWER_PASSAGES]]
+        texts = " ".join(c.text + " " + (_english(retriever.index, c) or "") for c in top).lower()
+        missing = [forms[0] for forms in names if not any(f.lower() in texts for f in forms)]
+        if missing and config.refusal_requires_names:
+            return f"the passages do not mention {', '.join(missing)}"
+        kind = chosen[0]["kind"]
+        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not any(c["typed"] for c in chosen):
+            return f"the passages hold no {kind} that answers it"
+        return None
+
+    def _compose(self, index, chosen: list[dict], question: str, reply: str):
+        """The answer text in the reply language, one citation per sentence, and the short answer."""
+        parts, citations = [], []
+        untranslated = False
+        for n, candidate in enumerate(chosen, start=1):
+            hit, (a, b) = candidate["hit"], candidate["span"]
+            chunk = hit.chunk
+            rendering = index.rendering(chunk)
+            translation = None
+            if rendering is not None:
+                translation = {"lang": "en", "sentence": rendering.sentences.get((a, b)),
+                               "text": rendering.passage(chunk.sentences)}
+            citation = citation_for(chunk, n, (a, b), candidate["score"], translation)
             citations.append(citation)
-            parts.append(f"{citation.sentence} [{n}]")
-        return " ".join(parts), tuple(citations)
+            if reply == "en" and translation and translation["sentence"]:
+                parts.append(f"{translation['sentence']} [{n}]")
+            else:
+                untranslated = untranslated or reply == "en"
+                parts.append(f"{citation.sentence} [{n}]")
+        text = " ".join(parts)
+        if untranslated:
+            text = f"{PHRASES['en']['untranslated']} {text}"
+        typed = [(c, citation) for c, citation in zip(chosen, citations) if c["typed"]]
+        short = _short_answer(index, *typed[0], question, reply) if typed else None
+        return text, tuple(citations), short
+
+
+def citation_for(chunk, n: int, span: tuple[int, int], score: float, translation: dict | None = None) -> Citation:
+    """Citation n: the passage and, inside it, the quoted sentence's span."""
+    return Citation(n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
+                    start=chunk.start, end=chunk.end, sentence_start=span[0], sentence_end=span[1],
+                    score=round(score, 4), translation=translation)
+
+
+def _content_words(text: str, lang: str, retriever: Retriever | None) -> set[str]:
+    """Words that carry meaning: Thai words (newmm, stop words dropped), English Snowball stems, and for
+    an English question the Thai forms of the glossary names it mentions."""
+    if lang == "th":
+        return set(lexical_tokens(text))
+    words = set(english_tokens(text))
+    if retriever is not None:
+        words |= {t for t in retriever.lexical_query(text) if not t.isascii()}
+    return words
+
+
+def _names(question: str, entities) -> list[tuple[str, ...]]:
+    """The forms of each glossary name (countries, people, companies …) that the question mentions."""
+    lowered = question.lower()
+    names = []
+    for thai, english, kind in entities:
+        forms = (*thai, *english)
+        if kind != "term" and any(_mentions(lowered, f.lower()) for f in forms):
+            names.append(forms)
+    # A name whose forms sit inside a longer mentioned name ("Chile" in "LAN Chile") is not asked about.
+    return [n for n in names if not any(n is not m and any(f.lower() in g.lower() for f in n for g in m)
+                                        and len(max(m, key=len)) > len(max(n, key=len)) for m in names)]
+
+
+def _mentions(text: str, form: str) -> bool:
+    start = text.find(form)
+    while start >= 0:
+        end = start + len(form)
+        if extraction._word_edges(text, start, end):
+            return True
+        start = text.find(form, end)
+    return False
+
+
+def _english(index, chunk) -> str | None:
+    rendering = index.rendering(chunk)
+    return rendering.passage(chunk.sentences) if rendering else None
+
+
+def _short_answer(index, candidate: dict, citation: Citation, question: str, reply: str) -> dict | None:
+    """The one span of the quoted sentence that answers a date/number/name question, else None (never a
+    guess). Offsets are into the source document; an English answer shows the English of that span."""
+    kind = candidate["kind"]
+    if kind not in extraction.SHORT_KINDS:
+        return None
+    thai, base = candidate["thai"], candidate["span"][0]
+    found = extraction.spans(thai, kind, index.entities, question)
+    if reply != "en" or not candidate["english"]:
+        if len(found) != 1:
+            return None
+        (a, b), shown = found[0], thai[found[0][0]:found[0][1]]
+    else:
+        english = candidate["english"]
+        english_found = extraction.spans(english, kind, index.entities, question)
+        if len(english_found) != 1:
+            return None
+        shown = english[english_found[0][0]:english_found[0][1]]
+        counterpart = _counterpart(shown, kind, thai, found, index.entities)
+        if counterpart is None:
+            return None
+        a, b = counterpart
+    return {"text": shown.strip(), "citation": citation.n, "start": base + a, "end": base + b}
+
+
+def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:
+    """The span of the Thai sentence that an English short answer renders, or None when unsure."""
+    if kind in extraction.ENTITY_KINDS:
+        for forms_th, forms_en, _ in entities:
+            if any(f.lower() == english.lower() for f in forms_en):
+                spans = [s for s in thai_spans if thai[s[0]:s[1]] in forms_th]
+                return spans[0] if len(spans) == 1 else None
+        return None
+    numbers = set(extraction.digits(english))
+    numbers |= {str(int(n) + 543) for n in numbers if len(n) == 4}  # a CE year in English, BE in Thai
+    spans = [s for s in thai_spans if numbers & set(extraction.digits(thai[s[0]:s[1]]))]
+    return spans[0] if len(spans) == 1 else None

@@ -29,13 +29,11 @@ def open_assistant(config: Config, progress: bool = True):
 class Conversation:
     answerer: Answerer
     turns: list[Turn] = field(default_factory=list)
-
-    def ask(self, question: str) -> Answer:
-        return [e for e in self.stream(question) if isinstance(e, Answer)][-1]
+    answer_language: str = "auto"  # "auto" answers in each question's language
 
     def stream(self, question: str) -> Iterator[str | Answer]:
         """Text as it is written (with an LLM), then the final Answer, which joins the conversation."""
-        for event in self.answerer.stream(question, tuple(self.turns)):
+        for event in self.answerer.stream(question, tuple(self.turns), answer_language=self.answer_language):
             if isinstance(event, Answer):
                 self.turns += [Turn("user", event.question), Turn("assistant", event.answer)]
             yield event
@@ -46,12 +44,20 @@ class Conversation:
 
 def render(answer: Answer) -> str:
     """Plain text: the answer, then each citation with its source and position."""
+    reply = answer.answer_language or answer.language
     notice = answer.generation.get("notice")
-    lines = ([f"({notice})"] if notice else []) + [answer.answer]
+    short = answer.short_answer
+    lines = ([f"{PHRASES[reply]['short']}: {short['text']}"] if short else []) + (
+        [f"({notice})"] if notice else []) + [answer.answer]
     if answer.citations:
-        lines += ["", PHRASES[answer.language]["sources"] + ":"]
+        lines += ["", PHRASES[reply]["sources"] + ":"]
         for c in answer.citations:
             lines.append(f"[{c.n}] {c.title} — {c.source}, {c.chunk_id}, "
                          f"chars {c.sentence_start}–{c.sentence_end}")
-            lines.append(f"    {c.sentence}")
+            english = (c.translation or {}).get("sentence")
+            if reply == "en" and english:
+                lines.append(f"    {english}")
+                lines.append(f"    (th) {c.sentence}")
+            else:
+                lines.append(f"    {c.sentence}")
     return "\n".join(lines)

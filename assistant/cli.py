@@ -91,15 +91,16 @@ def serve(host, port, corpus, index_dir):
     \b
     Examples:
       assistant serve
-      ASSISTANT_ALLOWED_ORIGINS=https://example.org assistant serve --host 0.0.0.0 --port 8080
+      ASSISTANT_ALLOWED_HOSTS=chat.example.org ASSISTANT_ALLOWED_ORIGINS=https://example.org \\
+        assistant serve --host 0.0.0.0 --port 8080
     """
-    import uvicorn
-
     from assistant.chat import open_assistant
-    from assistant.web import create_app
+    from assistant.web import create_app, serve as run_server
 
     started = time.perf_counter()
     config = _config(corpus, index_dir)
+    if host not in {"0.0.0.0", "::"} and "*" not in config.hosts and host not in config.hosts:
+        config = config.with_(allowed_hosts=",".join([*config.hosts, host]))
     answerer = open_assistant(config)
     answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
     app = create_app(answerer, config)
@@ -107,28 +108,31 @@ def serve(host, port, corpus, index_dir):
     click.echo(f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
                f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
                f"  API docs:    {base}/docs\n  Health:      {base}/api/health", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_server(app, host, port)
 
 
 @cli.command()
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
+@click.option("--answer-language", type=click.Choice(["auto", "th", "en"]), default="auto", show_default=True,
+              help="The answer's language; auto answers in the question's.")
 @_paths
-def ask(question, as_json, top_k, corpus, index_dir):
+def ask(question, as_json, top_k, answer_language, corpus, index_dir):
     """Answer one QUESTION with cited passages.
 
     \b
     Examples:
       assistant ask "บราซิลยุติการเจรจาอะไร"
       assistant ask "Which Peruvian company owns Chile's largest cement company?" --json
+      assistant ask "บราซิลยุติการเจรจาอะไร" --answer-language en
     """
     from assistant.answering import validate
     from assistant.chat import open_assistant, render
 
     config = _config(corpus, index_dir, top_k=top_k)
     validate(question, config.max_question_chars)  # fail fast, before loading the model
-    answer = open_assistant(config).answer(question, top_k=top_k)
+    answer = open_assistant(config).answer(question, top_k=top_k, answer_language=answer_language)
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
@@ -137,8 +141,10 @@ def ask(question, as_json, top_k, corpus, index_dir):
 
 @cli.command()
 @click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
+@click.option("--answer-language", type=click.Choice(["auto", "th", "en"]), default="auto", show_default=True,
+              help="The answers' language; auto answers in each question's.")
 @_paths
-def chat(top_k, corpus, index_dir):
+def chat(top_k, answer_language, corpus, index_dir):
     """Talk with the assistant in the terminal; follow-up questions use the conversation.
 
     \b
@@ -149,7 +155,7 @@ def chat(top_k, corpus, index_dir):
     from assistant.chat import Conversation, open_assistant, render
 
     config = _config(corpus, index_dir, top_k=top_k)
-    conversation = Conversation(open_assistant(config))
+    conversation = Conversation(open_assistant(config), answer_language=answer_language)
     click.echo(f"Answers: {_mode(config)}. Ask about the documents in Thai or English. "
                "/clear starts over, /exit leaves.")
     while True:

@@ -43,11 +43,35 @@ class Config:
     # answerable and unanswerable questions of eval/questions.jsonl.
     refusal_threshold_th: float = 0.84
     refusal_threshold_en: float = 0.77
+    # Further refusal signals, fitted on the dev split: the best sentences must share at least this
+    # share of the question's content words; every name the question mentions must be in the passages;
+    # a question asking for a date, number or name needs a span of that kind in the quoted sentences.
+    refusal_min_word_share: float = 0.2
+    refusal_requires_names: bool = True
+    refusal_requires_kind: bool = True
     max_question_chars: int = 2000
     # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
     # ("*" for any, else comma-separated origins such as "https://example.org").
     feedback_path: Path = Path("feedback.jsonl")
+    # The feedback log is rotated (one older file kept, `.1`) when it grows past this size.
+    feedback_max_mb: float = 10.0
     allowed_origins: str = "*"
+    # Host names the server answers to (comma-separated; "*" for any). A request for another name is
+    # refused, which blocks DNS-rebinding pages from reaching a chat on this machine. `serve --host`
+    # adds its own address; behind a proxy, list the public name.
+    allowed_hosts: str = "localhost,127.0.0.1,::1"
+    # Questions per client address (chat and /api/ask), in the `limits` library's notation
+    # ("60/minute", "1000/hour"); "off" disables it.
+    rate_limit: str = "60/minute"
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses); others are ignored.
+    trusted_proxies: str = ""
+    # Chat questions answered at once (Gradio's queue): a slow LLM call then holds up only its own
+    # visitor. Embedding stays serialised on the model's thread.
+    chat_concurrency: int = 8
+    # How often the server looks for a rebuilt index (and checks its files and the corpus), seconds.
+    reload_interval_s: float = 2.0
+    # Largest request body, bytes, counted as it arrives (chunked bodies too).
+    max_body_bytes: int = 1_000_000
     # Answers: "extractive" (default, needs nothing), or an LLM server: "openai" (any OpenAI-compatible
     # API: vLLM, llama.cpp's server, LM Studio, a hosted one) or "ollama".
     llm: str = "extractive"
@@ -58,7 +82,15 @@ class Config:
 
     @property
     def origins(self) -> list[str]:
-        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+        return _items(self.allowed_origins, strip="/")
+
+    @property
+    def hosts(self) -> list[str]:
+        return _items(self.allowed_hosts)
+
+    @property
+    def proxies(self) -> list[str]:
+        return _items(self.trusted_proxies)
 
     def __post_init__(self) -> None:
         if self.cache_dir == Path():
@@ -70,6 +102,16 @@ class Config:
         if self.vector_index not in VECTOR_INDEXES:
             raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of "
                                  f"{', '.join(VECTOR_INDEXES)}")
+        if self.rate_limit.strip().lower() not in {"off", ""}:
+            from limits import parse
+
+            try:
+                parse(self.rate_limit)
+            except ValueError:
+                raise AssistantError(f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as "
+                                     "'60/minute' or 'off'") from None
+        if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
+            raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:
@@ -90,6 +132,10 @@ class Config:
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
+
+
+def _items(value: str, strip: str = "") -> list[str]:
+    return [item.strip().rstrip(strip) for item in value.split(",") if item.strip()]
 
 
 def _parse(name: str, raw: str, kind: type):

@@ -27,16 +27,33 @@ class Corpus:
 
 
 def files(corpus_dir: Path) -> list[Path]:
-    """The files that make up the corpus, in a stable order."""
+    """The files that make up the corpus, in a stable order; symbolic links are left out (see `links`)."""
     if not corpus_dir.is_dir():
         raise EmptyCorpusError(f"Corpus directory {corpus_dir} does not exist.")
-    return sorted(p for p in corpus_dir.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+    return sorted(p for p in corpus_dir.rglob("*")
+                  if p.suffix in SUFFIXES and p.is_file() and not _linked(p, corpus_dir))
+
+
+def links(corpus_dir: Path) -> list[Path]:
+    """Symbolic links in the corpus folder: never followed, so a link to a system file is not indexed."""
+    return sorted(p for p in corpus_dir.rglob("*")
+                  if p.is_symlink() and (p.suffix in SUFFIXES or p.name.endswith(SIDECAR) or p.is_dir()))
+
+
+def _linked(path: Path, corpus_dir: Path) -> bool:
+    """Whether the path or a folder between it and the corpus folder is a symbolic link."""
+    while path != corpus_dir:
+        if path.is_symlink():
+            return True
+        path = path.parent
+    return False
 
 
 def content_hash(corpus_dir: Path) -> str:
-    """Hash of every corpus file's name and bytes (sidecars too): the index is stale when it changes."""
+    """Hash of every corpus file's name and bytes (sidecars and English renderings, every `.yaml`, too):
+    the index is stale when it changes."""
     digest = hashlib.sha256()
-    paths = files(corpus_dir) + sorted(corpus_dir.rglob(f"*{SIDECAR}"))
+    paths = files(corpus_dir) + [p for p in corpus_dir.rglob("*.yaml") if not _linked(p, corpus_dir)]
     for path in sorted(paths):
         digest.update(path.relative_to(corpus_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
@@ -46,6 +63,9 @@ def content_hash(corpus_dir: Path) -> str:
 def load(corpus_dir: Path) -> Corpus:
     """Every readable document; unreadable files become problems, not failures."""
     documents, problems = [], []
+    for link in links(corpus_dir):
+        problems.append(CorpusError(link.relative_to(corpus_dir).as_posix(),
+                                    "symbolic link, skipped: copy the file into the corpus folder instead"))
     for path in files(corpus_dir):
         try:
             documents.append(read(path, corpus_dir))
@@ -71,7 +91,7 @@ def read(path: Path, corpus_dir: Path) -> Document:
     text = normalise(text)
     meta, text = _front_matter(name, text)
     sidecar = path.with_suffix(SIDECAR)
-    if sidecar.is_file():
+    if sidecar.is_file() and not sidecar.is_symlink():
         meta = {**_yaml(name, sidecar.read_text(encoding="utf-8")), **meta}
     if not text.strip():
         raise CorpusError(name, "empty file")
@@ -110,12 +130,12 @@ def _first_heading(text: str) -> str | None:
     return None
 
 
-def glossary(documents) -> dict[str, tuple[str, ...]]:
-    """Latin name (lower-case) -> its Thai forms, from the table rows of `role: glossary` documents.
+def glossary_rows(documents) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """(Thai forms, English forms, kind) for each table row of the `role: glossary` documents.
 
-    Lets an English question reach Thai passages through the lexical retriever.
+    `kind` is the fourth column (country, place, company, person, organisation, event, term), or "term".
     """
-    terms: dict[str, set[str]] = {}
+    rows = []
     for doc in documents:
         if not doc.is_glossary:
             continue
@@ -127,9 +147,20 @@ def glossary(documents) -> dict[str, tuple[str, ...]]:
             cells = [c.strip() for c in row.group(1).split("|")]
             if len(cells) < 2 or not has_thai(cells[0]) or has_thai(cells[1]):
                 continue
-            thai = [t.strip() for t in cells[0].split(",") if t.strip()]
-            for latin in cells[1].split(","):
-                latin = latin.strip().lower()
-                if latin and latin.strip("-"):
-                    terms.setdefault(latin, set()).update(thai)
+            thai = tuple(t.strip() for t in cells[0].split(",") if t.strip())
+            latin = tuple(t.strip() for t in cells[1].split(",") if t.strip().strip("-"))
+            kind = cells[3].strip().lower() if len(cells) > 3 and cells[3].strip() else "term"
+            rows.append((thai, latin, kind))
+    return rows
+
+
+def glossary(documents) -> dict[str, tuple[str, ...]]:
+    """Latin name (lower-case) -> its Thai forms, from the glossary rows.
+
+    Lets an English question reach Thai passages through the lexical retriever.
+    """
+    terms: dict[str, set[str]] = {}
+    for thai, latin, _ in glossary_rows(documents):
+        for name in latin:
+            terms.setdefault(name.lower(), set()).update(thai)
     return {k: tuple(sorted(v)) for k, v in sorted(terms.items())}

@@ -40,3 +40,7 @@ class IndexCorruptError(AssistantError):
 
 class InvalidQuestionError(AssistantError):
     """The question is empty, too long or contains control characters."""
+
+
+class QuestionTooLongError(InvalidQuestionError):
+    """The question is longer than the configured limit."""

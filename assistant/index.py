@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from assistant import chunking, corpus, embedding
+from assistant import chunking, corpus, embedding, translation
 from assistant.config import VECTOR_INDEXES, Config
 from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
                               IndexMissingError, IndexStaleError)
-from assistant.thai import lexical_tokens
+from assistant.thai import english_tokens, lexical_tokens
 from assistant.types import Chunk, Document
 
 # 2: passages as arrays over the documents' text, sentence vectors in float16 by distinct text.
-FORMAT_VERSION = 2
+# 3: the manifest records every file's size and SHA-256, checked on load; English renderings indexed.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"
@@ -28,6 +31,13 @@ CHUNKS = "chunks.npz"
 SENTENCES = "sentences.npy"
 LEXICAL = "bm25"
 GLOSSARY = "glossary.json"
+ENTITIES = "entities.json"  # the glossary's names with their kind (country, person, ...), for short answers
+# The English side: renderings, passage vectors (rows -> chunk numbers), sentence vectors, BM25.
+ENGLISH = "english.json"
+VECTORS_EN = "vectors-en.faiss"
+ROWS_EN = "rows-en.npy"
+SENTENCES_EN = "sentences-en.npy"
+LEXICAL_EN = "bm25-en"
 # HNSW graph degree, build and search breadth: recall against exact search is in `assistant bench`.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -107,14 +117,36 @@ class Index:
     chunks: Chunks
     vector_store: object  # llama_index.vector_stores.faiss.FaissVectorStore, row i = chunks[i]
     lexical: object  # bm25s.BM25 over `chunks`, in the same order
-    sentence_vectors: np.ndarray  # float16, memory-mapped; rows are Chunk.sentence_rows
+    sentence_vectors: np.ndarray  # float16; rows are Chunk.sentence_rows
     glossary: dict[str, tuple[str, ...]]
     manifest: dict
     embed_model: object
+    disk: tuple = ()  # `disk_state` of the folder when it was loaded and verified
+    english: "English | None" = None  # the renderings' side, when any document has one
+    entities: list = field(default_factory=list)  # corpus.glossary_rows: (Thai forms, English forms, kind)
 
-    def sentence_scores(self, chunk: Chunk, vector: np.ndarray) -> np.ndarray:
-        """Cosine of each of the passage's sentences with a (query) vector."""
-        return self.sentence_vectors[list(chunk.sentence_rows)].astype(np.float32) @ vector
+    def sentence_scores(self, chunk: Chunk, vector: np.ndarray, lang: str = "th") -> np.ndarray:
+        """Cosine of each of the passage's sentences with a (query) vector; with `lang="en"`, the best
+        of the Thai sentence's and its English rendering's."""
+        rows = list(chunk.sentence_rows)
+        scores = self.sentence_vectors[rows].astype(np.float32) @ vector
+        if lang == "en" and self.english is not None:
+            scores = np.maximum(scores, self.english.sentence_vectors[rows].astype(np.float32) @ vector)
+        return scores
+
+    def rendering(self, chunk: Chunk) -> "translation.Rendering | None":
+        return self.english.renderings.get(chunk.doc_id) if self.english is not None else None
+
+
+@dataclass
+class English:
+    """English renderings indexed beside the Thai: passage rows map to chunk numbers."""
+
+    renderings: dict  # doc_id -> translation.Rendering
+    vector_store: object  # FaissVectorStore of the English passages
+    rows: np.ndarray  # English passage row -> chunk number
+    lexical: object  # bm25s.BM25 over english_tokens of the English passages, same rows
+    sentence_vectors: np.ndarray  # float16, aligned with the Thai sentence rows (zeros where none)
 
 
 def chunk_params(config: Config) -> chunking.ChunkParams:
@@ -169,7 +201,9 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     faiss_index = new_faiss_index(config.vector_index, dimension)
 
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.index_dir.name}-building-", dir=config.index_dir.parent))
+    remove_abandoned(config.index_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{config.index_dir.name}-building-{os.getpid()}-",
+                                    dir=config.index_dir.parent))
     try:
         # llama-index embeds the passages and adds them to FAISS in order: FAISS row i is chunks[i].
         store = FaissVectorStore(faiss_index=faiss_index)
@@ -189,6 +223,10 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         lexical.save(str(staging / LEXICAL))
         terms = corpus.glossary(loaded.documents)
         (staging / GLOSSARY).write_text(json.dumps(terms, ensure_ascii=False, indent=1), encoding="utf-8")
+        (staging / ENTITIES).write_text(json.dumps(corpus.glossary_rows(loaded.documents), ensure_ascii=False),
+                                        encoding="utf-8")
+        renderings, problems = translation.load(config.corpus_dir, loaded.documents)
+        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress)
 
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -201,7 +239,9 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
             "chunks": len(chunks),
             "sentences": len(texts),
             "documents": [d.source for d in loaded.documents],
-            "problems": [str(p) for p in loaded.problems],
+            "problems": [str(p) for p in (*loaded.problems, *problems, *english["problems"])],
+            "english": {"documents": english["documents"], "passages": english["passages"]},
+            "files": checksums(staging),
         }
         # The manifest is written last: a folder without one is never mistaken for an index.
         (staging / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -211,10 +251,147 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     return load(config, embed_model)
 
 
+def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderings: dict, texts: list[str],
+                   embed_model, cache, progress: bool) -> dict:
+    """Index the English renderings: passage vectors and BM25 by chunk, sentence vectors by Thai row.
+
+    A rendering that lacks a sentence the chunker cut (the chunking changed) is reported and left out.
+    """
+    import bm25s
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    problems = []
+    for doc_id, rendering in list(renderings.items()):
+        missing = translation.coverage(rendering, [s for c in chunks if c.doc_id == doc_id for s in c.sentences])
+        if missing:
+            source = documents[doc_id].source
+            problems.append(f"{translation.path_for(Path(source)).as_posix()}: stale English rendering: no "
+                            f"sentence for {len(missing)} span(s) the chunker cuts (first {missing[0]}); not used")
+            del renderings[doc_id]
+    rows = [i for i, c in enumerate(chunks) if c.doc_id in renderings]
+    out = {"documents": sorted(documents[d].source for d in renderings), "passages": len(rows),
+           "problems": problems}
+    if not rows:
+        return out
+    passages = [renderings[chunks[i].doc_id].passage(chunks[i].sentences) for i in rows]
+    english_of = {}  # Thai sentence text -> its English (the first rendering that has it)
+    for c in chunks:
+        rendering = renderings.get(c.doc_id)
+        for a, b in c.sentences if rendering else ():
+            english_of.setdefault(documents[c.doc_id].text[a:b], rendering.sentences[(a, b)])
+    store = FaissVectorStore(faiss_index=new_faiss_index("flat", len(embed_model.get_query_embedding("probe"))))
+    nodes = [TextNode(id_=f"{chunks[i].chunk_id}@en", text=t) for i, t in zip(rows, passages)]
+    with embedding.passage_cache(embed_model, cache):
+        VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
+                         embed_model=embed_model, show_progress=progress)
+        present = [t for t in texts if t in english_of]
+        vectors = embedding.encode(embed_model, [english_of[t] for t in present], query=False, progress=progress)
+    sentence_vectors = np.zeros((len(texts), vectors.shape[1]), dtype=np.float16)
+    position = {t: i for i, t in enumerate(texts)}
+    sentence_vectors[[position[t] for t in present]] = vectors.astype(np.float16)
+    store.persist(str(staging / VECTORS_EN))
+    np.save(staging / ROWS_EN, np.asarray(rows, dtype=np.int32))
+    np.save(staging / SENTENCES_EN, sentence_vectors)
+    lexical = bm25s.BM25()
+    lexical.index([english_tokens(t) for t in passages], show_progress=False)
+    lexical.save(str(staging / LEXICAL_EN))
+    saved = {d: {"title": r.title, "sentences": [[a, b, en] for (a, b), en in sorted(r.sentences.items())]}
+             for d, r in renderings.items()}
+    (staging / ENGLISH).write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def _load_english(folder: Path, manifest: dict, chunks: "Chunks") -> English | None:
+    import bm25s
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    if not manifest.get("english", {}).get("passages"):
+        return None
+    saved = json.loads((folder / ENGLISH).read_text(encoding="utf-8"))
+    renderings = {d: translation.Rendering(d, r["title"], {(a, b): en for a, b, en in r["sentences"]})
+                  for d, r in saved.items()}
+    store = FaissVectorStore.from_persist_path(str(folder / VECTORS_EN))
+    rows = np.load(folder / ROWS_EN)
+    lexical = bm25s.BM25.load(str(folder / LEXICAL_EN), mmap=False, show_progress=False)
+    sentence_vectors = np.load(folder / SENTENCES_EN)
+    if (store._faiss_index.ntotal != len(rows) or (len(rows) and rows.max() >= len(chunks))
+            or len(sentence_vectors) != manifest["sentences"]):
+        raise IndexCorruptError(f"The English side of the index in {folder} is inconsistent: "
+                                "run `assistant index` to rebuild it.")
+    return English(renderings, store, rows, lexical, sentence_vectors)
+
+
+def checksums(folder: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file below the folder, by relative path (the manifest's `files`)."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return out
+
+
+def verify(folder: Path, manifest: dict) -> None:
+    """Raise IndexCorruptError unless every file the manifest lists is there, whole and unchanged."""
+    recorded = manifest.get("files")
+    if not isinstance(recorded, dict) or not recorded:
+        raise IndexCorruptError(f"The index manifest in {folder} lists no files: run `assistant index` to rebuild it.")
+    for name, expected in recorded.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != expected.get("bytes"):
+            raise IndexCorruptError(f"The index file {path} is missing or has another size than when it was "
+                                    "built: run `assistant index` to rebuild it.")
+    actual = checksums(folder)
+    for name, expected in recorded.items():
+        if actual.get(name, {}).get("sha256") != expected.get("sha256"):
+            raise IndexCorruptError(f"The index file {folder / name} changed since it was built (checksum "
+                                    "differs): run `assistant index` to rebuild it.")
+
+
+def disk_state(folder: Path) -> tuple:
+    """A cheap signature of the index folder (each file's name, size and modification time): when it
+    changes, the folder is worth verifying again."""
+    try:
+        return tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in folder.rglob("*") if p.is_file()))
+    except OSError:  # a file vanished while we looked: a swap is under way
+        return ()
+
+
+def remove_abandoned(target: Path) -> None:
+    """Delete staging and swapped-out folders left by builds whose process has died (killed builds)."""
+    for folder in target.parent.glob(f".{target.name}-*-*"):
+        kind, _, rest = folder.name[len(target.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in {"building", "old"} and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _swap_in(staging: Path, target: Path) -> None:
+    """Publish the staged folder under the target's name.
+
+    A running server holds its index in memory and polls the manifest, so it never reads a half-swapped
+    folder: it sees either the old manifest, none (and keeps what it has), or the new one.
+    """
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}-old-{staging.name}"
+        old = target.parent / f".{target.name}-old-{os.getpid()}-{staging.name}"
         target.rename(old)
     staging.rename(target)
     if old is not None:
@@ -259,21 +436,31 @@ def load(config: Config, embed_model=None) -> Index:
 
     manifest = read_manifest(config.index_dir)
     check(manifest, config)
-    embed_model = embed_model or embedding.load(config)
     folder = config.index_dir
+    disk = disk_state(folder)
+    verify(folder, manifest)
+    embed_model = embed_model or embedding.load(config)
     try:
         store = FaissVectorStore.from_persist_path(str(folder / VECTORS))
         chunks = Chunks.load(folder)
-        lexical = bm25s.BM25.load(str(folder / LEXICAL), mmap=True, show_progress=False)
-        # Memory-mapped: answering reads a few rows per question, the rest stays on disk.
-        sentence_vectors = np.load(folder / SENTENCES, mmap_mode="r")
+        # Read into memory, never memory-mapped: a mapped file truncated or rewritten in place under a
+        # running server kills it with SIGBUS on the next question (measured: `truncate -s 128` on
+        # sentences.npy). Whatever happens to the files, the loaded index stays whole.
+        lexical = bm25s.BM25.load(str(folder / LEXICAL), mmap=False, show_progress=False)
+        sentence_vectors = np.load(folder / SENTENCES)
         terms = {k: tuple(v) for k, v in json.loads((folder / GLOSSARY).read_text(encoding="utf-8")).items()}
+        english = _load_english(folder, manifest, chunks)
+        entities = [(tuple(t), tuple(e), k) for t, e, k in json.loads((folder / ENTITIES).read_text(encoding="utf-8"))]
     except AssistantError:
         raise
     except Exception as error:  # any unreadable part: FAISS, JSON, numpy or BM25 files
         raise IndexCorruptError(f"The index in {folder} is damaged ({type(error).__name__}: "
                                 f"{str(error)[:200]}): run `assistant index` to rebuild it.") from None
     rows = chunks.arrays["sentence_row"]
+    lengths = np.array([len(d["text"]) for d in chunks.documents])
+    if len(chunks) and (chunks.arrays["end"] > lengths[chunks.arrays["doc"]]).any():
+        raise IndexCorruptError(f"The index in {folder} has passages past the end of their document: "
+                                "run `assistant index` to rebuild it.")
     if (store._faiss_index.d != manifest["dimension"] or store._faiss_index.ntotal != len(chunks)
             or len(chunks) != manifest["chunks"] or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
             or (len(rows) and (rows.min() < 0 or rows.max() >= len(sentence_vectors)))):
@@ -282,7 +469,7 @@ def load(config: Config, embed_model=None) -> Index:
     if len(embed_model.get_query_embedding("dimension probe")) != manifest["dimension"]:
         raise IndexMismatchError(f"The embedding model's dimension differs from the index's "
                                  f"({manifest['dimension']}): run `assistant index` to rebuild it.")
-    return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model)
+    return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model, disk, english, entities)
 
 
 def open_index(config: Config, embed_model=None, progress: bool = True) -> Index:

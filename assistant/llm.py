@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from assistant.answering import PHRASES, Answerer
+from assistant.answering import PHRASES, Answerer, citation_for
 from assistant.config import Config
 from assistant.errors import AssistantError
 from assistant.types import Answer, Citation, Hit, Turn
@@ -66,10 +66,16 @@ def make_llm(config: Config):
     raise AssistantError(f"No LLM is configured (ASSISTANT_LLM={config.llm}).")
 
 
-def messages(question: str, language: str, hits: list[Hit]):
+def messages(question: str, language: str, hits: list[Hit], index=None):
+    """The prompt: each passage numbered, in Thai and, where the document has one, its English rendering."""
     from llama_index.core.llms import ChatMessage
 
-    passages = "\n\n".join(f"[{n}] ({h.chunk.title}) {h.chunk.text}" for n, h in enumerate(hits, start=1))
+    def passage(n: int, hit: Hit) -> str:
+        rendering = index.rendering(hit.chunk) if index is not None else None
+        english = rendering.passage(hit.chunk.sentences) if rendering else None
+        return f"[{n}] ({hit.chunk.title}) {hit.chunk.text}" + (f"\n[{n}] (English) {english}" if english else "")
+
+    passages = "\n\n".join(passage(n, h) for n, h in enumerate(hits, start=1))
     return [
         ChatMessage(role="system", content=SYSTEM_PROMPT.format(language=LANGUAGES[language],
                                                                 refusal=PHRASES[language]["refusal"])),
@@ -97,25 +103,33 @@ class LLMAnswerer:
 
     def __init__(self, extractive: Answerer, config: Config, llm=None):
         self.extractive = extractive
-        self.retriever = extractive.retriever
         self.config = config
         self.llm = llm or make_llm(config)
 
-    def answer(self, question: str, history=(), top_k: int | None = None) -> Answer:
+    @property
+    def retriever(self):
+        return self.extractive.retriever
+
+    def use(self, index) -> None:
+        self.extractive.use(index)
+
+    def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer:
         final = None
-        for event in self.stream(question, history, top_k):
+        for event in self.stream(question, history, top_k, answer_language):
             if isinstance(event, Answer):
                 final = event
         return final
 
-    def stream(self, question: str, history=(), top_k: int | None = None) -> Iterator[str | Answer]:
+    def stream(self, question: str, history=(), top_k: int | None = None,
+               answer_language: str = "auto") -> Iterator[str | Answer]:
         """Text deltas as the LLM writes them, then the checked Answer (always last)."""
         history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
         started = time.perf_counter()
+        retriever = self.retriever  # one index for the whole answer, even if a new one is swapped in
         standalone = self._condense(question, history)
         # Retrieval, refusal and the fallback answer come from the extractive path.
         base = self.extractive.answer(standalone if standalone else question,
-                                      () if standalone else history, top_k)
+                                      () if standalone else history, top_k, answer_language)
         base = replace(base, question=question)
         mode = {"mode": self.config.llm, "model": self.config.llm_model}
         if base.refused:
@@ -124,7 +138,7 @@ class LLMAnswerer:
         hits = list(base.hits)
         parts: list[str] = []
         try:
-            for chunk in self.llm.stream_chat(messages(question, base.language, hits)):
+            for chunk in self.llm.stream_chat(messages(question, base.answer_language, hits, retriever.index)):
                 delta = chunk.delta or ""
                 if delta:
                     parts.append(delta)
@@ -137,16 +151,17 @@ class LLMAnswerer:
             yield self._fallback(base, mode, "empty response", started)
             return
         if not valid:
-            if PHRASES[base.language]["refusal"].lower() in text.lower():
-                yield replace(base, answer=PHRASES[base.language]["refusal"], refused=True, citations=(),
+            if PHRASES[base.answer_language]["refusal"].lower() in text.lower():
+                yield replace(base, answer=PHRASES[base.answer_language]["refusal"], refused=True, citations=(),
+                              short_answer=None, refusal_reason="the language model found no answer",
                               generation={**mode, "status": "refused"})
                 return
             yield self._fallback(base, mode, "no valid citation", started, removed)
             return
-        vector = self.retriever.query(base.retrieval_query).vector
-        citations = tuple(self._citation(n, hits[n - 1], vector) for n in valid)
+        vector = retriever.query(base.retrieval_query).vector
+        citations = tuple(self._citation(retriever.index, n, hits[n - 1], vector) for n in valid)
         timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
-        yield replace(base, answer=text, citations=citations, refused=False, timings_ms=timings,
+        yield replace(base, answer=text, citations=citations, refused=False, timings_ms=timings, short_answer=None,
                       generation={**mode, "status": "verified", "removed_markers": removed})
 
     def _condense(self, question: str, history: tuple[Turn, ...]) -> str | None:
@@ -165,17 +180,17 @@ class LLMAnswerer:
             return None
         return text if 0 < len(text) <= self.config.max_question_chars else None
 
-    def _citation(self, n: int, hit: Hit, vector) -> Citation:
+    def _citation(self, index, n: int, hit: Hit, vector) -> Citation:
         """Citation n for the passage the LLM cited; its sentence is the passage's closest to the question."""
         chunk = hit.chunk
-        scores = self.retriever.index.sentence_scores(chunk, vector)
-        a, b = chunk.sentences[int(np.argmax(scores))]
-        return Citation(n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
-                        start=chunk.start, end=chunk.end, sentence_start=a, sentence_end=b,
-                        score=round(hit.dense_score, 4))
+        span = chunk.sentences[int(np.argmax(index.sentence_scores(chunk, vector)))]
+        rendering = index.rendering(chunk)
+        translation = ({"lang": "en", "sentence": rendering.sentences.get(span),
+                        "text": rendering.passage(chunk.sentences)} if rendering else None)
+        return citation_for(chunk, n, span, hit.dense_score, translation)
 
     def _fallback(self, base: Answer, mode: dict, reason: str, started: float, removed=()) -> Answer:
-        notice = NOTICE[base.language].format(reason=reason)
+        notice = NOTICE[base.answer_language].format(reason=reason)
         timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
         return replace(base, timings_ms=timings, generation={**mode, "status": "fallback", "notice": notice,
                                                              "reason": reason, "removed_markers": list(removed)})

@@ -10,7 +10,7 @@ import numpy as np
 
 from assistant.embedding import on_model_thread
 from assistant.index import Index
-from assistant.thai import has_thai, language, lexical_tokens
+from assistant.thai import english_tokens, has_thai, language, lexical_tokens
 from assistant.types import Hit
 
 RRF_K = 60
@@ -18,6 +18,10 @@ RRF_K = 60
 # forms of the names they mention, a weaker signal: at 1.0 it cost English hit@1 against dense alone,
 # at 0.6 it does not (project evaluation, 100 questions).
 LEXICAL_WEIGHT = {"th": 1.0, "en": 0.6}
+# English questions also search the English renderings: dense (English to English) and an English BM25
+# (Snowball stems). Weights in the fusion, tuned on the dev split of eval/questions.jsonl.
+ENGLISH_DENSE_WEIGHT = 1.0
+ENGLISH_LEXICAL_WEIGHT = 1.0
 CANDIDATES = 100  # per retriever, before fusion
 
 
@@ -26,6 +30,7 @@ class Query:
     text: str
     vector: np.ndarray
     lexical_tokens: tuple[str, ...]
+    english_tokens: tuple[str, ...] = ()
 
 
 class Retriever:
@@ -40,7 +45,7 @@ class Retriever:
 
     def query(self, text: str) -> Query:
         vector = np.asarray(self.index.embed_model.get_query_embedding(text), dtype=np.float32)
-        return Query(text, vector, tuple(self.lexical_query(text)))
+        return Query(text, vector, tuple(self.lexical_query(text)), tuple(english_tokens(text)))
 
     def lexical_query(self, text: str) -> list[str]:
         """BM25 tokens of the question plus the Thai forms of the glossary names it mentions.
@@ -81,14 +86,30 @@ class Retriever:
         if self.mode == "lexical" or (self.mode == "hybrid" and thai_tokens):
             lexical_rank = _top(self.index.lexical.get_scores(list(query.lexical_tokens)), candidates)
         lap("lexical")
-        weight = LEXICAL_WEIGHT[language(query.text)]
+        lang = language(query.text)
+        weight = LEXICAL_WEIGHT[lang]
+        english_dense, english_lexical = {}, {}
+        english = self.index.english
+        if english is not None and lang == "en":
+            # The same question vector against the English renderings; a hit maps back to its chunk.
+            for i, cosine in self._dense(query.vector, min(len(english.rows), candidates), english.vector_store):
+                chunk = int(english.rows[i])
+                english_dense.setdefault(chunk, len(english_dense))
+                dense_score[chunk] = max(dense_score.get(chunk, cosine), cosine)
+            if query.english_tokens:
+                ranks = _top(english.lexical.get_scores(list(query.english_tokens)), candidates)
+                english_lexical = {int(english.rows[i]): r for i, r in ranks.items()}
         fused = {}
-        for i in set(dense_rank) | set(lexical_rank):
+        for i in set(dense_rank) | set(lexical_rank) | set(english_dense) | set(english_lexical):
             score = 0.0
             if self.mode != "lexical" and i in dense_rank:
                 score += 1.0 / (RRF_K + dense_rank[i] + 1)
+            if self.mode != "lexical" and i in english_dense:
+                score += ENGLISH_DENSE_WEIGHT / (RRF_K + english_dense[i] + 1)
             if self.mode != "dense" and i in lexical_rank:
                 score += weight / (RRF_K + lexical_rank[i] + 1)
+            if self.mode != "dense" and i in english_lexical:
+                score += ENGLISH_LEXICAL_WEIGHT / (RRF_K + english_lexical[i] + 1)
             if score > 0:
                 fused[i] = score
         order = sorted(fused, key=lambda i: (-fused[i], dense_rank.get(i, n)))[:top_k]
@@ -97,14 +118,14 @@ class Retriever:
         lap("fuse")
         return hits
 
-    def _dense(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(chunk row, cosine) best first, through llama-index's FAISS vector store."""
+    def _dense(self, vector: np.ndarray, k: int, store=None) -> list[tuple[int, float]]:
+        """(row, cosine) best first, through llama-index's FAISS vector store (the passages' by default)."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
         # On the model's thread: FAISS's OpenMP threads, spinning after a search from another thread,
         # slowed the next question's embedding by half (`assistant bench`, 10k passages).
         query = VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k)
-        result = on_model_thread(self.index.vector_store.query, query)
+        result = on_model_thread((store or self.index.vector_store).query, query)
         return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities)]
 
 

@@ -65,6 +65,24 @@ def lexical_tokens(text: str) -> list[str]:
     return out
 
 
+_LATIN_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+
+
+@lru_cache(maxsize=1)
+def _english_stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def english_tokens(text: str) -> list[str]:
+    """Tokens for the English BM25 over the renderings: words lower-cased, stop words dropped, Snowball
+    stems ("negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
+    stop = _stopwords()
+    words = [w for w in _LATIN_WORD.findall(normalise(text).lower()) if w not in stop]
+    return _english_stemmer().stemWords(words)
+
+
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Sentence spans of text[start:end] by pythainlp's `crfcut`, as offsets into `text`.
 

@@ -66,6 +66,9 @@ class Citation:
     sentence_start: int
     sentence_end: int
     score: float
+    # The English rendering: {"lang": "en", "sentence": the quoted sentence's, "text": the passage's}, or
+    # None when the document has none.
+    translation: dict | None = None
 
     @property
     def sentence(self) -> str:
@@ -92,6 +95,11 @@ class Answer:
     # How the text was made: {"mode": "extractive"} or, with an LLM, also "status" ("verified",
     # "fallback" or "refused"), "removed_markers" and a user-facing "notice" when it fell back.
     generation: dict = field(default_factory=lambda: {"mode": "extractive"}, compare=False)
+    answer_language: str = ""  # the language the answer is written in ("th" or "en")
+    # {"text", "citation", "start", "end"}: the one span of the first quoted sentence that answers a
+    # date, number, distance or name question (offsets into the source document), or None.
+    short_answer: dict | None = None
+    refusal_reason: str | None = None  # why the assistant refused, in words
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by `assistant ask --json` and the HTTP API."""
@@ -100,6 +108,9 @@ class Answer:
             "answer": self.answer,
             "refused": self.refused,
             "language": self.language,
+            "answer_language": self.answer_language or self.language,
+            "short_answer": self.short_answer,
+            "refusal_reason": self.refusal_reason,
             "citations": [asdict(c) for c in self.citations],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "generation": self.generation,

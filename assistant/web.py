@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+import logging
+import re
 import threading
+import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -13,15 +19,26 @@ import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from assistant.answering import PHRASES, Answerer
+from assistant import corpus, index
+from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answerer, validate
 from assistant.config import Config
-from assistant.errors import AssistantError, InvalidQuestionError
+from assistant.errors import AssistantError, InvalidQuestionError, QuestionTooLongError
 from assistant.types import Answer, Turn
 
-MAX_BODY_BYTES = 1_000_000
+log = logging.getLogger(__name__)
+
 MAX_HISTORY_TURNS = 50
+MAX_TURN_CHARS = 20_000
+# Gradio's own file routes: the app takes no uploads, so nothing may be stored through them.
+_UPLOAD = re.compile(r"(^|/)gradio_api/upload")
+# A client that has not sent a whole request head within this many seconds is disconnected (idle
+# sockets were held open indefinitely: 3,000 of them in a probe).
+HEADER_TIMEOUT_S = 10.0
+RATE_LIMITED = "ถามถี่เกินไป โปรดรอสักครู่ · Too many questions: please wait a moment and ask again."
 
 TITLE = "ผู้ช่วยค้นคว้า: การรวมกลุ่มในภูมิภาคลาตินอเมริกา · Latin American integration assistant"
 DESCRIPTION = (
@@ -42,115 +59,231 @@ CSS = """
 .citations mark{background:#ffe58a;color:inherit;padding:0 .1rem}
 .citations .where{color:var(--body-text-color-subdued);font-size:.85em}
 .citations p{white-space:pre-wrap;line-height:1.7}
+.citations .original{color:var(--body-text-color-subdued);font-size:.85em;margin-top:.4rem}
+.citations details.english{border:0;padding:0;margin:.2rem 0}
 """
 # Thai-capable system fonts; the default theme would fetch web fonts from a CDN.
 FONTS = ["Noto Sans Thai", "Loma", "Garuda", "Tlwg Typo", "system-ui", "sans-serif"]
 
 
-def _text(content: str) -> str:
-    """Corpus and user text for the Chatbot's Markdown: escaped, so HTML in it shows as text."""
-    return escape(content, quote=False)
+def _html(text: str) -> str:
+    """Untrusted text (questions, corpus passages, LLM output) as inert HTML for the chat.
+
+    The Chatbot renders no Markdown (images in `![x](url)` would load from anywhere, links would be
+    live), so this escaped text is all it shows; line breaks are the only markup added.
+    """
+    return escape(text, quote=False).replace("\n", "<br>")
+
+
+def _marked(text: str, a: int, b: int) -> str:
+    """Escaped text with text[a:b] highlighted."""
+    return f"{escape(text[:a])}<mark>{escape(text[a:b])}</mark>{escape(text[b:])}"
 
 
 def citations_html(answer: Answer | None) -> str:
-    """The cited passages, each a <details> that opens on the passage with its sentence highlighted."""
+    """The cited passages, each a <details> that opens on the passage with its sentence highlighted.
+
+    For an English answer the English rendering comes first and the Thai original beneath it; a Thai
+    answer offers the English rendering on demand.
+    """
     if answer is None or not answer.citations:
         return '<div class="citations"></div>'
-    sources = PHRASES[answer.language]["sources"]
+    reply = answer.answer_language or answer.language
     items = []
     for c in answer.citations:
         a, b = c.sentence_start - c.start, c.sentence_end - c.start
-        passage = f"{escape(c.text[:a])}<mark>{escape(c.text[a:b])}</mark>{escape(c.text[b:])}"
-        snippet = c.sentence if len(c.sentence) <= 80 else c.sentence[:80] + "…"
-        items.append(
-            f'<details id="cite-{c.n}" class="citation"><summary>[{c.n}] {escape(snippet)}</summary>'
-            f'<div class="where">{escape(c.title)} — {escape(c.source)}, {escape(c.chunk_id)}, '
-            f'chars {c.start}–{c.end}</div><p>{passage}</p></details>')
-    return f'<div class="citations"><h4>{escape(sources)}</h4>{"".join(items)}</div>'
+        thai = f'<p lang="th">{_marked(c.text, a, b)}</p>'
+        english = ""
+        if c.translation and c.translation.get("text") and c.translation.get("sentence"):
+            text, sentence = c.translation["text"], c.translation["sentence"]
+            at = text.find(sentence)
+            english = f'<p lang="en">{_marked(text, at, at + len(sentence)) if at >= 0 else escape(text)}</p>'
+        shown = c.translation["sentence"] if reply == "en" and english else c.sentence
+        snippet = shown if len(shown) <= 80 else shown[:80] + "…"
+        where = (f'<div class="where">{escape(c.title)} — {escape(c.source)}, {escape(c.chunk_id)}, '
+                 f'chars {c.start}–{c.end}</div>')
+        if reply == "en" and english:
+            body = f'{english}<div class="original">ต้นฉบับภาษาไทย · Thai original</div>{thai}'
+        elif english:
+            body = f'{thai}<details class="english"><summary>English</summary>{english}</details>'
+        else:
+            body = thai
+        items.append(f'<details id="cite-{c.n}" class="citation"><summary>[{c.n}] {escape(snippet)}</summary>'
+                     f'{where}{body}</details>')
+    return f'<div class="citations"><h4>{escape(PHRASES[reply]["sources"])}</h4>{"".join(items)}</div>'
+
+
+def answer_html(answer: Answer) -> str:
+    """The chat message: the short answer first (when there is one), then the cited answer with the
+    short answer highlighted in it; everything from the answer is escaped."""
+    reply = answer.answer_language or answer.language
+    notice = answer.generation.get("notice")
+    head = f"<em>{_html(notice)}</em><br><br>" if notice else ""
+    body = _html(answer.answer)
+    short = answer.short_answer
+    if short:
+        label = PHRASES[reply]["short"]
+        head += f'<strong>{escape(label)}: {_html(short["text"])}</strong><br><br>'
+        marked = _html(short["text"])
+        if marked in body:
+            body = body.replace(marked, f"<mark>{marked}</mark>", 1)
+    return head + body
 
 
 class FeedbackLog:
-    """Thumbs up/down appended as JSON Lines; one writer at a time, the file survives restarts."""
+    """Thumbs up/down appended as JSON Lines; one writer at a time, rotated past a size (one older
+    file kept as `.1`), the file survives restarts."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_bytes: int):
         self.path = path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
 
     def append(self, liked: bool, answer: dict) -> None:
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "liked": liked,
-                  "question": answer["question"], "answer": answer["answer"],
+                  "answer_id": answer.get("id"), "question": answer["question"][:2000],
+                  "answer": answer["answer"][:4000],
                   "citations": [{k: c[k] for k in ("n", "chunk_id", "source", "start", "end")}
-                                for c in answer["citations"]]}
+                                for c in answer["citations"][:10]]}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_file() and self.path.stat().st_size + len(line) > self.max_bytes:
+                self.path.replace(self.path.with_name(self.path.name + ".1"))
             with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.write(line)
 
 
-def build_chat(answerer: Answerer, feedback: FeedbackLog, compact: bool = False) -> gr.Blocks:
+class RateLimit:
+    """Questions per client address, by the `limits` library's moving window; `off` lets all through."""
+
+    def __init__(self, rate: str, proxies: list[str]):
+        from limits import parse, storage, strategies
+
+        self.item = None if rate.strip().lower() in {"off", ""} else parse(rate)
+        self.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self.proxies = set(proxies)
+
+    def client(self, host: str | None, forwarded: str | None) -> str:
+        """The client's address: X-Forwarded-For only counts when the peer is a trusted proxy, and then
+        the right-most address that is not one of them (the left part is the client's to forge)."""
+        host = host or "unknown"
+        if host in self.proxies and forwarded:
+            for address in reversed([a.strip() for a in forwarded.split(",") if a.strip()]):
+                if address not in self.proxies:
+                    try:
+                        return str(ipaddress.ip_address(address))
+                    except ValueError:
+                        break
+        return host
+
+    def retry_after(self, client: str) -> int | None:
+        """None when the client may ask now (and counts the question), else seconds to wait."""
+        if self.item is None or self.limiter.hit(self.item, "ask", client):
+            return None
+        reset, _ = self.limiter.get_window_stats(self.item, "ask", client)
+        return max(1, int(reset - datetime.now(timezone.utc).timestamp()) + 1)
+
+
+def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, compact: bool = False) -> gr.Blocks:
     """The chat page; `compact` drops the page chrome for iframes and the web component."""
-    def respond(message: str, shown: list, turns: list, answers: list):
+    def respond(message: str, shown: list, turns: list, answers: list, reply: str, request: gr.Request):
         """Yields the chat as the answer grows (with an LLM), then with its citations."""
-        asked = shown + [{"role": "user", "content": _text(message)}]
+        client = limit.client(request.client.host if request.client else None,
+                              request.headers.get("x-forwarded-for"))
+        if limit.retry_after(client) is not None:
+            raise gr.Error(RATE_LIMITED)
+        try:
+            validate(message, answerer.config.max_question_chars)
+        except AssistantError as error:
+            raise gr.Error(str(error)) from None
+        asked = shown + [{"role": "user", "content": _html(message)}]
         written = ""
         try:
-            for event in answerer.stream(message, [Turn(**t) for t in turns]):
+            reply = reply if reply in ANSWER_LANGUAGES else "auto"
+            for event in answerer.stream(message, [Turn(**t) for t in turns[-MAX_HISTORY_TURNS:]],
+                                         answer_language=reply):
                 if isinstance(event, str):
                     written += event
-                    yield "", asked + [{"role": "assistant", "content": _text(written)}], turns, answers, \
+                    yield "", asked + [{"role": "assistant", "content": _html(written)}], turns, answers, \
                         citations_html(None)
                     continue
                 answer = event
         except AssistantError as error:
             raise gr.Error(str(error)) from None
-        notice = answer.generation.get("notice")
-        content = (f"_{_text(notice)}_\n\n" if notice else "") + _text(answer.answer)
+        content = answer_html(answer)
         turns = turns + [{"role": "user", "content": answer.question},
                          {"role": "assistant", "content": answer.answer}]
-        yield ("", asked + [{"role": "assistant", "content": content}], turns, answers + [answer.to_dict()],
+        # The session's record of what this server answered: feedback can only name one of these.
+        record = {**answer.to_dict(), "id": uuid.uuid4().hex, "rated": False}
+        yield ("", asked + [{"role": "assistant", "content": content}], turns, answers + [record],
                citations_html(answer))
 
     def rate(answers: list, data: gr.LikeData):
+        """One rating per answer this session was given; anything else is ignored."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        if index % 2 == 1 and index // 2 < len(answers):  # assistant messages are the odd ones
-            feedback.append(bool(data.liked), answers[index // 2])
+        if not isinstance(index, int) or index % 2 != 1 or not 0 <= index // 2 < len(answers):
+            return answers  # assistant messages are the odd ones
+        record = answers[index // 2]
+        if record.get("rated") or data.liked not in (True, False):
+            return answers
+        feedback.append(bool(data.liked), record)
+        return answers[:index // 2] + [{**record, "rated": True}] + answers[index // 2 + 1:]
 
     def clear():
         return "", [], [], [], citations_html(None)
 
-    def ask(question: str, history: list[dict] | None = None, top_k: int | None = None) -> dict:
+    def ask(question: str, history: list[dict] | None = None, top_k: int | None = None,
+            answer_language: str = "auto", request: gr.Request = None) -> dict:
         """Answer a question (Thai or English) with cited passages; `history` holds earlier
-        {role, content} turns. Returns the same object as `assistant ask --json`."""
+        {role, content} turns; `answer_language` is auto (the question's), th or en. Returns the same
+        object as `assistant ask --json`."""
         try:
-            turns = [Turn(str(t["role"]), str(t["content"])) for t in (history or [])]
-            return answerer.answer(question, turns, top_k=top_k).to_dict()
-        except (AssistantError, KeyError, TypeError) as error:
+            parsed = AskRequest.model_validate({"question": question, "history": history or [], "top_k": top_k,
+                                                "answer_language": answer_language or "auto"})
+        except ValidationError as error:
+            raise gr.Error(_validation_message(error)) from None
+        if request is not None:
+            client = limit.client(request.client.host if request.client else None,
+                                  request.headers.get("x-forwarded-for"))
+            if limit.retry_after(client) is not None:
+                raise gr.Error(RATE_LIMITED)
+        try:
+            return answer_request(answerer, parsed).to_dict()
+        except AssistantError as error:
             raise gr.Error(str(error)) from None
 
-    with gr.Blocks(title="Latin American integration assistant") as blocks:
+    with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
         if not compact:
             gr.Markdown(f"## {TITLE}\n{DESCRIPTION}")
         turns, answers = gr.State([]), gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
+                # No Markdown, no LaTeX: every message is escaped text (see `_html`).
                 chatbot = gr.Chatbot(label="Chat", height=420 if compact else 520, elem_id="chat",
-                                     feedback_options=("Like", "Dislike"), sanitize_html=True)
+                                     feedback_options=("Like", "Dislike"), sanitize_html=True,
+                                     render_markdown=False, latex_delimiters=[], allow_tags=False)
                 with gr.Row():
                     box = gr.Textbox(placeholder="พิมพ์คำถาม… / Ask a question…", show_label=False,
                                      scale=5, elem_id="question", max_length=answerer.config.max_question_chars)
                     send = gr.Button("ถาม · Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
-                clear_button = gr.Button("ล้างบทสนทนา · Clear", size="sm", elem_id="clear")
+                with gr.Row():
+                    reply = gr.Radio([("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")], value="auto",
+                                     label="ภาษาของคำตอบ · Answer language", elem_id="answer-language", scale=3)
+                    clear_button = gr.Button("ล้างบทสนทนา · Clear", size="sm", elem_id="clear", scale=1)
                 if not compact:
                     gr.Examples(EXAMPLES, inputs=box, label="ตัวอย่าง · Examples")
             with gr.Column(scale=2, min_width=280):
                 cited = gr.HTML(citations_html(None), elem_id="citations")
         outputs = [box, chatbot, turns, answers, cited]
-        box.submit(respond, [box, chatbot, turns, answers], outputs, api_visibility="private")
-        send.click(respond, [box, chatbot, turns, answers], outputs, api_visibility="private")
+        box.submit(respond, [box, chatbot, turns, answers, reply], outputs, api_visibility="private")
+        send.click(respond, [box, chatbot, turns, answers, reply], outputs, api_visibility="private")
         clear_button.click(clear, None, outputs, api_visibility="private")
         chatbot.clear(clear, None, outputs, api_visibility="private")  # its own trash button
-        chatbot.like(rate, [answers], None, api_visibility="private")
+        chatbot.like(rate, [answers], [answers], api_visibility="private")
         gr.api(ask, api_name="ask")
+    # Questions run side by side, so a slow LLM call holds up only its own visitor.
+    blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency)
     return blocks
 
 
@@ -180,54 +313,225 @@ pre{{background:#f5f5f5;padding:.8rem;overflow-x:auto;border-radius:6px}}
 
 class Message(BaseModel):
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=20_000)
+    content: str
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        try:
+            return validate(value, MAX_TURN_CHARS, what="history turn")
+        except InvalidQuestionError as error:
+            raise ValueError(str(error)) from None
 
 
 class AskRequest(BaseModel):
+    """One question with its conversation: the same checks for `/api/ask` and Gradio's `/ask`."""
+
     question: str = Field(description="The question, in Thai or English.")
     history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS,
                                    description="Earlier turns of the conversation, oldest first.")
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
+    answer_language: Literal["auto", "th", "en"] = Field(
+        default="auto", description="The answer's language: auto (the question's), th or en.")
+
+
+def answer_request(answerer: Answerer, request: AskRequest) -> Answer:
+    turns = [Turn(m.role, m.content) for m in request.history]
+    return answerer.answer(request.question, turns, top_k=request.top_k, answer_language=request.answer_language)
+
+
+def _validation_message(error: ValidationError) -> str:
+    """Pydantic's errors as one line a person can read: where, then what."""
+    parts = []
+    for e in error.errors()[:3]:
+        where = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+class Guard:
+    """Pure ASGI middleware in front of every route, Gradio's included.
+
+    - Request bodies are counted as they arrive, chunked or not, and cut off at `limit` bytes with a 413
+      (a Content-Length check alone let a 300 MB chunked body through).
+    - Gradio's upload route is refused: the app takes no files, and uploads were kept and served back.
+    - Responses say which sites may frame the chat.
+    """
+
+    def __init__(self, app, limit: int, ancestors: str):
+        self.app, self.limit, self.ancestors = app, limit, ancestors.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if _UPLOAD.search(scope["path"]):
+            return await _reply(send, 404, "This server accepts no uploads.")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if length and (not length.isdigit() or int(length) > self.limit):
+            return await _reply(send, 413, f"Request body over {self.limit:,} bytes.")
+        received, started = 0, False
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge(self.limit)
+            return message
+
+        async def sending(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"content-security-policy", b"frame-ancestors " + self.ancestors)]}
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, f"Request body over {self.limit:,} bytes.")
+
+
+class _TooLarge(HTTPException):
+    """Raised from `receive` past the limit; an HTTPException, so frameworks that wrap body errors
+    (FastAPI turns others into a 400) let it through as the 413 it is."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"Request body over {limit:,} bytes.")
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IndexMonitor:
+    """Keeps the served index current and honest, checked every `reload_interval_s` off the event loop.
+
+    - A new manifest (an index published by `assistant index` or a folder renamed into place) is loaded
+      and verified while the old index keeps answering, then swapped in; one that fails to load is
+      reported and the old one stays.
+    - Files changed on disk under the loaded index (edited, truncated) are re-verified and reported:
+      the server keeps answering from memory, and health says the folder needs a rebuild.
+    - A corpus that changed since the build is reported as stale.
+    """
+
+    def __init__(self, answerer: Answerer, config: Config):
+        self.answerer, self.config = answerer, config
+        self.folder = config.index_dir
+        self.manifest_state = _stat(self.folder / index.MANIFEST)
+        self.disk = answerer.retriever.index.disk
+        self.corpus_state = None
+        self.problem: str | None = None
+        self.stale = False
+
+    def check(self) -> None:
+        current = self.answerer.retriever.index
+        state = _stat(self.folder / index.MANIFEST)
+        if state is not None and state != self.manifest_state:
+            self.manifest_state = state
+            try:
+                loaded = index.load(self.config, current.embed_model)
+            except AssistantError as error:
+                self.problem = f"A new index could not be loaded ({error}); still serving the one built at " \
+                               f"{current.manifest['built_at']}."
+                log.warning(self.problem)
+                return
+            self.answerer.use(loaded)
+            self.disk, self.problem, self.corpus_state = loaded.disk, None, None  # re-check staleness
+            log.warning("Now serving the index built at %s (%d passages).", loaded.manifest["built_at"],
+                        loaded.manifest["chunks"])
+            current = loaded
+        disk = index.disk_state(self.folder)
+        if disk != self.disk:
+            self.disk = disk
+            try:
+                index.verify(self.folder, current.manifest)
+                self.problem = None
+            except AssistantError as error:
+                self.problem = f"{error} (answers still come from the copy loaded at start)"
+                log.warning(self.problem)
+        corpus_state = index.disk_state(self.config.corpus_dir)
+        if corpus_state != self.corpus_state:
+            self.corpus_state = corpus_state
+            try:
+                self.stale = corpus.content_hash(self.config.corpus_dir) != current.manifest["corpus_hash"]
+            except (AssistantError, OSError):
+                self.stale = True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:  # the monitor must outlive any surprise on disk
+                log.exception("index check failed")
+
+
+def _stat(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def create_app(answerer: Answerer, config: Config) -> FastAPI:
     """One FastAPI app: `/` chat, `/compact/` iframe chat, `/api/*` JSON, `/embed`, `/gradio.js`, `/docs`."""
-    app = FastAPI(title="Latin American integration assistant", version="0.1.0",
+    monitor = IndexMonitor(answerer, config)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(monitor.run())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="Latin American integration assistant", version="0.1.0", lifespan=lifespan,
                   description="Answers in Thai or English with cited passages of the documents.")
     origins = config.origins or ["*"]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
                        allow_headers=["*"])
+    hosts = config.hosts or ["*"]
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts])
     ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
+    app.add_middleware(Guard, limit=config.max_body_bytes, ancestors=ancestors)
+    limit = RateLimit(config.rate_limit, config.proxies)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"Request body over {MAX_BODY_BYTES:,} bytes."}, status_code=413)
-        response = await call_next(request)
-        # Which sites may show the chat in a frame.
-        response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
-        return response
-
-    manifest = answerer.retriever.index.manifest
+    @app.exception_handler(AssistantError)
+    async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
+        """The library's errors as HTTP: the caller's fault (4xx) or the server's state (503)."""
+        status = 413 if isinstance(error, QuestionTooLongError) else 422 if isinstance(
+            error, InvalidQuestionError) else 503
+        return JSONResponse({"detail": str(error)}, status_code=status)
 
     @app.get("/api/health")
-    def health() -> dict:
-        return {"status": "ok", "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"],
-                                          "built_at": manifest["built_at"]},
+    async def health() -> JSONResponse:
+        """Whether the server can answer, without waiting behind questions (it runs on the event loop)."""
+        manifest = answerer.retriever.index.manifest
+        status = "error" if monitor.problem else "stale" if monitor.stale else "ok"
+        problems = [p for p in (monitor.problem, "The corpus changed since the index was built: run "
+                                "`assistant index`." if monitor.stale else None) if p]
+        body = {"status": status, "problems": problems,
+                "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"],
+                          "built_at": manifest["built_at"]},
                 "llm": {"mode": config.llm, "model": config.llm_model or None}}
+        return JSONResponse(body, status_code=503 if monitor.problem else 200)
 
     @app.post("/api/ask")
-    def ask(request: AskRequest) -> dict:
+    def ask(body: AskRequest, request: Request) -> dict:
         """Answer a question with cited passages: the same object as `assistant ask --json`."""
-        if len(request.question.strip()) > config.max_question_chars:
-            return JSONResponse({"detail": f"The question is longer than {config.max_question_chars:,} "
-                                           "characters."}, status_code=413)
-        try:
-            turns = [Turn(m.role, m.content) for m in request.history]
-            return answerer.answer(request.question, turns, top_k=request.top_k).to_dict()
-        except InvalidQuestionError as error:
-            return JSONResponse({"detail": str(error)}, status_code=422)
+        wait = limit.retry_after(limit.client(request.client.host if request.client else None,
+                                              request.headers.get("x-forwarded-for")))
+        if wait is not None:
+            return JSONResponse({"detail": RATE_LIMITED}, status_code=429, headers={"Retry-After": str(wait)})
+        return answer_request(answerer, body).to_dict()
 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request) -> str:
@@ -240,9 +544,43 @@ def create_app(answerer: Answerer, config: Config) -> FastAPI:
         # Shipped in the gradio package but not served by it; other sites load it from here.
         return FileResponse(gradio_js, media_type="text/javascript")
 
-    feedback = FeedbackLog(config.feedback_path)
+    feedback = FeedbackLog(config.feedback_path, int(config.feedback_max_mb * 1_000_000))
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
-        app = gr.mount_gradio_app(app, build_chat(answerer, feedback, compact=compact), path=path,
-                                  theme=theme, css=CSS, footer_links=["api"] if not compact else [])
+        app = gr.mount_gradio_app(app, build_chat(answerer, feedback, limit, compact=compact), path=path,
+                                  theme=theme, css=CSS, footer_links=["api"] if not compact else [],
+                                  max_file_size=0)
     return app
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run the app with uvicorn's h11 server, with a deadline for each connection's request head."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        """Closes a connection whose first request head is not complete within HEADER_TIMEOUT_S.
+
+        uvicorn only times out idle keep-alive connections after a response; a client that connects and
+        sends nothing, or a few bytes at a time, was held open forever. Behind a reverse proxy, set its
+        own header timeout too (nginx: client_header_timeout).
+        """
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._head_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self.timeout_keep_alive_handler)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def connection_lost(self, exc):
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            super().connection_lost(exc)
+
+    # Open event streams (Gradio's queue) would otherwise hold a stopping server indefinitely.
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=HeadTimeout, timeout_keep_alive=5,
+                timeout_graceful_shutdown=5)

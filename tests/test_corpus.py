@@ -72,3 +72,21 @@ def test_content_hash_changes_with_any_file(corpus_copy):
     before = corpus.content_hash(corpus_copy)
     (corpus_copy / "new.txt").write_text("ข้อความใหม่", encoding="utf-8")
     assert corpus.content_hash(corpus_copy) != before
+
+
+def test_symbolic_links_are_skipped_with_a_message(corpus_copy, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("รหัสผ่านของระบบ root:x:0:0", encoding="utf-8")
+    (corpus_copy / "linked.txt").symlink_to(outside)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "n.md").write_text("ข้อความนอกคลัง", encoding="utf-8")
+    (corpus_copy / "folder").symlink_to(tmp_path / "more", target_is_directory=True)
+    loaded = corpus.load(corpus_copy)
+    assert not any("รหัสผ่าน" in d.text or "นอกคลัง" in d.text for d in loaded.documents)
+    problems = sorted(str(p) for p in loaded.problems)
+    assert problems == ["folder: symbolic link, skipped: copy the file into the corpus folder instead",
+                        "linked.txt: symbolic link, skipped: copy the file into the corpus folder instead"]
+    outside.write_text("changed", encoding="utf-8")
+    before = corpus.content_hash(corpus_copy)
+    (tmp_path / "more" / "n.md").write_text("changed too", encoding="utf-8")
+    assert corpus.content_hash(corpus_copy) == before  # links do not count

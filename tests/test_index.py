@@ -137,3 +137,47 @@ def test_corpus_of_only_a_glossary_is_a_clear_error(config, tmp_path, embed_mode
     with pytest.raises(EmptyCorpusError, match="no text to index"):
         index.build(cfg, embed_model, progress=False)
     assert not (tmp_path / "index").exists()
+
+
+def test_shortened_document_text_is_caught_by_its_checksum(small, embed_model):
+    """A documents.json cut short but still valid JSON loaded before and cited past the end of the text."""
+    path = small.index_dir / index.DOCUMENTS
+    documents = json.loads(path.read_text(encoding="utf-8"))
+    documents[0]["text"] = documents[0]["text"][:100]
+    path.write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="documents.json"):
+        index.load(small, embed_model)
+
+
+def test_every_index_file_is_listed_with_its_checksum(small):
+    manifest = json.loads((small.index_dir / index.MANIFEST).read_text())
+    on_disk = {p.relative_to(small.index_dir).as_posix() for p in small.index_dir.rglob("*")
+               if p.is_file() and p.name != index.MANIFEST}
+    assert set(manifest["files"]) == on_disk and len(on_disk) >= 6
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"].values())
+
+
+def test_index_files_are_read_into_memory_not_mapped(small, embed_model):
+    """A mapped file truncated under a running process kills it with SIGBUS; a loaded one cannot."""
+    loaded = index.load(small, embed_model)
+    import os
+
+    os.truncate(small.index_dir / index.SENTENCES, 128)
+    assert float(loaded.sentence_vectors.astype("float32").sum()) != 0.0  # still readable: not a mapping
+    with pytest.raises(IndexCorruptError, match="sentences.npy"):
+        index.verify(small.index_dir, loaded.manifest)
+
+
+def test_folders_of_killed_builds_are_removed(small, embed_model):
+    import os
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    parent = small.index_dir.parent
+    abandoned = [parent / f".index-building-{gone.pid}-x1", parent / f".index-old-{gone.pid}-x2"]
+    running = parent / f".index-building-{os.getpid()}-x3"
+    for folder in abandoned + [running]:
+        folder.mkdir()
+    index.build(small, embed_model, progress=False)
+    assert not any(f.exists() for f in abandoned) and running.exists()

@@ -1,0 +1,129 @@
+"""What a question asks for (a date, a number, a person…) and the spans of that kind in a sentence."""
+
+from __future__ import annotations
+
+import re
+
+# Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
+# narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
+_KINDS = [
+    ("distance", r"\bhow far\b|\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร"),
+    ("date", r"\bwhen\b|\bwhat year\b|\bwhich year\b|\bin what year\b|\bsince when\b|\bwhat date\b|"
+             r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด"),
+    ("number", r"\bhow many\b|\bhow much\b|\bwhat percentage\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์"),
+    ("country", r"\bwhich countr|\bwhat countr|\bwhich nation|ประเทศใด|ประเทศไหน|ประเทศอะไร|ชาติใด"),
+    ("company", r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
+                r"บริษัทใด|บริษัทไหน|บริษัทอะไร|สายการบินใด|สายการบินอะไร"),
+    ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
+    ("place", r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน"),
+    ("organisation", r"\bwhich (?:\w+ )?(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+                     r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+                     r"องค์กรใด|องค์การใด|กลุ่มใด|กลุ่มไหน|กลุ่มอะไร|องค์กรอะไร|ความตกลงใด|สนธิสัญญาใด|พิธีสารใด|พรรคใด|พรรคไหน|พรรคอะไร"),
+    ("reason", r"\bwhy\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ"),
+    ("manner", r"\bhow\b|อย่างไร|ยังไง"),
+]
+_KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS]
+# Kinds a short answer can be: one span of the sentence answers the question.
+SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "place", "organisation")
+# Entity kinds (the glossary's fourth column) that answer each kind of question, in order of preference.
+ENTITY_KINDS = {"country": ("country",), "company": ("company",), "person": ("person",),
+                "place": ("place", "country"), "organisation": ("organisation",)}
+
+_MONTHS_TH = "มกราคม|กุมภาพันธ์|มีนาคม|เมษายน|พฤษภาคม|มิถุนายน|กรกฎาคม|สิงหาคม|กันยายน|ตุลาคม|พฤศจิกายน|ธันวาคม"
+_MONTHS_EN = "January|February|March|April|May|June|July|August|September|October|November|December"
+_YEAR = r"(?<![\d,.])(?:1[5-9]\d\d|2[0-5]\d\d)(?:\s*[-–]\s*(?:1[5-9]\d\d|2[0-5]\d\d))?(?![\d,])"
+_DATE = re.compile(
+    rf"(?:(?:วันที่\s*)?\d{{1,2}}\s*(?:{_MONTHS_TH})\s*)?(?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}"
+    rf"(?:\s*\((?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}\))?"
+    rf"|(?:\d{{1,2}}\s+(?:{_MONTHS_EN})\s+|(?:{_MONTHS_EN})\s+\d{{1,2}},\s+)?(?:(?:BE|CE)\s+)?{_YEAR}"
+    rf"(?:\s*\({_YEAR}\))?")
+_SCALE = r"(?:\s*(?:พัน|หมื่น|แสน|ล้าน|thousand|million))?"
+_UNIT_DISTANCE = r"(?:กิโลเมตร|กม\.|km\b|kilomet(?:re|er)s?|miles?|ไมล์)"
+_UNIT_COUNT = r"(?:ประเทศ|countries|country|members?|สมาชิก|คน|people|%|เปอร์เซ็นต์|per ?cent|percent)"
+_NUMBER = rf"(?:more than |over |about |กว่า\s*|ประมาณ\s*)?(?<![\d,.])\d[\d,]*(?:\.\d+)?{_SCALE}"
+_DISTANCE = re.compile(rf"{_NUMBER}\s*{_UNIT_DISTANCE}", re.IGNORECASE)
+_COUNT = re.compile(rf"{_NUMBER}\s*{_UNIT_COUNT}|(?<![\d,.])\d[\d,]*(?:\.\d+)?(?![\d,.])", re.IGNORECASE)
+_WORD_NUMBERS = re.compile(r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?:\s+countries)?",
+                           re.IGNORECASE)
+
+
+def expected_kind(question: str) -> str | None:
+    """The kind of span the question asks for (see SHORT_KINDS, plus "reason" and "manner"), or None."""
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.search(question):
+            return kind
+    return None
+
+
+def spans(text: str, kind: str, entities=(), exclude: str = "") -> list[tuple[int, int]]:
+    """Non-overlapping spans of `text` that can answer a question of this kind, in text order.
+
+    Entities are (Thai forms, English forms, entity kind) rows; a name the question itself mentions
+    (`exclude`) is not an answer to it.
+    """
+    if kind == "date":
+        found = [m.span() for m in _DATE.finditer(text)]
+    elif kind == "distance":
+        found = [m.span() for m in _DISTANCE.finditer(text)]
+    elif kind == "number":
+        found = [m.span() for m in _COUNT.finditer(text) if not _is_year(m.group())]
+        found += [m.span() for m in _WORD_NUMBERS.finditer(text)]
+    elif kind in ENTITY_KINDS:
+        found = []
+        for wanted in ENTITY_KINDS[kind]:
+            found = _entity_spans(text, wanted, entities, exclude)
+            if found:
+                break
+    else:
+        return []
+    return _longest(found)
+
+
+def _is_year(number: str) -> bool:
+    return bool(re.fullmatch(r"\s*(?:1[5-9]\d\d|2[0-5]\d\d)\s*", number))
+
+
+def _entity_spans(text: str, kind: str, entities, exclude: str) -> list[tuple[int, int]]:
+    lowered, mentioned = text.lower(), exclude.lower()
+    found = []
+    for thai, english, entity_kind in entities:
+        if entity_kind != kind or any(f.lower() in mentioned for f in (*thai, *english)):
+            continue
+        for form in (*thai, *english):
+            start = lowered.find(form.lower())
+            while start >= 0:
+                end = start + len(form)
+                if _word_edges(text, start, end):
+                    found.append((start, end))
+                start = lowered.find(form.lower(), end)
+    return found
+
+
+def _word_edges(text: str, start: int, end: int) -> bool:
+    """A Latin-script name must not sit inside a longer word ("Peru" in "Peruvian" is not Peru)."""
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    latin = text[start:end].isascii()
+    return not latin or (not before.isascii() or not before.isalnum()) and (not after.isascii() or not after.isalnum())
+
+
+def _longest(found: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Drop spans inside longer ones (and exact repeats), keep text order."""
+    kept: list[tuple[int, int]] = []
+    for a, b in sorted(set(found), key=lambda s: (-(s[1] - s[0]), s[0])):
+        if all(b <= x or a >= y for x, y in kept):
+            kept.append((a, b))
+    return sorted(kept)
+
+
+_SCALES = {"พัน": 1_000, "หมื่น": 10_000, "แสน": 100_000, "ล้าน": 1_000_000, "thousand": 1_000, "million": 1_000_000}
+_SCALED = re.compile(r"(\d+(?:\.\d+)?)\s*(พัน|หมื่น|แสน|ล้าน|thousand|million)?", re.IGNORECASE)
+
+
+def digits(text: str) -> list[str]:
+    """The numbers in a text as digit strings, scale words applied ("4 พัน" and "4,000" are both 4000)."""
+    out = []
+    for number, scale in _SCALED.findall(text.replace(",", "")):
+        value = float(number) * _SCALES.get(scale.lower(), 1) if scale else float(number)
+        out.append(str(int(value)) if value == int(value) else number)
+    return out
