@@ -40,3 +40,7 @@ class IndexCorruptError(AssistantError):
 
 class InvalidQuestionError(AssistantError):
     """The question is empty, too long or contains control characters."""
+
+
+class EvaluationError(AssistantError):
+    """An evaluation cannot run as asked: no question in the split, an unreadable baseline."""

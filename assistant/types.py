@@ -92,6 +92,11 @@ class Answer:
     # How the text was made: {"mode": "extractive"} or, with an LLM, also "status" ("verified",
     # "fallback" or "refused"), "removed_markers" and a user-facing "notice" when it fell back.
     generation: dict = field(default_factory=lambda: {"mode": "extractive"}, compare=False)
+    # The one span that answers a typed question (a date, a name, a number):
+    # {"text", "citation", "start", "end"}, or None when the answer is not one span.
+    short_answer: dict | None = field(default=None, compare=False)
+    refusal_reason: str | None = None  # why it refused, when it did
+    answer_language: str = ""  # "th" or "en": the language the answer is written in ("" not yet known)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by `assistant ask --json` and the HTTP API."""
@@ -103,4 +108,7 @@ class Answer:
             "citations": [asdict(c) for c in self.citations],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "generation": self.generation,
+            "short_answer": self.short_answer,
+            "refusal_reason": self.refusal_reason,
+            "answer_language": self.answer_language,
         }
