@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run chat index eval bench test clean
+.PHONY: install system run chat index eval eval-gate bench test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ index: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
+
+# The regression gate: the held-out test split against the floors in eval/floors.txt (exit 1 below one).
+eval-gate: $(STAMP)
+	$(BIN)/assistant eval eval/questions.jsonl --split test --fail-under @eval/floors.txt
 
 bench: $(STAMP)
 	$(BIN)/assistant bench --json docs/bench.json

@@ -22,9 +22,10 @@ import numpy as np
 
 from assistant import chunking, corpus, embedding, evaluation, index
 from assistant.answering import Answerer, retrieval_query
+from assistant.baselines import LlamaIndexDefaults
 from assistant.config import Config
 from assistant.errors import AssistantError
-from assistant.evaluation import LlamaIndexDefaults, percentile
+from assistant.evaluation import percentile
 from assistant.retrieval import CANDIDATES, Retriever
 
 PARAGRAPHS_PER_FILE = 200

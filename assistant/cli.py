@@ -192,57 +192,128 @@ def _mode(config: Config) -> str:
     return f"{config.llm} LLM {config.llm_model} at {config.llm_base_url or 'its default address'}"
 
 
+def _floors(ctx, param, values) -> tuple:
+    """--fail-under METRIC=VALUE, repeated, or @FILE with one METRIC=VALUE a line (# comments)."""
+    from assistant.evaluation import parse_floor
+
+    floors = []
+    for value in values:
+        items = [("", value)]
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise click.BadParameter(f"cannot read {path}: {error}", ctx, param) from None
+            items = [(f"{path} line {n}: ", line.split("#", 1)[0].strip()) for n, line in enumerate(lines, 1)]
+        for where, item in items:
+            if not item:
+                continue
+            try:
+                floors.append(parse_floor(item))
+            except ValueError as error:
+                raise click.BadParameter(f"{where}{error}", ctx, param) from None
+    return tuple(floors)
+
+
 @cli.command("eval")
 @click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="all", show_default=True,
+              help="Run only the questions of this split (their \"split\" field).")
 @click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics and per-question results to this JSON file.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one row per question to this CSV file.")
 @click.option("--report", "report_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a self-contained HTML report with charts and the failed questions.")
 @click.option("--compare", is_flag=True,
               help="Also run dense only, BM25 only and llama-index defaults on the same questions.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A previous --json results file: show per question what was fixed and what regressed, "
+                   "and each metric's change.")
+@click.option("--fail-under", "floors", multiple=True, callback=_floors, metavar="METRIC=VALUE",
+              help="Exit with status 1 when METRIC (or LANG:METRIC, e.g. en:hit@1) is below VALUE; "
+                   "repeatable; @FILE reads one METRIC=VALUE a line.")
 @_paths
-def eval_command(questions, top_k, json_out, report_out, compare, corpus, index_dir):
+def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare, baseline, floors, corpus,
+                 index_dir):
     """Run a question set (JSON Lines) through the chat's answer path and print the metrics.
+
+    Latency leaves out a warm-up: the first question is asked once more, unscored, before the run.
 
     \b
     Examples:
       assistant eval eval/questions.jsonl
       assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
+      assistant eval eval/questions.jsonl --split dev --baseline eval/results.json --csv dev.csv
+      assistant eval eval/questions.jsonl --split test --fail-under @eval/floors.txt --fail-under en:hit@1=0.7
     """
-    from assistant import evaluation
+    from assistant import evaluation, report
     from assistant.chat import open_assistant
 
     config = _config(corpus, index_dir)
     question_set = evaluation.load_questions(questions)
     for problem in question_set.skipped:
         click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
+    selected = evaluation.select(question_set, split)
+    previous = evaluation.load_results(baseline) if baseline else None  # fail before the model loads
     answerer = open_assistant(config)
-    outcomes = evaluation.run(answerer, question_set, top_k=top_k, progress=True)
+    outcomes = evaluation.run(answerer, selected, top_k=top_k, progress=True)
     result = evaluation.report(outcomes)
-    click.echo(evaluation.table(result))
+    click.echo(f"Split: {split}, {len(outcomes)} of {len(question_set.questions)} questions.\n")
+    click.echo(report.table(result))
+    if result["by_type"]:
+        click.echo()
+        click.echo(report.type_table(result))
     side_by_side = None
     if compare:
+        from assistant.baselines import configurations
+
         side_by_side = {}
-        for name, pipeline in evaluation.configurations(answerer, config.corpus_dir).items():
+        for name, pipeline in configurations(answerer, config.corpus_dir).items():
             runs = outcomes if pipeline is answerer else evaluation.run(
-                pipeline, question_set, top_k=top_k, progress=True, desc=name)
+                pipeline, selected, top_k=top_k, progress=True, desc=name)
             side_by_side[name] = evaluation.report(runs)
         click.echo()
-        click.echo(evaluation.compare_table(side_by_side))
+        click.echo(report.compare_table(side_by_side))
+    changes = None
+    if previous is not None:
+        changes = {"file": str(baseline), **evaluation.diff(previous, outcomes, result)}
+        click.echo()
+        click.echo(report.diff_text(changes, split))
     manifest = answerer.retriever.index.manifest
+    results = evaluation.document(
+        outcomes, result, question_set, split,
+        {"top_k": top_k, "embed_model": manifest["embed_model"], "chunking": manifest["chunking"],
+         "questions": str(questions)}, side_by_side, changes)
     if json_out:
-        document = {"n": len(outcomes), "skipped": len(question_set.skipped),
-                    "config": {"top_k": top_k, "embed_model": manifest["embed_model"],
-                               "chunking": manifest["chunking"], "questions": str(questions)},
-                    **result, "questions": [o.as_json() for o in outcomes]}
-        if side_by_side is not None:
-            document["compare"] = side_by_side
-        json_out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+        json_out.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    if csv_out:
+        report.write_csv(csv_out, outcomes)
     if report_out:
         texts = {c.chunk_id: c.text for c in answerer.retriever.index.chunks}
-        evaluation.write_report(report_out, result, question_set, outcomes, texts, side_by_side)
+        report.write_html(report_out, results, selected, outcomes, texts)
         click.echo(f"Report written to {report_out}", err=True)
+    failures = evaluation.below(result, floors)
+    for failure in failures:
+        click.secho(f"Below the floor: {failure}", fg="red", err=True)
+    if failures:
+        sys.exit(1)
+
+
+@cli.command("eval-table")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def eval_table_command(results):
+    """Print the README's evaluation tables (Markdown) from a results file of `assistant eval --json`.
+
+    \b
+    Example:
+      assistant eval-table eval/results.json
+    """
+    from assistant import evaluation, report
+
+    click.echo(report.readme_tables(evaluation.load_results(results)))
 
 
 @cli.command("bench")

@@ -44,3 +44,7 @@ class InvalidQuestionError(AssistantError):
 
 class QuestionTooLongError(InvalidQuestionError):
     """The question is longer than the configured limit."""
+
+
+class EvaluationError(AssistantError):
+    """An evaluation cannot run as asked: no question in the split, an unreadable baseline."""

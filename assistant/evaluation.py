@@ -1,4 +1,4 @@
-"""Evaluation: question sets (JSON Lines), retrieval and answer metrics, per language."""
+"""Evaluation: question sets (JSON Lines), per-question judging, metrics, baselines diffs and floors."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ import json
 import math
 import re
 import statistics
+import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from assistant.errors import EvaluationError
 from assistant.types import Answer, Turn
 
 METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@5", "answer_match", "citation_precision",
-           "refusal_precision", "refusal_recall", "latency_p50_ms", "latency_p95_ms")
+           "refusal_precision", "refusal_recall", "near_topic_refusal_recall",
+           "short_answer_precision", "short_answer_coverage", "latency_p50_ms", "latency_p95_ms")
+LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
+SPLITS = ("dev", "test")
+TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what")
+CHECKS = ("answer_ok", "hit@1", "refusal")  # what a baseline diff compares per question
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,10 @@ class Question:
     evidence: tuple[str, ...] = ()
     answerable: bool = True
     source: str = ""
+    split: str = ""  # "dev", "test" or "" (in no split: only `--split all` runs it)
+    type: str = ""  # one of TYPES, or "" when untyped
+    short: tuple[str, ...] = ()  # acceptable exact short answers, for one-span answers
+    near_topic: bool = False  # unanswerable, but about the corpus's subject: the hard refusals
 
 
 @dataclass(frozen=True)
@@ -47,18 +58,19 @@ def load_questions(path: Path) -> QuestionSet:
     return QuestionSet(tuple(questions), tuple(skipped))
 
 
+def _strings(obj: dict, key: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key!r} must be a list of strings")
+    return tuple(value)
+
+
 def _question(obj) -> Question:
     if not isinstance(obj, dict):
         raise TypeError("expected a JSON object")
     for key in ("id", "question"):
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise KeyError(f"missing or empty {key!r}")
-    lists = {}
-    for key in ("answers", "evidence"):
-        value = obj.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise TypeError(f"{key!r} must be a list of strings")
-        lists[key] = tuple(value)
     history = obj.get("history") or []
     if not isinstance(history, list) or not all(
             isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("content"), str)
@@ -67,10 +79,37 @@ def _question(obj) -> Question:
     answerable = obj.get("answerable", True)
     if not isinstance(answerable, bool):
         raise TypeError("'answerable' must be true or false")
+    split = obj.get("split", "")
+    if split not in ("",) + SPLITS:
+        raise ValueError(f"'split' must be one of {', '.join(SPLITS)}, not {split!r}")
+    kind = obj.get("type", "")
+    if kind not in ("",) + TYPES:
+        raise ValueError(f"'type' must be one of {', '.join(TYPES)}, not {kind!r}")
+    short = _strings(obj, "short")
+    if not all(s.strip() for s in short):
+        raise ValueError("'short' must not contain empty strings")
+    near_topic = obj.get("near_topic", False)
+    if not isinstance(near_topic, bool):
+        raise TypeError("'near_topic' must be true or false")
+    if near_topic and answerable:
+        raise ValueError("'near_topic' applies to unanswerable questions only")
     return Question(id=obj["id"], lang=str(obj.get("lang") or "en"), question=obj["question"],
                     history=tuple(Turn(t["role"], t["content"]) for t in history),
-                    answers=lists["answers"], evidence=lists["evidence"], answerable=answerable,
-                    source=str(obj.get("source") or ""))
+                    answers=_strings(obj, "answers"), evidence=_strings(obj, "evidence"),
+                    answerable=answerable, source=str(obj.get("source") or ""),
+                    split=split, type=kind, short=short, near_topic=near_topic)
+
+
+def select(questions: QuestionSet, split: str) -> QuestionSet:
+    """The questions of one split ("dev", "test"), or all of them ("all")."""
+    if split == "all":
+        return questions
+    chosen = tuple(q for q in questions.questions if q.split == split)
+    if not chosen:
+        unsplit = sum(not q.split for q in questions.questions)
+        raise EvaluationError(f"No question is in the {split!r} split ({unsplit} of the {len(questions.questions)} "
+                              "have no \"split\" field): give questions a split or use --split all.")
+    return replace(questions, questions=chosen)
 
 
 def fold(text: str) -> str:
@@ -81,6 +120,13 @@ def fold(text: str) -> str:
 def contains_any(text: str, needles) -> bool:
     folded = fold(text)
     return any(fold(n) and fold(n) in folded for n in needles)
+
+
+def short_match(text: str, accepted) -> bool:
+    """A short answer is right when, folded, it equals, contains or is contained in an accepted string:
+    "ปี 1995" and "1995" both match an accepted "1995"; an empty answer matches nothing."""
+    folded = fold(text)
+    return bool(folded) and any(a and (a in folded or folded in a) for a in map(fold, accepted))
 
 
 def hit_rank(passages: list[str], evidence) -> int | None:
@@ -113,10 +159,24 @@ class Outcome:
     latency_ms: float
     retrieved: tuple[str, ...] = ()  # chunk ids, for the report of failures
     answer: str = ""
+    question: str = ""
+    split: str = ""
+    type: str = ""
+    near_topic: bool = False
+    short_answer: str | None = None  # the answer's short answer text, when it carries one
+    short_answer_ok: bool | None = None  # None: no short answer given
+    short_expected: bool = False  # answerable, with a `short` list: counts for short_answer_coverage
+
+    @property
+    def refusal_ok(self) -> bool | None:
+        """Refused exactly when the question is unanswerable (None for retrieval-only configurations)."""
+        return None if self.refused is None else self.refused == (not self.answerable)
 
     def as_json(self) -> dict:
-        return {"id": self.id, "hit_rank": self.hit_rank, "answer_ok": self.answer_ok,
-                "refused": self.refused, "citations_ok": self.citations_ok,
+        return {"id": self.id, "split": self.split, "type": self.type, "lang": self.lang,
+                "answerable": self.answerable, "near_topic": self.near_topic, "hit_rank": self.hit_rank,
+                "answer_ok": self.answer_ok, "refused": self.refused, "short_answer": self.short_answer,
+                "short_answer_ok": self.short_answer_ok, "citations_ok": self.citations_ok,
                 "latency_ms": round(self.latency_ms, 2)}
 
 
@@ -128,6 +188,7 @@ def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, ans
     if answer.citations and answers:
         good = [contains_any(c.text, question.evidence + question.answers) for c in answer.citations]
         citations_ok = sum(good) / len(good)
+    short = ((answer.short_answer or {}).get("text") or None) if answers else None
     return Outcome(
         id=question.id, lang=question.lang, answerable=question.answerable, retrieval_scored=scored,
         hit_rank=hit_rank(passages[:k], question.evidence) if scored else None,
@@ -136,6 +197,12 @@ def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, ans
         if question.answerable and answers else None,
         refused=answer.refused if answers else None, citations_ok=citations_ok, latency_ms=latency_ms,
         retrieved=tuple(h.chunk.chunk_id for h in answer.hits), answer=answer.answer,
+        question=question.question, split=question.split, type=question.type, near_topic=question.near_topic,
+        short_answer=short,
+        # An unanswerable question accepts nothing, so a short answer to it is wrong.
+        short_answer_ok=None if short is None else
+        question.answerable and short_match(short, question.short or question.answers),
+        short_expected=question.answerable and bool(question.short),
     )
 
 
@@ -168,19 +235,28 @@ def summarise(outcomes: list[Outcome]) -> dict:
     out["citation_precision"] = _mean(cited)
     out["refusal_precision"] = _mean(not o.answerable for o in refused)
     out["refusal_recall"] = _mean(o.refused for o in should_refuse)
+    out["near_topic_refusal_recall"] = _mean(o.refused for o in should_refuse if o.near_topic)
+    out["short_answer_precision"] = _mean(o.short_answer_ok for o in outcomes if o.short_answer_ok is not None)
+    out["short_answer_coverage"] = _mean(bool(o.short_answer_ok) for o in answerable if o.short_expected)
     out["latency_p50_ms"] = percentile(latencies, 50)
     out["latency_p95_ms"] = percentile(latencies, 95)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
 def run(answerer, questions: QuestionSet, top_k: int = 5, progress: bool = False,
-        desc: str = "Evaluating") -> list[Outcome]:
-    """Every question through the chat's own answer path, history included."""
-    import time
+        desc: str = "Evaluating", warmup: bool = True) -> list[Outcome]:
+    """Every question through the chat's own answer path, history included.
 
+    With `warmup`, the first question is asked once more before the timed run and not scored: the
+    first, cold answer (lazy loads, allocations) took 1.2 s against ~25 ms warm (eval/results.json),
+    and in any group of 20 questions or fewer (a question type, a small split) one outlier is the p95.
+    """
     from tqdm import tqdm
 
     answers = getattr(answerer, "answers", True)
+    if warmup and questions.questions:
+        first = questions.questions[0]
+        answerer.answer(first.question, first.history, top_k=top_k)
     outcomes = []
     for q in tqdm(questions.questions, desc=desc, unit="q", disable=not progress):
         started = time.perf_counter()
@@ -189,156 +265,133 @@ def run(answerer, questions: QuestionSet, top_k: int = 5, progress: bool = False
     return outcomes
 
 
-class LlamaIndexDefaults:
-    """The stack one would otherwise reach for: llama-index's `VectorStoreIndex` with its default
-    `SentenceSplitter` over the same files, the same embedding model, plain top-k retrieval.
-
-    It retrieves but does not answer, so only retrieval metrics apply to it.
-    """
-
-    answers = False
-
-    def __init__(self, corpus_dir: Path, embed_model):
-        from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
-
-        documents = SimpleDirectoryReader(str(corpus_dir), required_exts=[".txt", ".md"],
-                                          recursive=True).load_data()
-        self.index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
-
-    def answer(self, question: str, history=(), top_k: int = 5) -> Answer:
-        from assistant.thai import language
-        from assistant.types import Chunk, Hit
-
-        nodes = self.index.as_retriever(similarity_top_k=top_k).retrieve(question)
-        hits = tuple(
-            Hit(Chunk(n.node.node_id, "", "", "", 0, 0, 0, n.node.get_content(), ()), n.score or 0.0,
-                n.score or 0.0, rank, None)
-            for rank, n in enumerate(nodes))
-        return Answer(question, "", False, (), language(question), question, hits)
-
-
-def configurations(answerer, corpus_dir: Path) -> dict:
-    """The side-by-side set for --compare: this pipeline, its two halves, and llama-index defaults."""
-    from assistant.answering import Answerer
-    from assistant.retrieval import Retriever
-
-    index, config = answerer.retriever.index, answerer.config
-    return {
-        "hybrid (this pipeline)": answerer,
-        "dense only": Answerer(Retriever(index, mode="dense"), config),
-        "BM25 only": Answerer(Retriever(index, mode="lexical"), config),
-        "llama-index defaults": LlamaIndexDefaults(corpus_dir, index.embed_model),
-    }
-
-
 def report(outcomes: list[Outcome]) -> dict:
+    """The metrics overall, per language and per question type (types with their question count)."""
     langs = sorted({o.lang for o in outcomes})
+    types = [t for t in TYPES if any(o.type == t for o in outcomes)]
     return {"overall": summarise(outcomes),
-            "by_lang": {lang: summarise([o for o in outcomes if o.lang == lang]) for lang in langs}}
+            "by_lang": {lang: summarise([o for o in outcomes if o.lang == lang]) for lang in langs},
+            "by_type": {t: {"n": sum(o.type == t for o in outcomes), **summarise([o for o in outcomes if o.type == t])}
+                        for t in types}}
 
 
-def compare_table(compare: dict) -> str:
-    """One row per configuration: the headline metrics, overall and per language."""
-    keys = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "refusal_recall")
-    langs = sorted({lang for r in compare.values() for lang in r["by_lang"]})
-    head = list(keys) + [f"{lang} hit@1" for lang in langs]
-    lines = ["| configuration | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
-    for name, r in compare.items():
-        values = [r["overall"].get(k) for k in keys] + [r["by_lang"][lang]["hit@1"] for lang in langs]
-        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |")
-    return "\n".join(lines)
+def document(outcomes: list[Outcome], result: dict, questions: QuestionSet, split: str, config: dict,
+             compare: dict | None = None, baseline: dict | None = None) -> dict:
+    """The JSON results file of `assistant eval --json`: what `--baseline` reads back."""
+    out = {"n": len(outcomes), "skipped": len(questions.skipped), "split": split,
+           "config": {**config, "split": split}, **result, "questions": [o.as_json() for o in outcomes]}
+    if compare is not None:
+        out["compare"] = compare
+    if baseline is not None:
+        out["baseline"] = baseline
+    return out
 
 
-def table(result: dict) -> str:
-    """The metrics as a Markdown table: one row per metric, a column overall and per language."""
-    columns = [("overall", result["overall"])] + list(result["by_lang"].items())
-    lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for metric in METRICS:
-        cells = []
-        for _, values in columns:
-            value = values.get(metric)
-            cells.append("–" if value is None else f"{value:.1f}" if metric.startswith("latency") else f"{value:.3f}")
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def load_results(path: Path) -> dict:
+    """A results file written by `assistant eval --json`, checked enough to diff against."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"Cannot read the baseline {path}: {error}") from None
+    if (not isinstance(data, dict) or not isinstance(data.get("questions"), list)
+            or not all(isinstance(q, dict) and isinstance(q.get("id"), str) for q in data["questions"])):
+        raise EvaluationError(f"{path} is not a results file of `assistant eval --json` "
+                              "(it needs a \"questions\" list of objects with an \"id\").")
+    return data
 
 
-def _chart(groups: dict[str, dict], metrics: tuple[str, ...], title: str) -> str:
-    """A grouped bar chart (one group per metric, one bar per series) as a base64 PNG."""
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display here; draws to memory
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
-    width = 0.8 / max(len(groups), 1)
-    for i, (name, values) in enumerate(groups.items()):
-        xs = [m + i * width for m in range(len(metrics))]
-        ys = [values.get(m) or 0.0 for m in metrics]
-        bars = ax.bar(xs, ys, width, label=name)
-        ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=7, padding=1)
-    ax.set_xticks([m + width * (len(groups) - 1) / 2 for m in range(len(metrics))], metrics)
-    ax.set_ylim(0, 1.1)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+def _checks(o: Outcome, record: dict | None) -> dict[str, tuple[bool, bool]]:
+    """(before, after) per check that applies to both runs of this question."""
+    if record is None:
+        return {}
+    pairs = {}
+    if isinstance(record.get("answer_ok"), bool) and o.answer_ok is not None:
+        pairs["answer_ok"] = (record["answer_ok"], o.answer_ok)
+    if o.retrieval_scored:  # the old file's hit_rank None means "not in the top k" for a scored question
+        pairs["hit@1"] = (record.get("hit_rank") == 1, o.hit_rank == 1)
+    if isinstance(record.get("refused"), bool) and o.refusal_ok is not None:
+        pairs["refusal"] = (record["refused"] == (not o.answerable), o.refusal_ok)
+    return pairs
 
 
-def _html_table(markdown: str) -> str:
-    from html import escape
+def diff(previous: dict, outcomes: list[Outcome], result: dict) -> dict:
+    """Per question (keyed by id) against a previous results file: which checks were fixed, which
+    regressed, how many stayed; and each metric's change, overall and per language."""
+    before = {q["id"]: q for q in previous["questions"]}
+    counts = {c: {"fixed": 0, "regressed": 0, "unchanged": 0} for c in CHECKS}
+    changed = {"fixed": [], "regressed": []}
+    for o in outcomes:
+        moved = {"fixed": [], "regressed": []}
+        for check, (was, now) in _checks(o, before.get(o.id)).items():
+            kind = "unchanged" if was == now else "fixed" if now else "regressed"
+            counts[check][kind] += 1
+            if kind != "unchanged":
+                moved[kind].append(check)
+        for kind, checks in moved.items():
+            if checks:
+                changed[kind].append({"id": o.id, "question": o.question, "checks": checks})
 
-    rows = [r.strip("|").split("|") for r in markdown.splitlines() if not r.startswith("|---")]
-    head, body = rows[0], rows[1:]
-    return ("<table><tr>" + "".join(f"<th>{escape(c.strip())}</th>" for c in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{escape(c.strip())}</td>" for c in r) + "</tr>" for r in body)
-            + "</table>")
+    def deltas(old: dict, new: dict) -> dict:
+        out = {}
+        for metric in METRICS:
+            if metric in old or metric in new:
+                a, b = old.get(metric), new.get(metric)
+                out[metric] = {"before": a, "after": b,
+                               "delta": round(b - a, 4) if a is not None and b is not None else None}
+        return out
+
+    ids = {o.id for o in outcomes}
+    return {"split": previous.get("split", "all"), "compared": sum(o.id in before for o in outcomes),
+            "new": sorted(ids - before.keys()), "dropped": sorted(before.keys() - ids),
+            "checks": counts, **changed,
+            "metrics": {"overall": deltas(previous.get("overall") or {}, result["overall"]),
+                        "by_lang": {lang: deltas((previous.get("by_lang") or {}).get(lang) or {}, values)
+                                    for lang, values in result["by_lang"].items()}}}
 
 
-def write_report(path: Path, result: dict, questions: QuestionSet, outcomes: list[Outcome],
-                 chunk_texts: dict[str, str], compare: dict | None = None) -> None:
-    """A self-contained HTML page: tables, charts (embedded PNG) and the failed questions."""
-    from html import escape
+@dataclass(frozen=True)
+class Floor:
+    metric: str
+    value: float
+    lang: str = ""  # "" for the overall figure
 
-    quality = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "citation_precision",
-               "refusal_precision", "refusal_recall")
-    charts = [_chart({"overall": result["overall"], **result["by_lang"]}, quality, "This pipeline, per language")]
-    if compare:
-        retrieval = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@5")
-        charts.append(_chart({n: r["overall"] for n, r in compare.items()}, retrieval, "Configurations, all questions"))
-        for lang in sorted(result["by_lang"]):
-            charts.append(_chart({n: r["by_lang"][lang] for n, r in compare.items()}, retrieval,
-                                 f"Configurations, {lang} questions"))
-    failed = []
-    for q, o in zip(questions.questions, outcomes):
-        wrong_refusal = o.refused is not None and o.refused == q.answerable
-        if (o.retrieval_scored and o.hit_rank != 1) or o.answer_ok is False or wrong_refusal:
-            retrieved = "".join(f"<li><code>{escape(c)}</code> {escape(chunk_texts.get(c, '')[:160])}…</li>"
-                                for c in o.retrieved[:3])
-            failed.append(
-                f"<tr><td>{escape(q.id)}</td><td>{escape(q.lang)}</td><td>{escape(q.question)}</td>"
-                f"<td>{escape(' / '.join(q.evidence) or '(unanswerable)')}</td><td>{o.hit_rank or '–'}</td>"
-                f"<td>{escape(o.answer)}</td><td><ol>{retrieved}</ol></td></tr>")
-    html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Evaluation report</title><style>
-body{{font-family:"Noto Sans Thai","Loma",system-ui,sans-serif;margin:2rem;max-width:80rem;color:#222}}
-table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top}}
-th{{background:#f3f3f3}}td{{font-size:.9rem}}img{{max-width:100%}}ol{{margin:0;padding-left:1.2rem}}
-</style></head><body>
-<h1>Evaluation report</h1>
-<p>{len(outcomes)} questions, {len(questions.skipped)} malformed lines skipped.</p>
-<h2>Metrics</h2>{_html_table(table(result))}
-{"<h2>Configurations side by side</h2>" + _html_table(compare_table(compare)) if compare else ""}
-<h2>Charts</h2>{"".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)}
-<h2>Failed questions ({len(failed)})</h2>
-<table><tr><th>id</th><th>lang</th><th>question</th><th>evidence</th><th>rank</th><th>answer</th>
-<th>retrieved (top 3)</th></tr>{"".join(failed)}</table>
-</body></html>"""
-    path.write_text(html, encoding="utf-8")
+    @property
+    def name(self) -> str:
+        return f"{self.lang}:{self.metric}" if self.lang else self.metric
+
+
+def parse_floor(text: str) -> Floor:
+    """`METRIC=VALUE` or `LANG:METRIC=VALUE`, e.g. `hit@1=0.8`, `en:answer_match=0.75`."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not METRIC=VALUE (e.g. hit@1=0.8 or en:hit@1=0.7)")
+    lang, _, metric = name.strip().rpartition(":")
+    metric, lang = metric.strip(), lang.strip()
+    if metric in LOWER_IS_BETTER:
+        raise ValueError(f"{metric} is a latency, lower is better: a floor applies to quality metrics only")
+    quality = [m for m in METRICS if m not in LOWER_IS_BETTER]
+    if metric not in quality:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(quality)}")
+    if lang and not re.fullmatch(r"[a-z]{2,3}", lang):
+        raise ValueError(f"{lang!r} is not a language code such as th or en")
+    try:
+        floor = float(value)
+    except ValueError:
+        raise ValueError(f"{value.strip()!r} is not a number") from None
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"{text.strip()} is outside 0–1")
+    return Floor(metric, floor, lang)
+
+
+def below(result: dict, floors) -> list[str]:
+    """One line per floor the results do not reach; a metric no question applies to fails too."""
+    failures = []
+    for floor in floors:
+        values = result["by_lang"].get(floor.lang, {}) if floor.lang else result["overall"]
+        value = values.get(floor.metric)
+        if value is None:
+            failures.append(f"{floor.name} has no value (no {floor.lang + ' ' if floor.lang else ''}"
+                            f"question it applies to), floor {floor.value:.3f}")
+        elif value < floor.value:
+            failures.append(f"{floor.name} = {value:.3f} < {floor.value:.3f}")
+    return failures

@@ -1,0 +1,49 @@
+"""The configurations `assistant eval --compare` sets beside this pipeline: dense, BM25, llama-index defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assistant.types import Answer
+
+
+class LlamaIndexDefaults:
+    """The stack one would otherwise reach for: llama-index's `VectorStoreIndex` with its default
+    `SentenceSplitter` over the same files, the same embedding model, plain top-k retrieval.
+
+    It retrieves but does not answer, so only retrieval metrics apply to it.
+    """
+
+    answers = False
+
+    def __init__(self, corpus_dir: Path, embed_model):
+        from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
+
+        documents = SimpleDirectoryReader(str(corpus_dir), required_exts=[".txt", ".md"],
+                                          recursive=True).load_data()
+        self.index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
+
+    def answer(self, question: str, history=(), top_k: int = 5) -> Answer:
+        from assistant.thai import language
+        from assistant.types import Chunk, Hit
+
+        nodes = self.index.as_retriever(similarity_top_k=top_k).retrieve(question)
+        hits = tuple(
+            Hit(Chunk(n.node.node_id, "", "", "", 0, 0, 0, n.node.get_content(), ()), n.score or 0.0,
+                n.score or 0.0, rank, None)
+            for rank, n in enumerate(nodes))
+        return Answer(question, "", False, (), language(question), question, hits)
+
+
+def configurations(answerer, corpus_dir: Path) -> dict:
+    """The side-by-side set for --compare: this pipeline, its two halves, and llama-index defaults."""
+    from assistant.answering import Answerer
+    from assistant.retrieval import Retriever
+
+    index, config = answerer.retriever.index, answerer.config
+    return {
+        "hybrid (this pipeline)": answerer,
+        "dense only": Answerer(Retriever(index, mode="dense"), config),
+        "BM25 only": Answerer(Retriever(index, mode="lexical"), config),
+        "llama-index defaults": LlamaIndexDefaults(corpus_dir, index.embed_model),
+    }
