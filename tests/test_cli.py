@@ -141,3 +141,29 @@ def test_chat_streams_llm_answers_and_says_which_mode(env):
     assert "Answers: ollama LLM scripted" in result.stdout
     assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]" in result.stdout
     assert "HTTP 500" in result.stdout and "FTAA" in result.stdout  # the second answer fell back, with notice
+
+
+# What the sentence-transformers route loads; the default model, once materialised, needs none of it.
+TORCH_STACK = {"torch", "transformers", "sentence_transformers", "tokenizers"}
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Every module a process imported, from its PYTHONPROFILEIMPORTTIME report."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args, stdin", [
+    (["ask", "บราซิลยุติการเจรจาอะไร"], None),
+    (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n"),
+    (["eval", "eval/questions.jsonl"], None),
+])
+def test_default_model_runs_without_torch(env, args, stdin):
+    from tests.conftest import ROOT
+
+    if args[0] == "eval":
+        args = ["eval", str(ROOT / "eval" / "questions.jsonl")]
+    result = run(args, {**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdin)
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = imported_modules(result.stderr)
+    assert "onnxruntime" in modules and "assistant.embedding" in modules  # the report is complete
+    assert not modules & TORCH_STACK
