@@ -223,12 +223,32 @@ def configurations(answerer, corpus_dir: Path) -> dict:
     from assistant.retrieval import Retriever
 
     index, config = answerer.retriever.index, answerer.config
-    return {
+    pipelines = {
         "hybrid (this pipeline)": answerer,
         "dense only": Answerer(Retriever(index, mode="dense"), config),
         "BM25 only": Answerer(Retriever(index, mode="lexical"), config),
         "llama-index defaults": LlamaIndexDefaults(corpus_dir, index.embed_model),
     }
+    other = "int8" if config.embed_precision == "exact" else "exact"
+    precise = precision_pipeline(config.with_(corpus_dir=corpus_dir, embed_precision=other))
+    if precise is not None:
+        pipelines[f"hybrid, {other} embedding precision"] = precise
+    return pipelines
+
+
+def precision_pipeline(config, progress: bool = True):
+    """This pipeline at another embedding precision of the default model, on its own index in the cache
+    folder (built once, then reused); None for a model without ONNX files."""
+    from assistant import embedding, index
+    from assistant.answering import Answerer
+    from assistant.config import DEFAULT_EMBED_MODEL
+    from assistant.retrieval import Retriever
+
+    if config.embed_model != DEFAULT_EMBED_MODEL or config.embed_runtime == "sentence-transformers":
+        return None
+    config = config.with_(index_dir=config.cache_dir / "eval" / f"index-{config.embed_precision}")
+    model = embedding.load(config)
+    return Answerer(Retriever(index.open_index(config, model, progress=progress)), config)
 
 
 def report(outcomes: list[Outcome]) -> dict:
@@ -239,13 +259,14 @@ def report(outcomes: list[Outcome]) -> dict:
 
 def compare_table(compare: dict) -> str:
     """One row per configuration: the headline metrics, overall and per language."""
-    keys = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "refusal_recall")
+    keys = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "refusal_recall", "latency_p50_ms")
     langs = sorted({lang for r in compare.values() for lang in r["by_lang"]})
     head = list(keys) + [f"{lang} hit@1" for lang in langs]
     lines = ["| configuration | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     for name, r in compare.items():
         values = [r["overall"].get(k) for k in keys] + [r["by_lang"][lang]["hit@1"] for lang in langs]
-        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |")
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.1f}" if k == "latency_p50_ms" else f"{v:.3f}"
+                                              for k, v in zip(head, values)) + " |")
     return "\n".join(lines)
 
 

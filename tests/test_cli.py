@@ -113,7 +113,9 @@ def test_eval_compare_and_report(env, tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert set(data) >= {"n", "skipped", "config", "overall", "by_lang", "questions", "compare"}
-    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults"]
+    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults",
+                                     "hybrid, int8 embedding precision"]
+    assert data["compare"]["hybrid, int8 embedding precision"]["overall"]["answer_match"] is not None
     baseline = data["compare"]["llama-index defaults"]["overall"]
     assert baseline["hit@5"] is not None and baseline["answer_match"] is None
     assert set(data["overall"]) == {"hit@1", "hit@3", "hit@5", "mrr", "ndcg@5", "answer_match",
