@@ -21,12 +21,15 @@ from assistant.tokenizer import Tokenizer
 RUNTIMES = EMBED_RUNTIMES[1:]  # "auto" resolved (see `default_runtime`)
 MAX_TOKENS = 512  # the model's positions; longer texts are truncated, as sentence-transformers does
 PAD_ID = 1  # XLM-R's <pad>
-# Questions embedded in one call at most: one 2-core call on 32 short questions takes ~60 ms, so a
-# question never waits behind more than that.
+# Questions embedded in one call at most, so a question never waits behind more than one such call
+# (32 questions took 1.05 s in one call on the loaded machine, `assistant bench --quick`).
 MAX_QUERY_BATCH = 32
 # Under load (the previous call held more than one question) the model thread waits this long for
 # more questions before a call. Bounded and short next to one call (~9 ms); never when idle.
 BATCH_WAIT_S = 0.002
+# Questions go through the model thread, batched (True), or each caller runs the session itself
+# (False); see `ModelThread` for the measurement.
+BATCH_QUERIES = True
 
 
 def model_id(config: Config) -> str:
@@ -100,9 +103,19 @@ class ModelThread:
     """The one thread that runs the model, and the batching of the questions that wait for it.
 
     Questions that arrive while the model is busy go into its next call together (up to
-    MAX_QUERY_BATCH): on 2 cores one call on 8 short questions takes about 2.5× one question's time,
-    so throughput under load grows instead of queueing. Any other work (passage batches, `run`)
-    takes its turn in the same queue.
+    MAX_QUERY_BATCH), after a wait of at most BATCH_WAIT_S when the last call was shared. Any other
+    work (passage batches, `run`) takes its turn in the same queue.
+
+    Measured (`assistant bench` and a 32-thread run of the full answer path over the 500-passage
+    synthetic index, on this 2-core machine while other jobs loaded it to a load average of 10-15):
+    one call on 8 questions took 317 ms against 49 ms for one (40 vs 49 ms per question; 33 at 32),
+    so batching saves a fifth of the model's work per question; under 32 threads 2,353 questions
+    took 719 calls. Letting every caller run the session itself instead cost the same CPU per
+    question (17.7 vs 18.3 ms) and gave more requests per second on the loaded machine (30 vs 16),
+    which is a larger share of contended cores rather than less work; it also runs up to one
+    activation set per concurrent request. One thread keeps memory flat under the 64-client soak, so
+    it stays (`BATCH_QUERIES` switches it off to measure again on dedicated cores). FAISS searches do
+    not queue here (see `search_beside`).
     """
 
     def __init__(self, embed_queries=None):
@@ -236,6 +249,9 @@ class OnnxEmbedding(BaseEmbedding):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's pool threads spin between calls by default: on 2 shared cores that burned about
+        # as much CPU as the model itself (38 vs 19.5 CPU ms per question, one client, 500 passages).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = onnxruntime.InferenceSession(str(folder / entry["file"]), options,
                                                          providers=["CPUExecutionProvider"])
@@ -274,6 +290,8 @@ class OnnxEmbedding(BaseEmbedding):
         return self._thread.run(self._encode, [self.query_prompt + t for t in texts])
 
     def _get_query_embedding(self, query: str) -> list[float]:
+        if not BATCH_QUERIES:
+            return self._encode([self.query_prompt + query])[0].tolist()
         return self._thread.query(self.query_prompt + query).tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
@@ -320,7 +338,9 @@ def _load_sentence_transformers(config: Config):
 
 
 # Where FAISS searches run when the model is ONNX Runtime's: on the calling thread with one OpenMP
-# thread (True), or queued on the model thread like torch's (False). See `search_beside`.
+# thread (True), or queued on the model thread like torch's (False). Measured with 8 and 32 threads
+# answering on the 500-passage synthetic index: 14.9 and 14.9 questions/s on the callers against 12.6
+# and 13.5 on the model thread, one question's latency the same within noise.
 SEARCH_ON_CALLER = True
 _thread_state = threading.local()
 
