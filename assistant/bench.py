@@ -308,9 +308,9 @@ def batching(model, questions, sizes=(1, 8, 32), rounds: int = 5) -> list[dict]:
     return out
 
 
-def quality(configs: dict, questions_path: Path) -> dict:
-    """The evaluation metrics of each pipeline on the whole question set."""
-    question_set = evaluation.load_questions(questions_path)
+def quality(configs: dict, questions) -> dict:
+    """The evaluation metrics of each pipeline on the questions."""
+    question_set = evaluation.QuestionSet(tuple(questions))
     return {name: evaluation.report(evaluation.run(answerer, question_set))["overall"]
             for name, answerer in configs.items()}
 
@@ -438,12 +438,13 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
         loaded = index.open_index(cfg, model, progress=True)
         sizes.append((f"synthetic {n:,}", cfg, loaded))
 
-    log("Quality: exact and int8 precision on the whole question set …")
+    log(f"Quality: exact and int8 precision on {len(questions)} questions …")
     int8_index = index.build(int8_config.with_(index_dir=root / "index-corpus-int8", vector_cache=False), int8,
                              progress=False)
     exact_answerer = Answerer(Retriever(sizes[0][2]), real)
     result["quality"] = quality({"exact": exact_answerer, "int8": Answerer(Retriever(int8_index), int8_config)},
-                                questions_path)
+                                questions)
+    result["quality_questions"] = len(questions)
 
     log("Cold start …")
     result["cold_start"] = cold_start(real, questions[0].question, plan.cold_runs)
@@ -533,7 +534,8 @@ def table(result: dict) -> str:
             + (f"{r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} | {r['same_top_k']:.2f} |"
                if "recall_at_10" in r else "exact | exact | – |"))
     quality = result["quality"]
-    lines += ["", "| quality (whole question set) | exact | int8 | change |", "|---|---:|---:|---:|"]
+    lines += ["", f"| quality ({result.get('quality_questions', 'all')} questions) | exact | int8 | change |",
+              "|---|---:|---:|---:|"]
     for metric, value in quality["exact"].items():
         other = quality["int8"][metric]
         if value is None or other is None:

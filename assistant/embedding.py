@@ -25,7 +25,7 @@ PAD_ID = 1  # XLM-R's <pad>
 # (32 questions took 1.05 s in one call on the loaded machine, `assistant bench --quick`).
 MAX_QUERY_BATCH = 32
 # Under load (the previous call held more than one question) the model thread waits this long for
-# more questions before a call. Bounded and short next to one call (~9 ms); never when idle.
+# more questions before a call: a fraction of one model call, and never when idle.
 BATCH_WAIT_S = 0.002
 # Questions go through the model thread, batched (True), or each caller runs the session itself
 # (False); see `ModelThread` for the measurement.
