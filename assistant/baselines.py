@@ -41,9 +41,29 @@ def configurations(answerer, corpus_dir: Path) -> dict:
     from assistant.retrieval import Retriever
 
     index, config = answerer.retriever.index, answerer.config
-    return {
+    pipelines = {
         "hybrid (this pipeline)": answerer,
         "dense only": Answerer(Retriever(index, mode="dense"), config),
         "BM25 only": Answerer(Retriever(index, mode="lexical"), config),
         "llama-index defaults": LlamaIndexDefaults(corpus_dir, index.embed_model),
     }
+    other = "int8" if config.embed_precision == "exact" else "exact"
+    precise = precision_pipeline(config.with_(corpus_dir=corpus_dir, embed_precision=other))
+    if precise is not None:
+        pipelines[f"hybrid, {other} embedding precision"] = precise
+    return pipelines
+
+
+def precision_pipeline(config, progress: bool = True):
+    """This pipeline at another embedding precision of the default model, on its own index in the cache
+    folder (built once, then reused); None for a model without ONNX files."""
+    from assistant import embedding, index
+    from assistant.answering import Answerer
+    from assistant.config import DEFAULT_EMBED_MODEL
+    from assistant.retrieval import Retriever
+
+    if config.embed_model != DEFAULT_EMBED_MODEL or config.embed_runtime == "sentence-transformers":
+        return None
+    config = config.with_(index_dir=config.cache_dir / "eval" / f"index-{config.embed_precision}")
+    model = embedding.load(config)
+    return Answerer(Retriever(index.open_index(config, model, progress=progress)), config)

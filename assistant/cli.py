@@ -325,9 +325,12 @@ def eval_table_command(results):
               default=Path("eval/questions.jsonl"), show_default=True, help="Questions to time.")
 @click.option("--corpus", type=click.Path(path_type=Path),
               help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].")
-def bench_command(quick, json_out, questions, corpus):
+@click.option("--max-passages", type=click.IntRange(1), default=None,
+              help="Leave out the synthetic corpora larger than this (the 100k one takes an hour to embed once).")
+def bench_command(quick, json_out, questions, corpus, max_passages):
     """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
-    against exact search and llama-index's default query path in the same run), HTTP load and memory.
+    against exact search and llama-index's default query path in the same run), HTTP load, a soak and
+    memory by component; the torch path and the int8 precision are measured beside the default.
 
     Indexes and synthetic corpora go to the cache folder, never to the project's index/. The first full
     run embeds a synthetic corpus of 100k passages (most of an hour on 2 cores); later runs reuse it.
@@ -336,12 +339,14 @@ def bench_command(quick, json_out, questions, corpus):
     Examples:
       assistant bench --quick
       assistant bench --json bench.json
+      assistant bench --max-passages 10000
     """
     from assistant import bench
 
     config = _config(corpus, None)
     started = time.perf_counter()
-    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True))
+    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True),
+                       max_passages=max_passages)
     result["seconds"] = time.perf_counter() - started
     click.echo(bench.table(result))
     click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)

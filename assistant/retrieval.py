@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assistant.embedding import on_model_thread
+from assistant import embedding
 from assistant.index import Index
 from assistant.thai import english_tokens, has_thai, language, lexical_tokens
 from assistant.types import Hit
@@ -122,10 +122,8 @@ class Retriever:
         """(row, cosine) best first, through llama-index's FAISS vector store (the passages' by default)."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
-        # On the model's thread: FAISS's OpenMP threads, spinning after a search from another thread,
-        # slowed the next question's embedding by half (`assistant bench`, 10k passages).
         query = VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=k)
-        result = on_model_thread((store or self.index.vector_store).query, query)
+        result = embedding.search_beside(self.index.embed_model, (store or self.index.vector_store).query, query)
         return [(int(i), float(s)) for i, s in zip(result.ids, result.similarities)]
 
 

@@ -119,7 +119,9 @@ def test_eval_compare_and_report(env, tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert set(data) >= {"n", "skipped", "config", "overall", "by_lang", "questions", "compare"}
-    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults"]
+    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults",
+                                     "hybrid, int8 embedding precision"]
+    assert data["compare"]["hybrid, int8 embedding precision"]["overall"]["answer_match"] is not None
     baseline = data["compare"]["llama-index defaults"]["overall"]
     assert baseline["hit@5"] is not None and baseline["answer_match"] is None
     assert set(data["overall"]) == set(evaluation.METRICS)
@@ -232,3 +234,29 @@ def test_readme_evaluation_tables_are_the_committed_results():
     assert result.exit_code == 0, result.output
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
         assert result.stdout.strip() in readme.read()  # regenerate with `assistant eval-table eval/results.json`
+
+
+# What the sentence-transformers route loads; the default model, once materialised, needs none of it.
+TORCH_STACK = {"torch", "transformers", "sentence_transformers", "tokenizers"}
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Every module a process imported, from its PYTHONPROFILEIMPORTTIME report."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args, stdin", [
+    (["ask", "บราซิลยุติการเจรจาอะไร"], None),
+    (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n"),
+    (["eval", "eval/questions.jsonl"], None),
+])
+def test_default_model_runs_without_torch(env, args, stdin):
+    from tests.conftest import ROOT
+
+    if args[0] == "eval":
+        args = ["eval", str(ROOT / "eval" / "questions.jsonl")]
+    result = run(args, {**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdin)
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = imported_modules(result.stderr)
+    assert "onnxruntime" in modules and "assistant.embedding" in modules  # the report is complete
+    assert not modules & TORCH_STACK

@@ -23,6 +23,9 @@ def test_round_trip(built_index, config, embed_model):
     assert loaded.manifest == built_index.manifest
     assert loaded.manifest["embed_model"].startswith("multilingual-e5-small")
     assert loaded.manifest["dimension"] == 384
+    recorded = loaded.manifest["embedding"]
+    assert recorded["runtime"] == "onnxruntime" and recorded["precision"] == "exact"
+    assert recorded["sha256"] == embed_model.sha256 and len(recorded["sha256"]) == 64
     assert set(loaded.manifest["chunking"]) >= {"min_chars", "max_chars", "overlap_sentences", "version"}
     question = "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"
     before = [h.chunk.chunk_id for h in Retriever(built_index).search(question)]
@@ -85,6 +88,8 @@ def test_hnsw_index_finds_what_exact_search_finds(small, embed_model):
 def test_other_model_is_a_clear_error(small, embed_model):
     with pytest.raises(IndexMismatchError, match="built with embedding model"):
         index.load(small.with_(embed_model="sentence-transformers/all-MiniLM-L6-v2"), embed_model)
+    with pytest.raises(IndexMismatchError, match="int8"):  # another precision, other vectors
+        index.load(small.with_(embed_precision="int8"), embed_model)
 
 
 class Interrupted(MockEmbedding):

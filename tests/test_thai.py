@@ -35,3 +35,19 @@ def test_split_long_cuts_only_at_word_boundaries():
     assert all(b - a <= 60 for a, b in pieces)
     assert all(a in bounds and b in bounds for a, b in pieces)
     assert "".join(text[a:b] for a, b in pieces) == text
+
+
+def test_word_set_segments_as_pythainlp_trie(config):
+    import random
+
+    from pythainlp.tokenize import word_tokenize
+
+    from assistant import corpus
+
+    texts = [d.text for d in corpus.load(config.corpus_dir).documents]
+    joined = "".join(texts)
+    rng = random.Random(0)
+    texts += [joined[a:a + rng.randint(1, 400)] for a in (rng.randrange(len(joined)) for _ in range(500))]
+    texts += ["", " ", "ABC def", "ภาษาไทย123 ไม่มีคำนี้ฮฮฮฮ", "การบูรณาการระดับภูมิภาค MERCOSUR"]
+    for text in texts:
+        assert thai.words(text) == word_tokenize(text, engine="newmm", keep_whitespace=True), text

@@ -111,6 +111,23 @@ def ask_in(scope, question: str):
 
 # --- HTTP API -------------------------------------------------------------------------------------
 
+def test_server_runs_without_torch(built_index, config, tmp_path):
+    from tests.test_cli import TORCH_STACK, imported_modules
+
+    log = tmp_path / "server.log"
+    server = Server({"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+                     "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"), "PYTHONPROFILEIMPORTTIME": "1"}, log)
+    try:
+        body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
+        status, _, _ = http("POST", server.url + "/api/ask", body, {"Content-Type": "application/json"})
+        assert status == 200
+    finally:
+        server.stop()
+    modules = imported_modules(log.read_text())
+    assert "onnxruntime" in modules and "gradio" in modules
+    assert not modules & TORCH_STACK
+
+
 def test_health(server):
     status, _, body = http("GET", server.url + "/api/health")
     data = json.loads(body)
