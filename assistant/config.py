@@ -49,12 +49,17 @@ class Config:
     # Below this dense cosine for the best passage the assistant refuses. Cross-lingual (English)
     # similarities run lower than Thai ones, so each language has its own, calibrated on the
     # answerable and unanswerable questions of eval/questions.jsonl.
+    # English questions now also meet the English renderings, whose English-to-English cosines run
+    # higher, so its threshold rose (0.77 -> 0.82). Both fitted with the signals below by a grid on the
+    # dev split (thresholds 0.76–0.86, word share 0.1–0.5, kind check on/off), scored on answer_match +
+    # citation precision + refusal precision + refusal recall (best 3.10 of 4, against 2.82–3.07 for
+    # the neighbouring settings).
     refusal_threshold_th: float = 0.84
-    refusal_threshold_en: float = 0.77
-    # Further refusal signals, fitted on the dev split: the best sentences must share at least this
-    # share of the question's content words; every name the question mentions must be in the passages;
-    # a question asking for a date, number or name needs a span of that kind in the quoted sentences.
-    refusal_min_word_share: float = 0.2
+    refusal_threshold_en: float = 0.82
+    # Further refusal signals: the quoted sentences must hold at least this share of the question's
+    # content words; every name the question mentions must be in the passages; a question asking for a
+    # date, number or name needs a span of that kind in the quoted sentences.
+    refusal_min_word_share: float = 0.25
     refusal_requires_names: bool = True
     refusal_requires_kind: bool = True
     max_question_chars: int = 2000

@@ -48,11 +48,14 @@ _WORD_NUMBERS = re.compile(r"\b(?:two|three|four|five|six|seven|eight|nine|ten|e
 
 
 def expected_kind(question: str) -> str | None:
-    """The kind of span the question asks for (see SHORT_KINDS, plus "reason" and "manner"), or None."""
-    for kind, pattern in _KIND_PATTERNS:
-        if pattern.search(question):
-            return kind
-    return None
+    """The kind of span the question asks for (see SHORT_KINDS, plus "reason" and "manner"), or None.
+
+    The question word that comes first decides ("Who led Venezuela when …" asks for a person); at the
+    same place the narrower pattern wins ("how far" over "how").
+    """
+    found = [(m.start(), order, kind) for order, (kind, pattern) in enumerate(_KIND_PATTERNS)
+             for m in [pattern.search(question)] if m]
+    return min(found)[2] if found else None
 
 
 def spans(text: str, kind: str, entities=(), exclude: str = "") -> list[tuple[int, int]]:

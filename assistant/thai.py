@@ -123,7 +123,10 @@ def english_tokens(text: str) -> list[str]:
     """Tokens for the English BM25 over the renderings: words lower-cased, stop words dropped, Snowball
     stems ("negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
     stop = _stopwords()
-    words = [w for w in _LATIN_WORD.findall(normalise(text).lower()) if w not in stop]
+    # Accents folded, so "Bogotá", "Asunción" and "Chávez" meet "Bogota", "Asuncion" and "Chavez".
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", normalise(text).lower())
+                     if not unicodedata.combining(ch))
+    words = [w for w in _LATIN_WORD.findall(folded) if w not in stop]
     return _english_stemmer().stemWords(words)
 
 

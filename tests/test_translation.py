@@ -78,12 +78,12 @@ ENGLISH = [
     ("How far is Bogotá from Santiago?", "4,000", "4 พันกิโลเมตร"),
     ("Which country lies between Colombia and Peru?", "Ecuador", "เอกวาดอร์"),
     ("Which party is Peru's current president close to?", "Workers", "พรรคแรงงานของบราซิล"),
-    ("When was ALBA founded?", "2004", "2004"),
+    ("How many countries founded MERCOSUR?", "4 countries", "4 ประเทศ"),
     ("Which treaty founded MERCOSUR?", "Asunción", "อาซุนซิออน"),
     ("When was UNASUR's Constitutive Treaty signed?", "2008", "2008"),
     ("Which countries are members of the Pacific Alliance?", "Mexico", "เม็กซิโก"),
     ("What does Peru take Chile to the international court over?", "maritime", "อาณาเขตทางทะเล"),
-    ("Who led Venezuela when ALBA was founded?", "Chávez", "ชาเวซ"),
+    ("Which country withdrew from ALBA in 2018?", "Ecuador", "เอกวาดอร์"),
 ]
 
 
@@ -118,7 +118,6 @@ def test_document_without_rendering_is_quoted_in_thai_with_a_note(config, embed_
         "ตั้งอยู่บนพรมแดนชิลีกับอาร์เจนตินา\n", encoding="utf-8")
     own = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
     loaded = index.build(own, embed_model, progress=False)
-    answer = Answerer(Retriever(loaded), own).answer("Where is the Ojos del Salado volcano (ภูเขาไฟโอฮอสเดลซาลาโด)?",
-                                                     answer_language="en")
+    answer = Answerer(Retriever(loaded), own).answer("What is ภูเขาไฟโอฮอสเดลซาลาโด?", answer_language="en")
     assert answer.answer.startswith(PHRASES["en"]["untranslated"]) and "ภูเขาไฟโอฮอสเดลซาลาโด" in answer.answer
     assert answer.citations[0].translation is None
