@@ -99,6 +99,8 @@ def compare_table(compare: dict) -> str:
 def readme_tables(results: dict) -> str:
     """The README's evaluation tables, from a results file (`assistant eval-table eval/results.json`)."""
     parts = [table(results)]
+    if results.get("baseline"):
+        parts.append(markdown(delta_rows(results["baseline"])))
     if results.get("compare"):
         parts.append(compare_table(results["compare"]))
     if results.get("by_type"):
