@@ -91,14 +91,14 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path):
 
 
 def test_project_evaluation_quality_holds(answerer):
-    """The numbers the README reports, as a floor: a retrieval change that loses quality fails here."""
-    outcomes = evaluation.run(answerer, evaluation.load_questions(QUESTIONS))
-    result = evaluation.report(outcomes)
-    overall, th, en = result["overall"], result["by_lang"]["th"], result["by_lang"]["en"]
-    assert overall["hit@3"] >= 0.95
-    assert th["hit@1"] >= 0.85 and en["hit@1"] >= 0.65
-    assert overall["answer_match"] >= 0.75
-    assert overall["refusal_recall"] >= 0.85 and overall["refusal_precision"] >= 0.8
+    """The held-out split against the committed floors (eval/floors.txt), as `make eval-gate` checks it:
+    a change that loses quality fails here."""
+    floors = [evaluation.parse_floor(line.split("#")[0])
+              for line in (QUESTIONS.parent / "floors.txt").read_text(encoding="utf-8").splitlines()
+              if line.split("#")[0].strip()]
+    test = evaluation.select(evaluation.load_questions(QUESTIONS), "test")
+    result = evaluation.report(evaluation.run(answerer, test))
+    assert len(floors) >= 10 and evaluation.below(result, floors) == []
 
 
 def _write(path, rows):

@@ -602,3 +602,20 @@ def test_markdown_stays_inert_in_every_view(browser, config, corpus_copy, tmp_pa
         s.stop()
         llm.close()
         leak.shutdown()
+
+
+def test_english_answer_in_the_browser_cites_the_thai_original(server, browser):
+    page = new_page(browser, width=390, height=844)  # at phone width, where it must still read
+    page.goto(server.url + "/", wait_until="load")
+    ask_in(page, "Where does LAN Chile have its South American hub?")
+    answer = page.locator("#chat .message").last.inner_text()
+    assert "Short answer: Lima" in answer and "hub in Lima" in answer
+    assert not any("\u0e00" <= ch <= "\u0e7f" for ch in answer)
+    citation = page.locator("#citations details.citation").first
+    citation.locator("summary").first.click()
+    english, thai = citation.locator("p[lang=en] mark"), citation.locator("p[lang=th] mark")
+    assert "hub in Lima" in english.inner_text() and "กรุงลิมา" in thai.inner_text()
+    assert "Thai original" in citation.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    page.screenshot(path=str(ARTIFACTS / "chat-english.png"), full_page=True)
+    page.close()
