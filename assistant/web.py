@@ -66,6 +66,7 @@ CSS = """
 .citations .original{color:var(--body-text-color-subdued);font-size:.85em;margin-top:.4rem}
 .citations details.english{border:0;padding:0;margin:.2rem 0}
 .citations details:target,.citations details[open]{border-color:var(--color-accent)}
+#saved{display:none !important}
 #chat a.cite{color:var(--link-text-color);text-decoration:underline;cursor:pointer;font-weight:600}
 """
 # Thai-capable system fonts; the default theme would fetch web fonts from a CDN.
@@ -362,7 +363,8 @@ def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, comp
             gr.Markdown(f"## {TITLE}\n{DESCRIPTION}")
         greeting = gr.Markdown("", elem_id="greeting", visible=False)
         turns, answers, pending = gr.State([]), gr.State({}), gr.State(None)
-        # What the browser keeps of the conversation (JSON), written to sessionStorage when it changes.
+        # What the browser keeps of the conversation (JSON), written to sessionStorage when it changes;
+        # mounted so its value reaches the page's script, but not displayed nor read out (CSS above).
         saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
@@ -503,7 +505,10 @@ class AskRequest(BaseModel):
 
 
 def answer_request(answerer: Answerer, request: AskRequest) -> Answer:
-    turns = [Turn(m.role, m.content) for m in request.history]
+    """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages reach the answerer,
+    as in the chat."""
+    keep = answerer.config.history_turns
+    turns = [Turn(m.role, m.content) for m in request.history[-keep:]] if keep else []
     return answerer.answer(request.question, turns, top_k=request.top_k, answer_language=request.answer_language)
 
 
