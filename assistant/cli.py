@@ -352,3 +352,58 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
     click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)
     if json_out:
         json_out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+@cli.command("feedback")
+@click.option("--down", is_flag=True, help="Only thumbs down.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only entries from this date (UTC) on.")
+@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the thumbs-down questions to this file as draft evaluation lines (JSON Lines).")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The feedback log [env ASSISTANT_FEEDBACK_PATH; default feedback.jsonl].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per entry instead of text.")
+def feedback_command(down, since, export, path, as_json):
+    """List the visitors' ratings of answers (with their comments), or turn the thumbs-down questions
+    into draft evaluation lines that a person completes (answers, evidence) and adds to
+    eval/questions.jsonl. The rotated `.1` log is read too; malformed lines are skipped and counted.
+
+    \b
+    Examples:
+      assistant feedback
+      assistant feedback --down --since 2026-11-01
+      assistant feedback --export eval/drafts.jsonl
+    """
+    from datetime import timezone
+
+    from assistant import feedback
+
+    path = path or Config.from_env().feedback_path
+    entries, skipped = feedback.read(path)
+    if since is not None:
+        since = since.replace(tzinfo=timezone.utc)
+        entries = [e for e in entries if e.time >= since]
+    if skipped:
+        click.secho(f"Skipped {skipped} malformed line{'s' if skipped != 1 else ''} in {path}.", fg="yellow",
+                    err=True)
+    if export:
+        lines = feedback.drafts(entries)
+        export.parent.mkdir(parents=True, exist_ok=True)
+        export.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+        click.echo(f"Wrote {len(lines)} draft question{'s' if len(lines) != 1 else ''} to {export}: fill in "
+                   "`answers` and `evidence` before adding them to the evaluation set.", err=True)
+        return
+    if down:
+        entries = [e for e in entries if not e.liked]
+    for e in entries:
+        if as_json:
+            click.echo(json.dumps({"time": e.time.isoformat(), "liked": e.liked, "answer_id": e.answer_id,
+                                   "question": e.question, "answer": e.answer, "comment": e.comment},
+                                  ensure_ascii=False))
+            continue
+        click.echo(f"{e.time:%Y-%m-%d %H:%M}  {'👍' if e.liked else '👎'}  {e.question}")
+        if e.comment:
+            click.echo(f"    comment: {e.comment}")
+    if not as_json:
+        click.echo(f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"
+                   f" ({sum(not e.liked for e in entries)} thumbs down).", err=True)

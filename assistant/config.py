@@ -69,6 +69,9 @@ class Config:
     # The feedback log is rotated (one older file kept, `.1`) when it grows past this size.
     feedback_max_mb: float = 10.0
     allowed_origins: str = "*"
+    # Earlier messages (a question or an answer each) sent with a chat question: the visitor's browser
+    # keeps the whole conversation, the answerer sees only this many of the latest (at most 50).
+    history_turns: int = 20
     # Host names the server answers to (comma-separated; "*" for any). A request for another name is
     # refused, which blocks DNS-rebinding pages from reaching a chat on this machine. `serve --host`
     # adds its own address; behind a proxy, list the public name.
@@ -123,6 +126,8 @@ class Config:
             except ValueError:
                 raise AssistantError(f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as "
                                      "'60/minute' or 'off'") from None
+        if not 0 <= self.history_turns <= 50:
+            raise AssistantError(f"ASSISTANT_HISTORY_TURNS={self.history_turns}: use 0 to 50")
         if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
             raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
         if self.embed_precision not in EMBED_PRECISIONS:

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import logging
 import re
-import threading
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -27,11 +26,16 @@ from assistant import corpus, index
 from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answerer, validate
 from assistant.config import Config
 from assistant.errors import AssistantError, InvalidQuestionError, QuestionTooLongError
+from assistant.feedback import MAX_COMMENT_CHARS, FeedbackLog, validate_comment
 from assistant.types import Answer, Turn
 
 log = logging.getLogger(__name__)
 
 MAX_HISTORY_TURNS = 50
+# Messages a visitor's browser keeps of one conversation (sessionStorage), so a reload shows it again.
+MAX_SHOWN_MESSAGES = 40
+WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
+_CITE = re.compile(r"\[(\d{1,3})\]")
 MAX_TURN_CHARS = 20_000
 # Gradio's own file routes: the app takes no uploads, so nothing may be stored through them.
 _UPLOAD = re.compile(r"(^|/)gradio_api/upload")
@@ -61,6 +65,9 @@ CSS = """
 .citations p{white-space:pre-wrap;line-height:1.7}
 .citations .original{color:var(--body-text-color-subdued);font-size:.85em;margin-top:.4rem}
 .citations details.english{border:0;padding:0;margin:.2rem 0}
+.citations details:target,.citations details[open]{border-color:var(--color-accent)}
+#saved{display:none !important}
+#chat a.cite{color:var(--link-text-color);text-decoration:underline;cursor:pointer;font-weight:600}
 """
 # Thai-capable system fonts; the default theme would fetch web fonts from a CDN.
 FONTS = ["Noto Sans Thai", "Loma", "Garuda", "Tlwg Typo", "system-ui", "sans-serif"]
@@ -127,31 +134,11 @@ def answer_html(answer: Answer) -> str:
         marked = _html(short["text"])
         if marked in body:
             body = body.replace(marked, f"<mark>{marked}</mark>", 1)
+    # After escaping, so the only links in a message are these, to the answer's own citations.
+    numbers = {c.n for c in answer.citations}
+    body = _CITE.sub(lambda m: f'<a href="#cite-{m[1]}" class="cite">[{m[1]}]</a>' if int(m[1]) in numbers
+                     else m[0], body)
     return head + body
-
-
-class FeedbackLog:
-    """Thumbs up/down appended as JSON Lines; one writer at a time, rotated past a size (one older
-    file kept as `.1`), the file survives restarts."""
-
-    def __init__(self, path: Path, max_bytes: int):
-        self.path = path
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def append(self, liked: bool, answer: dict) -> None:
-        record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "liked": liked,
-                  "answer_id": answer.get("id"), "question": answer["question"][:2000],
-                  "answer": answer["answer"][:4000],
-                  "citations": [{k: c[k] for k in ("n", "chunk_id", "source", "start", "end")}
-                                for c in answer["citations"][:10]]}
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.is_file() and self.path.stat().st_size + len(line) > self.max_bytes:
-                self.path.replace(self.path.with_name(self.path.name + ".1"))
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line)
 
 
 class RateLimit:
@@ -185,9 +172,98 @@ class RateLimit:
         return max(1, int(reset - datetime.now(timezone.utc).timestamp()) + 1)
 
 
+LABELS = {
+    "th": {"greeting": "สวัสดี ถามเรื่องการรวมกลุ่มในภูมิภาคลาตินอเมริกาเป็นภาษาไทยหรืออังกฤษได้เลย "
+                       "ทุกคำตอบยกข้อความจากเอกสาร กด [n] เพื่อดูข้อความที่อ้างอิง",
+           "placeholder": "พิมพ์คำถาม…", "ask": "ถาม", "new": "บทสนทนาใหม่", "language": "ภาษาของคำตอบ",
+           "comment": f"ความคิดเห็น (ไม่บังคับ ไม่เกิน {MAX_COMMENT_CHARS} ตัวอักษร)", "send": "ส่งความคิดเห็น",
+           "thanks": "ขอบคุณสำหรับความคิดเห็น"},
+    "en": {"greeting": "Hello! Ask about regional integration in Latin America, in English or Thai. Every "
+                       "answer quotes the documents: press [n] to see the passage.",
+           "placeholder": "Ask a question…", "ask": "Ask", "new": "New conversation", "language": "Answer language",
+           "comment": f"Comment (optional, up to {MAX_COMMENT_CHARS} characters)", "send": "Send comment",
+           "thanks": "Thank you for the feedback."},
+}
+
+
+def _label(key: str, lang: str | None) -> str:
+    """One language's label, or both ("ไทย · English") when the page did not ask for one."""
+    return LABELS[lang][key] if lang in LABELS else f'{LABELS["th"][key]} · {LABELS["en"][key]}'
+
+
+# Runs once in every chat page (full, compact, web component). Citation markers are links to
+# `#cite-n`: a click opens that passage instead of navigating. Inside a frame, Esc asks the embedding
+# widget to close (key presses in a cross-origin frame never reach the host page).
+CLIENT_JS = """() => {
+  document.addEventListener("click", (event) => {
+    const link = event.composedPath().find((el) => el instanceof Element && el.matches("a.cite"));
+    if (!link) return;
+    event.preventDefault();
+    const id = (link.getAttribute("href") || "").slice(1);
+    if (!/^cite-[0-9]+$/.test(id)) return;
+    const root = link.getRootNode();
+    const target = (root.getElementById && root.getElementById(id)) || document.getElementById(id);
+    if (!target) return;
+    target.open = true;
+    target.scrollIntoView({block: "nearest"});
+    const summary = target.querySelector("summary");
+    if (summary) summary.focus({preventScroll: true});
+  }, true);
+  if (window.parent !== window) {
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") window.parent.postMessage({assistant: "close"}, "*");
+    });
+  }
+}"""
+# The conversation lives in the visitor's tab (sessionStorage, one key per chat page), not on the
+# server: gr.BrowserState would keep it in localStorage, i.e. for ever and across tabs.
+_STORE_KEY = '"assistant:conversation:" + location.pathname'
+SAVE_JS = f"""(saved) => {{
+  try {{ if (saved) sessionStorage.setItem({_STORE_KEY}, saved); else sessionStorage.removeItem({_STORE_KEY}); }}
+  catch (e) {{}}
+  return [];
+}}"""
+FORGET_JS = f"""() => {{ try {{ sessionStorage.removeItem({_STORE_KEY}); }} catch (e) {{}} return []; }}"""
+LOAD_JS = f"""() => {{
+  try {{ return [sessionStorage.getItem({_STORE_KEY}) || ""]; }} catch (e) {{ return [""]; }}
+}}"""
+
+
+def _text(content) -> str:
+    """A chat message's text: Gradio hands messages back with their content as a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
+    """The chat, its turns and citations as the visitor's browser kept them; anything damaged or
+    forged starts a fresh conversation. The messages are HTML this server rendered; only script on this
+    origin could have changed them, and the Chatbot sanitises them again."""
+    try:
+        data = json.loads(saved) if saved else {}
+        messages = [{"role": m["role"], "content": m["content"]} for m in data.get("messages", [])
+                    if m["role"] in ("user", "assistant") and isinstance(m["content"], str)]
+        turns = [Message.model_validate(t).model_dump() for t in data.get("turns", [])]
+        cited = data.get("cited")
+        if not isinstance(cited, str) or not cited.startswith('<div class="citations">'):
+            cited = citations_html(None)
+        return messages[-MAX_SHOWN_MESSAGES:], turns[-history_turns:] if history_turns else [], cited
+    except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
+        return [], [], citations_html(None)
+
+
 def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, compact: bool = False) -> gr.Blocks:
-    """The chat page; `compact` drops the page chrome for iframes and the web component."""
-    def respond(message: str, shown: list, turns: list, answers: list, reply: str, request: gr.Request):
+    """The chat page; `compact` drops the page chrome for iframes, the widget and the web component."""
+    history_turns = answerer.config.history_turns
+
+    def saving(shown: list, turns: list, cited: str) -> str:
+        return json.dumps({"messages": shown[-MAX_SHOWN_MESSAGES:], "turns": turns, "cited": cited},
+                          ensure_ascii=False)
+
+    def respond(message: str, shown: list, turns: list, answers: dict, reply: str, request: gr.Request):
         """Yields the chat as the answer grows (with an LLM), then with its citations."""
         client = limit.client(request.client.host if request.client else None,
                               request.headers.get("x-forwarded-for"))
@@ -197,41 +273,70 @@ def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, comp
             validate(message, answerer.config.max_question_chars)
         except AssistantError as error:
             raise gr.Error(str(error)) from None
+        shown = [{"role": m["role"], "content": _text(m["content"])} for m in shown]
         asked = shown + [{"role": "user", "content": _html(message)}]
         written = ""
+        earlier = [Turn(**t) for t in turns[-history_turns:]] if history_turns else []
         try:
             reply = reply if reply in ANSWER_LANGUAGES else "auto"
-            for event in answerer.stream(message, [Turn(**t) for t in turns[-MAX_HISTORY_TURNS:]],
-                                         answer_language=reply):
+            for event in answerer.stream(message, earlier, answer_language=reply):
                 if isinstance(event, str):
                     written += event
                     yield "", asked + [{"role": "assistant", "content": _html(written)}], turns, answers, \
-                        citations_html(None)
+                        citations_html(None), gr.skip()
                     continue
                 answer = event
         except AssistantError as error:
             raise gr.Error(str(error)) from None
         content = answer_html(answer)
-        turns = turns + [{"role": "user", "content": answer.question},
-                         {"role": "assistant", "content": answer.answer}]
-        # The session's record of what this server answered: feedback can only name one of these.
+        turns = (turns + [{"role": "user", "content": answer.question},
+                          {"role": "assistant", "content": answer.answer}])[-history_turns:] if history_turns else []
+        # The session's record of what this server answered, by the message's place in the chat:
+        # feedback can only name one of these (restored messages have none).
         record = {**answer.to_dict(), "id": uuid.uuid4().hex, "rated": False}
-        yield ("", asked + [{"role": "assistant", "content": content}], turns, answers + [record],
-               citations_html(answer))
+        chat = asked + [{"role": "assistant", "content": content}]
+        cited = citations_html(answer)
+        yield "", chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
 
-    def rate(answers: list, data: gr.LikeData):
-        """One rating per answer this session was given; anything else is ignored."""
+    def rate(answers: dict, data: gr.LikeData):
+        """One rating per answer this session was given; anything else is ignored. A rating opens the
+        optional comment box for that answer."""
         index = data.index if isinstance(data.index, int) else data.index[0]
-        if not isinstance(index, int) or index % 2 != 1 or not 0 <= index // 2 < len(answers):
-            return answers  # assistant messages are the odd ones
-        record = answers[index // 2]
-        if record.get("rated") or data.liked not in (True, False):
-            return answers
+        record = answers.get(index) if isinstance(index, int) else None
+        if record is None or record.get("rated") or data.liked not in (True, False):
+            return answers, None, gr.update(visible=False), ""
         feedback.append(bool(data.liked), record)
-        return answers[:index // 2] + [{**record, "rated": True}] + answers[index // 2 + 1:]
+        return {**answers, index: {**record, "rated": True, "liked": bool(data.liked)}}, index, \
+            gr.update(visible=True), ""
+
+    def comment(text: str, answers: dict, pending: int | None):
+        """The comment on the answer just rated: once, bounded, validated."""
+        record = answers.get(pending) if isinstance(pending, int) else None
+        if record is None or not record.get("rated") or record.get("commented"):
+            return answers, None, gr.update(visible=False), ""
+        try:
+            text = validate_comment(text)
+        except AssistantError as error:
+            raise gr.Error(str(error)) from None
+        if text:
+            feedback.comment(record, record["liked"], text)
+            gr.Info(_label("thanks", None))
+        return {**answers, pending: {**record, "commented": True}}, None, gr.update(visible=False), ""
 
     def clear():
-        return "", [], [], [], citations_html(None)
+        return "", [], [], {}, citations_html(None), "", None, gr.update(visible=False)
+
+    def restore(saved: str, request: gr.Request):
+        """A reloaded page: the conversation the browser kept, and the page's language (`?lang=en`)."""
+        query = request.query_params if request is not None else {}
+        lang = query.get("lang") if query.get("lang") in LABELS else None
+        shown, turns, cited = _restored(saved, history_turns)
+        greets = compact and query.get("embed") != "widget"  # the widget shows its own greeting
+        labels = (gr.update(value=_label("greeting", lang), visible=True) if greets else gr.update(),
+                  gr.update(placeholder=_label("placeholder", lang)), gr.update(value=_label("ask", lang)),
+                  gr.update(value=_label("new", lang)), gr.update(value=lang or "auto", label=_label("language", lang)),
+                  gr.update(placeholder=_label("comment", lang)), gr.update(value=_label("send", lang)))
+        return (shown, turns, cited) + labels
 
     def ask(question: str, history: list[dict] | None = None, top_k: int | None = None,
             answer_language: str = "auto", request: gr.Request = None) -> dict:
@@ -256,39 +361,81 @@ def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, comp
     with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
         if not compact:
             gr.Markdown(f"## {TITLE}\n{DESCRIPTION}")
-        turns, answers = gr.State([]), gr.State([])
+        greeting = gr.Markdown("", elem_id="greeting", visible=False)
+        turns, answers, pending = gr.State([]), gr.State({}), gr.State(None)
+        # What the browser keeps of the conversation (JSON), written to sessionStorage when it changes;
+        # mounted so its value reaches the page's script, but not displayed nor read out (CSS above).
+        saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 # No Markdown, no LaTeX: every message is escaped text (see `_html`).
                 chatbot = gr.Chatbot(label="Chat", height=420 if compact else 520, elem_id="chat",
                                      feedback_options=("Like", "Dislike"), sanitize_html=True,
                                      render_markdown=False, latex_delimiters=[], allow_tags=False)
+                with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
+                    comment_box = gr.Textbox(placeholder=_label("comment", None), show_label=False, scale=5,
+                                             max_length=MAX_COMMENT_CHARS, elem_id="comment")
+                    comment_send = gr.Button(_label("send", None), size="sm", scale=1, min_width=80,
+                                             elem_id="send-comment")
                 with gr.Row():
-                    box = gr.Textbox(placeholder="พิมพ์คำถาม… / Ask a question…", show_label=False,
+                    box = gr.Textbox(placeholder=_label("placeholder", None), show_label=False,
                                      scale=5, elem_id="question", max_length=answerer.config.max_question_chars)
-                    send = gr.Button("ถาม · Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
+                    send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
                 with gr.Row():
                     reply = gr.Radio([("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")], value="auto",
-                                     label="ภาษาของคำตอบ · Answer language", elem_id="answer-language", scale=3)
-                    clear_button = gr.Button("ล้างบทสนทนา · Clear", size="sm", elem_id="clear", scale=1)
+                                     label=_label("language", None), elem_id="answer-language", scale=3)
+                    clear_button = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
                 if not compact:
                     gr.Examples(EXAMPLES, inputs=box, label="ตัวอย่าง · Examples")
             with gr.Column(scale=2, min_width=280):
                 cited = gr.HTML(citations_html(None), elem_id="citations")
-        outputs = [box, chatbot, turns, answers, cited]
-        box.submit(respond, [box, chatbot, turns, answers, reply], outputs, api_visibility="private")
-        send.click(respond, [box, chatbot, turns, answers, reply], outputs, api_visibility="private")
-        clear_button.click(clear, None, outputs, api_visibility="private")
-        chatbot.clear(clear, None, outputs, api_visibility="private")  # its own trash button
-        chatbot.like(rate, [answers], [answers], api_visibility="private")
+        outputs = [box, chatbot, turns, answers, cited, saved]
+        inputs = [box, chatbot, turns, answers, reply]
+        box.submit(respond, inputs, outputs, api_visibility="private")
+        send.click(respond, inputs, outputs, api_visibility="private")
+        cleared = outputs + [pending, comment_row]
+        # A restored page holds "" in `saved` already, so clearing it changes nothing: forget explicitly.
+        clear_button.click(clear, None, cleared, api_visibility="private", js=FORGET_JS)
+        chatbot.clear(clear, None, cleared, api_visibility="private", js=FORGET_JS)  # its own trash button
+        chatbot.like(rate, [answers], [answers, pending, comment_row, comment_box], api_visibility="private")
+        for event in (comment_box.submit, comment_send.click):
+            event(comment, [comment_box, answers, pending], [answers, pending, comment_row, comment_box],
+                  api_visibility="private", show_progress="hidden")
+        saved.change(None, [saved], None, js=SAVE_JS)
+        blocks.load(restore, [saved], [chatbot, turns, cited, greeting, box, send, clear_button, reply, comment_box,
+                                       comment_send], js=LOAD_JS, api_visibility="private")
         gr.api(ask, api_name="ask")
     # Questions run side by side, so a slow LLM call holds up only its own visitor.
     blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency)
     return blocks
 
 
-def embed_page(base: str, config: Config) -> str:
-    """Copy-ready snippets for this server's URL, and a live preview."""
+# The widget's options: (attribute, default, what it does). widget.js checks each value again.
+WIDGET_OPTIONS = (
+    ("data-title", "ผู้ช่วยค้นคว้า / Research assistant", "The panel's heading and the frame's title."),
+    ("data-lang", "th", "th or en: the widget's labels and greeting, the chat's labels and the answers' language."),
+    ("data-position", "bottom-right", "bottom-right or bottom-left."),
+    ("data-color", "#1f6feb", "Any CSS color, for the button and the panel's header."),
+    ("data-greeting", "(per language)", "A short line shown above the chat (300 characters at most)."),
+    ("data-open", "false", "true to start with the panel open."),
+    ("data-height", "600", "The panel's height in pixels (320–1000) on wide screens; phones get the full screen."),
+)
+_PREVIEW_CHOICES = {"lang": ("th", "en"), "position": ("bottom-right", "bottom-left"), "open": ("false", "true")}
+
+
+def embed_page(base: str, config: Config, query: dict | None = None) -> str:
+    """Copy-ready snippets for this server's URL, the widget first, and a live preview of the widget
+    with the options chosen in the form (sent back here as query parameters)."""
+    query = query or {}
+    chosen = {"lang": "th", "position": "bottom-right", "open": "false"}
+    for key, allowed in _PREVIEW_CHOICES.items():
+        if query.get(key) in allowed:
+            chosen[key] = query[key]
+    for key, size in (("title", 80), ("color", 40), ("greeting", 300)):
+        if query.get(key, "").strip():
+            chosen[key] = query[key].strip()[:size]
+    attributes = "".join(f'\n        data-{k}="{escape(v)}"' for k, v in chosen.items())
+    widget = f'<script src="{base}widget.js"{attributes}\n        defer></script>'
     compact = f"{base}compact/"
     iframe = (f'<iframe src="{compact}" title="Latin American integration assistant"\n'
               f'        style="width:100%;height:640px;border:0"></iframe>')
@@ -298,17 +445,39 @@ def embed_page(base: str, config: Config) -> str:
              f'  body: JSON.stringify({{question: "บราซิลยุติการเจรจาอะไร", history: []}}),\n}});\n'
              f'const {{answer, citations}} = await response.json();')
     origins = ", ".join(config.origins) or "*"
+    options = "".join(f"<tr><td><code>{escape(name)}</code></td><td><code>{escape(default)}</code></td>"
+                      f"<td>{escape(what)}</td></tr>" for name, default, what in WIDGET_OPTIONS)
+
+    def field(key: str, label: str) -> str:
+        if key in _PREVIEW_CHOICES:
+            choices = "".join(f'<option{" selected" if chosen[key] == c else ""}>{c}</option>'
+                              for c in _PREVIEW_CHOICES[key])
+            return f'<label>{label} <select name="{key}">{choices}</select></label>'
+        return f'<label>{label} <input name="{key}" value="{escape(chosen.get(key, ""))}"></label>'
+
+    form = "".join(field(k, k) for k in ("title", "lang", "position", "color", "greeting", "open"))
     blocks = "".join(f"<h2>{title}</h2><pre><code>{escape(code)}</code></pre>"
-                     for title, code in (("1. iframe", iframe), ("2. Web component", component),
-                                         ("3. JSON API", fetch)))
+                     for title, code in (("2. iframe", iframe), ("3. Web component", component),
+                                         ("4. JSON API", fetch)))
     return f"""<!doctype html><html lang="th"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Embed the assistant</title><style>
 body{{font-family:{", ".join(repr(f) for f in FONTS)};margin:1.5rem auto;max-width:60rem;padding:0 1rem;color:#222}}
 pre{{background:#f5f5f5;padding:.8rem;overflow-x:auto;border-radius:6px}}
+table{{border-collapse:collapse}} td{{border-top:1px solid #ddd;padding:.3rem .5rem;vertical-align:top}}
+form label{{display:inline-block;margin:.2rem .8rem .2rem 0}}
 </style></head><body><h1>Embed the assistant in your site</h1>
-<p>Allowed origins: <code>{escape(origins)}</code> (set <code>ASSISTANT_ALLOWED_ORIGINS</code>).</p>
-{blocks}<h2>Preview</h2>{iframe}</body></html>"""
+<p>Allowed origins: <code>{escape(origins)}</code> (set <code>ASSISTANT_ALLOWED_ORIGINS</code>).
+Each visitor may ask <code>{escape(config.rate_limit)}</code> questions (<code>ASSISTANT_RATE_LIMIT</code>);
+a conversation stays in the visitor's tab and the last {config.history_turns} messages go with each question
+(<code>ASSISTANT_HISTORY_TURNS</code>).</p>
+<h2>1. Widget: one tag</h2><p>A chat button in the corner of any page that opens the chat in a panel
+(full screen on phones; Esc closes it). The preview on this page is that widget, with these options:</p>
+<form method="get" action="embed">{form} <button>Preview</button></form>
+<pre><code id="widget-snippet">{escape(widget)}</code></pre>
+<table><tr><td><b>Attribute</b></td><td><b>Default</b></td><td><b>Effect</b></td></tr>{options}</table>
+{blocks}<h2>Preview of the iframe</h2>{iframe}
+{widget}</body></html>"""
 
 
 class Message(BaseModel):
@@ -336,7 +505,10 @@ class AskRequest(BaseModel):
 
 
 def answer_request(answerer: Answerer, request: AskRequest) -> Answer:
-    turns = [Turn(m.role, m.content) for m in request.history]
+    """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages reach the answerer,
+    as in the chat."""
+    keep = answerer.config.history_turns
+    turns = [Turn(m.role, m.content) for m in request.history[-keep:]] if keep else []
     return answerer.answer(request.question, turns, top_k=request.top_k, answer_language=request.answer_language)
 
 
@@ -484,7 +656,8 @@ def _stat(path: Path):
 
 
 def create_app(answerer: Answerer, config: Config) -> FastAPI:
-    """One FastAPI app: `/` chat, `/compact/` iframe chat, `/api/*` JSON, `/embed`, `/gradio.js`, `/docs`."""
+    """One FastAPI app: `/` chat, `/compact/` iframe chat, `/api/*` JSON, `/embed`, `/widget.js`, `/gradio.js`,
+    `/docs`."""
     monitor = IndexMonitor(answerer, config)
 
     @asynccontextmanager
@@ -535,7 +708,13 @@ def create_app(answerer: Answerer, config: Config) -> FastAPI:
 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request) -> str:
-        return embed_page(str(request.base_url), config)
+        return embed_page(str(request.base_url), config, dict(request.query_params))
+
+    @app.get("/widget.js", include_in_schema=False)
+    def widget() -> FileResponse:
+        # A classic script other sites load with one tag; CORS (per ASSISTANT_ALLOWED_ORIGINS) comes from
+        # the middleware. Short caching, so a new version reaches pages within minutes.
+        return FileResponse(WIDGET_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=300"})
 
     gradio_js = Path(gr.__file__).parent / "templates" / "frontend" / "gradio.js"
 
@@ -548,7 +727,7 @@ def create_app(answerer: Answerer, config: Config) -> FastAPI:
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
         app = gr.mount_gradio_app(app, build_chat(answerer, feedback, limit, compact=compact), path=path,
-                                  theme=theme, css=CSS, footer_links=["api"] if not compact else [],
+                                  theme=theme, css=CSS, js=CLIENT_JS, footer_links=["api"] if not compact else [],
                                   max_file_size=0)
     return app
 
