@@ -228,14 +228,7 @@ def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
         results = []
         with httpx.Client(timeout=120) as http:
             for i in range(requests_each):
-                q = questions[(number * requests_each + i) % len(questions)]
-                body = {"question": q.question, "history": [asdict(t) for t in q.history]}
-                started = time.perf_counter()
-                try:
-                    ok = http.post(f"{base}/api/ask", json=body).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                results.append(((time.perf_counter() - started) * 1e3, ok))
+                results.append(_ask(http, base, questions[(number * requests_each + i) % len(questions)]))
         return results
 
     started = time.perf_counter()
@@ -248,6 +241,19 @@ def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
             "p95_ms": percentile(ms, 95)}
 
 
+def _ask(http, base: str, question) -> tuple[float, bool]:
+    """One question to /api/ask: (milliseconds, answered with 200)."""
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        ok = http.post(f"{base}/api/ask", json={"question": question.question,
+                                                "history": [asdict(t) for t in question.history]}).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return (time.perf_counter() - started) * 1e3, ok
+
+
 def soak(base: str, clients: int, seconds: float, questions) -> dict:
     """`clients` concurrent clients asking /api/ask back to back for `seconds`."""
     import httpx
@@ -258,15 +264,8 @@ def soak(base: str, clients: int, seconds: float, questions) -> dict:
         results, i = [], number
         with httpx.Client(timeout=120) as http:
             while time.perf_counter() < deadline:
-                q = questions[i % len(questions)]
+                results.append(_ask(http, base, questions[i % len(questions)]))
                 i += clients
-                started = time.perf_counter()
-                try:
-                    ok = http.post(f"{base}/api/ask", json={"question": q.question, "history": [
-                        asdict(t) for t in q.history]}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                results.append(((time.perf_counter() - started) * 1e3, ok))
         return results
 
     started = time.perf_counter()
