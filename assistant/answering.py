@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -78,6 +78,23 @@ def retrieval_query(question: str, history: tuple[Turn, ...] | list[Turn] = ()) 
     if previous and is_follow_up(question):
         return f"{previous[-1]} {question}"
     return question
+
+
+class Answering(Protocol):
+    """What the web, the chats, the CLI and evaluation need of an answerer; the extractive `Answerer`
+    and `llm.LLMAnswerer` both provide it."""
+
+    config: Config
+
+    @property
+    def retriever(self) -> Retriever: ...
+
+    def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer: ...
+
+    def stream(self, question: str, history=(), top_k: int | None = None,
+               answer_language: str = "auto") -> Iterator[str | Answer]: ...
+
+    def use(self, index) -> None: ...
 
 
 class Answerer:

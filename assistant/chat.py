@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from assistant import embedding, index
-from assistant.answering import PHRASES, Answerer
+from assistant.answering import PHRASES, Answerer, Answering
 from assistant.config import Config
 from assistant.retrieval import Retriever
 from assistant.types import Answer, Turn
@@ -27,7 +27,7 @@ def open_assistant(config: Config, progress: bool = True):
 
 @dataclass
 class Conversation:
-    answerer: Answerer
+    answerer: Answering
     turns: list[Turn] = field(default_factory=list)
     answer_language: str = "auto"  # "auto" answers in each question's language
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from assistant.errors import CorpusError, EmptyCorpusError
-from assistant.thai import has_thai, language, normalise
+from assistant.thai import has_thai, normalise
 from assistant.types import Document
 
 SUFFIXES = (".txt", ".md")
@@ -100,7 +100,6 @@ def read(path: Path, corpus_dir: Path) -> Document:
         doc_id=path.stem if path.parent == corpus_dir else name.rsplit(".", 1)[0],
         source=name,
         title=normalise(title),
-        language=str(meta.get("language") or language(text)),
         text=text,
         meta=meta,
     )

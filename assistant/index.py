@@ -154,6 +154,11 @@ def chunk_params(config: Config) -> chunking.ChunkParams:
                                 config.chunk_overlap_sentences)
 
 
+def prompts(config: Config) -> dict:
+    """The model's prompts: passages embedded with another passage prompt belong to another index."""
+    return {"query": config.query_prompt, "passage": config.passage_prompt}
+
+
 def new_faiss_index(kind: str, dimension: int):
     """An empty FAISS index for cosine similarity (inner product of normalised vectors)."""
     import faiss
@@ -236,6 +241,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
             "embedding": embedding.describe(embed_model),
             "dimension": dimension,
             "vector_index": config.vector_index,
+            "prompts": prompts(config),
             "chunking": chunk_params(config).as_dict(),
             "corpus_hash": corpus_hash,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -425,9 +431,10 @@ def check(manifest: dict, config: Config) -> None:
     stale = (manifest["format_version"] != FORMAT_VERSION
              or manifest.get("chunking") != chunk_params(config).as_dict()
              or manifest.get("vector_index") != config.vector_index
+             or manifest.get("prompts") != prompts(config)
              or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir))
     if stale:
-        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings or the vector index "
+        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts or the vector index "
                               f"type changed since the index in {config.index_dir} was built: "
                               "run `assistant index`.")
 

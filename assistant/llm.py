@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import replace
@@ -41,6 +42,7 @@ Keep the language of the follow up message. Reply with the question only.
 <Standalone question>
 """
 
+log = logging.getLogger(__name__)
 LANGUAGES = {"th": "Thai", "en": "English"}
 NOTICE = {
     "th": "ไม่สามารถใช้โมเดลภาษาได้ ({reason}) จึงแสดงคำตอบที่ยกจากเอกสารแทน",
@@ -144,6 +146,8 @@ class LLMAnswerer:
                     parts.append(delta)
                     yield delta
         except Exception as error:  # any client, HTTP, timeout or parsing fault: fall back
+            log.warning("LLM answer failed (%s: %s); falling back to the extractive answer",
+                        type(error).__name__, str(error)[:200])
             yield self._fallback(base, mode, _reason(error), started)
             return
         text, valid, removed = check_markers("".join(parts), len(hits))
@@ -176,7 +180,9 @@ class LLMAnswerer:
             reply = self.llm.chat([ChatMessage(role="user", content=CONDENSE_PROMPT.format(
                 chat_history=transcript, question=question))])
             text = (reply.message.content or "").strip()
-        except Exception:
+        except Exception as error:
+            log.warning("LLM could not condense the follow-up (%s); retrieving with the conversation instead",
+                        type(error).__name__)
             return None
         return text if 0 < len(text) <= self.config.max_question_chars else None
 

@@ -13,7 +13,6 @@ class Document:
     doc_id: str
     source: str
     title: str
-    language: str
     text: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

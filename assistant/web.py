@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from assistant import corpus, index
-from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answerer, validate
+from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answering, validate
 from assistant.config import Config
 from assistant.errors import AssistantError, InvalidQuestionError, QuestionTooLongError
 from assistant.feedback import MAX_COMMENT_CHARS, FeedbackLog, validate_comment
@@ -255,7 +255,7 @@ def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
         return [], [], citations_html(None)
 
 
-def build_chat(answerer: Answerer, feedback: FeedbackLog, limit: RateLimit, compact: bool = False) -> gr.Blocks:
+def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, compact: bool = False) -> gr.Blocks:
     """The chat page; `compact` drops the page chrome for iframes, the widget and the web component."""
     history_turns = answerer.config.history_turns
 
@@ -504,7 +504,7 @@ class AskRequest(BaseModel):
         default="auto", description="The answer's language: auto (the question's), th or en.")
 
 
-def answer_request(answerer: Answerer, request: AskRequest) -> Answer:
+def answer_request(answerer: Answering, request: AskRequest) -> Answer:
     """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages reach the answerer,
     as in the chat."""
     keep = answerer.config.history_turns
@@ -595,7 +595,7 @@ class IndexMonitor:
     - A corpus that changed since the build is reported as stale.
     """
 
-    def __init__(self, answerer: Answerer, config: Config):
+    def __init__(self, answerer: Answering, config: Config):
         self.answerer, self.config = answerer, config
         self.folder = config.index_dir
         self.manifest_state = _stat(self.folder / index.MANIFEST)
@@ -655,7 +655,7 @@ def _stat(path: Path):
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def create_app(answerer: Answerer, config: Config) -> FastAPI:
+def create_app(answerer: Answering, config: Config) -> FastAPI:
     """One FastAPI app: `/` chat, `/compact/` iframe chat, `/api/*` JSON, `/embed`, `/widget.js`, `/gradio.js`,
     `/docs`."""
     monitor = IndexMonitor(answerer, config)

@@ -67,7 +67,7 @@ def test_glossary_is_not_chunked(config):
 def test_markdown_heading_joins_its_paragraph():
     from assistant.types import Document
 
-    doc = Document("n", "n.md", "t", "th", "# หัวข้อ\n\nเนื้อหาของย่อหน้าแรก\n\nย่อหน้าที่สอง")
+    doc = Document("n", "n.md", "t", "# หัวข้อ\n\nเนื้อหาของย่อหน้าแรก\n\nย่อหน้าที่สอง")
     spans = chunking.paragraphs(doc)
     assert [doc.text[a:b] for a, b in spans] == ["# หัวข้อ\n\nเนื้อหาของย่อหน้าแรก", "ย่อหน้าที่สอง"]
 

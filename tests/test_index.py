@@ -186,3 +186,8 @@ def test_folders_of_killed_builds_are_removed(small, embed_model):
         folder.mkdir()
     index.build(small, embed_model, progress=False)
     assert not any(f.exists() for f in abandoned) and running.exists()
+
+
+def test_changed_prompt_makes_the_index_stale(small, embed_model):
+    with pytest.raises(IndexStaleError, match="prompts"):
+        index.load(small.with_(passage_prompt="document: "), embed_model)
