@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run chat index eval eval-compare eval-gate bench test clean
+.PHONY: install system run chat index eval eval-compare eval-gate bench test test-fast clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,13 @@ system:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-thai-tlwg; }
 
 test: $(STAMP) system
+	$(BIN)/ruff check assistant tests
 	$(BIN)/python -m pytest
+
+# The suite without the end-to-end tests (servers, browsers, subprocesses, the benchmark).
+test-fast: $(STAMP)
+	$(BIN)/ruff check assistant tests
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) index test-artifacts

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from typing import Iterator, Protocol
-
-import numpy as np
+from collections.abc import Iterator
+from typing import Protocol
 
 from assistant import extraction
 from assistant.config import Config

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -306,7 +306,8 @@ def batching(model, questions, sizes=(1, 8, 32), rounds: int = 5) -> list[dict]:
             started = time.perf_counter()
             model.embed_queries(batch)
             ms.append((time.perf_counter() - started) * 1e3)
-        out.append({"questions": size, "call_ms": statistics.median(ms), "per_question_ms": statistics.median(ms) / size})
+        out.append({"questions": size, "call_ms": statistics.median(ms),
+                    "per_question_ms": statistics.median(ms) / size})
     return out
 
 
@@ -409,7 +410,7 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
                           embed_runtime="auto")
     result = {"machine": {"cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
                           "python": platform.python_version(),
-                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                          "date": datetime.now(UTC).isoformat(timespec="seconds")},
               "plan": asdict(plan), "build": [], "latency": [], "http": []}
     model = embedding.load(config)
     int8_config = config.with_(embed_precision="int8")
@@ -515,7 +516,8 @@ def table(result: dict) -> str:
     lines += ["", "| cold start: `assistant ask` in a new process (model + index load + answer) | median s | runs |",
               "|---|---:|---:|",
               f"| ONNX Runtime | {cold['seconds_median']:.1f} | {cold['runs']} |",
-              f"| {TORCH} | {torch_cold['seconds_median']:.1f} ({torch_cold['seconds_median'] / cold['seconds_median']:.1f}×) "
+              f"| {TORCH} | {torch_cold['seconds_median']:.1f} "
+              f"({torch_cold['seconds_median'] / cold['seconds_median']:.1f}×) "
               f"| {torch_cold['runs']} |",
               "", "| index build | passages | sentences | s | passages/s |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | "
@@ -548,14 +550,16 @@ def table(result: dict) -> str:
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for h in result["http"]:
         lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {r['clients']} | "
-                  f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |"
+                  f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | "
+                  f"{r['p95_ms']:.0f} |"
                   for r in h["runs"]]
     lines += ["", "| server | passages | embedding | start to healthy s | peak RSS MB |", "|---|---:|---|---:|---:|"]
     lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {h['ready_s']:.1f} | "
               f"{h['peak_rss_mb']:.0f} |" for h in result["http"]]
     if "soak" in result:
         k = result["soak"]
-        lines += ["", "| soak on the corpus | clients | s | requests | errors | req/s | p50 ms | p95 ms | server peak RSS MB |",
+        lines += ["", "| soak on the corpus | clients | s | requests | errors | req/s | p50 ms | p95 ms "
+                      "| server peak RSS MB |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
                   f"| /api/ask | {k['clients']} | {k['seconds']:.0f} | {k['requests']} | {k['errors']} | "
                   f"{k['requests_per_s']:.1f} | {k['p50_ms']:.0f} | {k['p95_ms']:.0f} | {k['peak_rss_mb']:.0f} |"]

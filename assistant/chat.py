@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from assistant import embedding, index
 from assistant.answering import PHRASES, Answerer, Answering

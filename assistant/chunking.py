@@ -42,7 +42,8 @@ def paragraphs(doc: Document) -> list[tuple[int, int]]:
         if pending is not None:
             a, pending = pending, None
         block = doc.text[a:b]
-        if doc.source.endswith(".md") and all(l.lstrip().startswith("#") for l in block.splitlines() if l.strip()):
+        if doc.source.endswith(".md") and all(line.lstrip().startswith("#")
+                                              for line in block.splitlines() if line.strip()):
             pending = a
             continue
         merged.append((a, b))

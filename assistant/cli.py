@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -95,7 +96,8 @@ def serve(host, port, corpus, index_dir):
         assistant serve --host 0.0.0.0 --port 8080
     """
     from assistant.chat import open_assistant
-    from assistant.web import create_app, serve as run_server
+    from assistant.web import create_app
+    from assistant.web import serve as run_server
 
     started = time.perf_counter()
     config = _config(corpus, index_dir)
@@ -374,14 +376,13 @@ def feedback_command(down, since, export, path, as_json):
       assistant feedback --down --since 2026-11-01
       assistant feedback --export eval/drafts.jsonl
     """
-    from datetime import timezone
 
     from assistant import feedback
 
     path = path or Config.from_env().feedback_path
     entries, skipped = feedback.read(path)
     if since is not None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
         entries = [e for e in entries if e.time >= since]
     if skipped:
         click.secho(f"Skipped {skipped} malformed line{'s' if skipped != 1 else ''} in {path}.", fg="yellow",

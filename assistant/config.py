@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
 
 from assistant.errors import AssistantError
 
@@ -142,7 +142,7 @@ class Config:
             raise AssistantError(f"ASSISTANT_LLM={self.llm} needs ASSISTANT_LLM_MODEL (the model's name)")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Config:
         """Defaults, then ASSISTANT_<FIELD> variables, then explicit overrides (None is ignored)."""
         env = os.environ if env is None else env
         values = {}
@@ -154,7 +154,7 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_(self, **changes) -> "Config":
+    def with_(self, **changes) -> Config:
         return replace(self, **changes)
 
 

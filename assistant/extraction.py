@@ -15,8 +15,10 @@ _KINDS = [
     ("company", r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
                 r"บริษัทใด|บริษัทไหน|บริษัทอะไร|สายการบินใด|สายการบินอะไร"),
     ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
-    ("place", r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน"),
-    ("organisation", r"\bwhich (?:\w+ )?(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+    ("place", r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|"
+              r"ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน"),
+    ("organisation", r"\bwhich (?:\w+ )?"
+                     r"(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
                      r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
                      r"องค์กรใด|องค์การใด|กลุ่มใด|กลุ่มไหน|กลุ่มอะไร|องค์กรอะไร|ความตกลงใด|สนธิสัญญาใด|พิธีสารใด|พรรคใด|พรรคไหน|พรรคอะไร"),
     ("reason", r"\bwhy\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ"),

@@ -8,7 +8,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from assistant.errors import InvalidQuestionError
@@ -91,7 +91,7 @@ def read(path: Path) -> tuple[list[Entry], int]:
                     record = json.loads(line)
                     time = datetime.fromisoformat(record["time"])
                     if time.tzinfo is None:
-                        time = time.replace(tzinfo=timezone.utc)
+                        time = time.replace(tzinfo=UTC)
                     liked = record["liked"]
                     if not isinstance(liked, bool):
                         raise ValueError(liked)
@@ -126,4 +126,4 @@ def drafts(entries: list[Entry]) -> list[dict]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

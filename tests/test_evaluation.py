@@ -325,7 +325,7 @@ def test_report_tables_come_from_the_data():
 def test_answer_carries_the_new_fields_in_its_json_shape():
     data = _short(_answer(["x"], "x [1]"), "x").to_dict()
     assert data["short_answer"] == {"text": "x", "citation": 1, "start": 0, "end": 1}
-    assert data["refusal_reason"] is None and data["answer_language"] == ""
+    assert data["refusal_reason"] is None and data["answer_language"] == data["language"]  # unset: the question's
 
 
 def test_real_answerer_runs_a_split_with_types(answerer, tmp_path):

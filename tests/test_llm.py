@@ -4,12 +4,12 @@ import socket
 import time
 
 import pytest
+from llm_servers import OllamaHandler, OpenAIHandler, Scripted
 
 from assistant.config import Config
 from assistant.errors import AssistantError
 from assistant.llm import LLMAnswerer, check_markers
 from assistant.types import Answer, Turn
-from llm_servers import OllamaHandler, OpenAIHandler, Scripted
 
 QUESTION = "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"
 GOOD = "บริษัท Brescia ของเปรูเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]"

@@ -333,7 +333,8 @@ def test_llm_mode_streams_into_the_page_and_the_api(browser, config, built_index
     try:
         health = json.loads(http("GET", s.url + "/api/health")[2])
         assert health["llm"] == {"mode": "openai", "model": "scripted"}
-        status, _, raw = http("POST", s.url + "/api/ask", json.dumps({"question": "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"}).encode())
+        question = json.dumps({"question": "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร"}).encode()
+        status, _, raw = http("POST", s.url + "/api/ask", question)
         data = json.loads(raw)
         assert status == 200 and data["generation"]["status"] == "verified"
         assert data["generation"]["removed_markers"] == [9] and "[9]" not in data["answer"]
@@ -353,7 +354,7 @@ def test_llm_mode_streams_into_the_page_and_the_api(browser, config, built_index
 
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 def test_chunked_body_is_cut_off_at_the_limit(server):
@@ -592,7 +593,8 @@ def test_markdown_stays_inert_in_every_view(browser, config, corpus_copy, tmp_pa
     llm = Scripted(OpenAIHandler)
     # After the server's warm-up question, the first answer is the LLM's, with an image; the second falls
     # back to the quoted corpus text.
-    llm.script = [("text", "warm-up [1]"), ("text", f"ชายแดนชิลี ![x]({host}/llm.png?q=secret) [1] [ดู]({host}/llm-link)"), ("status", 500)]
+    llm.script = [("text", "warm-up [1]"), ("text",
+                  f"ชายแดนชิลี ![x]({host}/llm.png?q=secret) [1] [ดู]({host}/llm-link)"), ("status", 500)]
     s = Server({"ASSISTANT_INDEX_DIR": str(tmp_path / "index"), "ASSISTANT_CORPUS_DIR": str(corpus_copy),
                 "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"), "ASSISTANT_LLM": "openai",
                 "ASSISTANT_LLM_BASE_URL": llm.url + "/v1", "ASSISTANT_LLM_MODEL": "scripted"},
