@@ -345,7 +345,7 @@ session.run(None, {"input_ids": ids, "attention_mask": mask})
 stages.append(("ONNX Runtime session, after a 32-question call", rss()))
 from llama_index.core import MockEmbedding
 loaded = index.load(config, MockEmbedding(embed_dim=384))
-stages.append(("index: FAISS vectors, passages, BM25 (memory-mapped), sentence vectors", rss()))
+stages.append(("index: FAISS vectors, passages, BM25, sentence vectors (in memory)", rss()))
 thai.lexical_tokens("บราซิลยุติการเจรจาอะไร")
 stages.append(("Thai dictionary and stop words", rss()))
 from assistant.web import create_app
