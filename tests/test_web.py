@@ -492,7 +492,7 @@ def test_slow_llm_delays_only_its_own_visitor(config, built_index, tmp_path):
 
     def visitor(_):
         started = time.monotonic()
-        body = json.dumps({"data": ["บราซิลยุติการเจรจาอะไร", None, None]}).encode()
+        body = json.dumps({"data": ["บราซิลยุติการเจรจาอะไร", None, None, "auto"]}).encode()
         event = json.loads(http("POST", s.url + "/gradio_api/call/ask", body)[2])["event_id"]
         raw = http("GET", s.url + f"/gradio_api/call/ask/{event}")[2].decode()
         return time.monotonic() - started, raw
@@ -500,7 +500,7 @@ def test_slow_llm_delays_only_its_own_visitor(config, built_index, tmp_path):
     try:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(visitor, range(4)))
-        assert all("event: complete" in raw and "late [1]" in raw for _, raw in results)
+        assert all("event: complete" in raw and "late [1]" in raw for _, raw in results), [r for _, r in results]
         slowest = max(seconds for seconds, _ in results)
         assert slowest < 4.0, f"four 2 s answers took up to {slowest:.1f} s: they queued"
     finally:
@@ -547,7 +547,7 @@ def test_index_swap_under_load_and_damage_on_disk(config, embed_model, corpus_co
         index.build(own, embed_model, progress=False)  # what `assistant index` does: stage, then swap
         assert health(lambda st, h: h["index"]["chunks"] > before)["status"] == "ok"
         status, _, raw = http("POST", s.url + "/api/ask",
-                              json.dumps({"question": "ภูเขาไฟโอฮอสเดลซาลาโดอยู่บนพรมแดนของประเทศใด"}).encode())
+                              json.dumps({"question": "ภูเขาไฟที่สูงที่สุดในโลกชื่ออะไร"}).encode())
         assert status == 200 and json.loads(raw)["citations"][0]["source"] == "volcano.md"
 
         os.truncate(own.index_dir / "sentences.npy", 128)
