@@ -191,7 +191,7 @@ def chat(top_k, answer_language, corpus, index_dir):
 def _mode(config: Config) -> str:
     if config.llm == "extractive":
         return "extractive (quoted from the documents)"
-    return f"{config.llm} LLM {config.llm_model} at {config.llm_base_url or 'its default address'}"
+    return f"{config.llm} LLM {config.llm_model} at {config.llm_base_url}"
 
 
 def _floors(ctx, param, values) -> tuple:

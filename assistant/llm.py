@@ -56,14 +56,14 @@ def make_llm(config: Config):
     if config.llm == "openai":
         from llama_index.llms.openai_like import OpenAILike
 
-        return OpenAILike(model=config.llm_model, api_base=config.llm_base_url or "http://127.0.0.1:8000/v1",
+        return OpenAILike(model=config.llm_model, api_base=config.llm_base_url,
                           api_key=config.llm_api_key or "not-needed", timeout=config.llm_timeout_s,
                           max_retries=0, is_chat_model=True, temperature=0.1)
     if config.llm == "ollama":
         from llama_index.llms.ollama import Ollama
 
         # A known context window saves a /api/show request before every answer.
-        return Ollama(model=config.llm_model, base_url=config.llm_base_url or "http://127.0.0.1:11434",
+        return Ollama(model=config.llm_model, base_url=config.llm_base_url,
                       request_timeout=config.llm_timeout_s, temperature=0.1, context_window=8192)
     raise AssistantError(f"No LLM is configured (ASSISTANT_LLM={config.llm}).")
 
