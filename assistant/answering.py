@@ -168,7 +168,7 @@ class Answerer:
                          + WORD_WEIGHT * (len(covered) / len(words) if words else 0.0))
                 candidates[key] = {"span": (a, b), "hit": hit, "score": score, "typed": typed,
                                    "words": covered, "kind": kind, "thai": thai, "english": english,
-                                   "similarity": float(similarity), "question_words": words}
+                                   "question_words": words}
         ranked = sorted(candidates.values(), key=lambda c: -c["score"])
         if not ranked:
             return []
@@ -212,11 +212,7 @@ class Answerer:
         for n, candidate in enumerate(chosen, start=1):
             hit, (a, b) = candidate["hit"], candidate["span"]
             chunk = hit.chunk
-            rendering = index.rendering(chunk)
-            translation = None
-            if rendering is not None:
-                translation = {"lang": "en", "sentence": rendering.sentences.get((a, b)),
-                               "text": rendering.passage(chunk.sentences)}
+            translation = translation_of(index, chunk, (a, b))
             citation = citation_for(chunk, n, (a, b), candidate["score"], translation)
             citations.append(citation)
             if reply == "en" and translation and translation["sentence"]:
@@ -242,6 +238,20 @@ def citation_for(chunk, n: int, span: tuple[int, int], score: float, translation
                     score=round(score, 4), translation=translation)
 
 
+def translation_of(index, chunk, span: tuple[int, int]) -> dict | None:
+    """A citation's `translation`: the English of its sentence and of its passage, or None without a
+    rendering."""
+    rendering = index.rendering(chunk)
+    if rendering is None:
+        return None
+    return {"lang": "en", "sentence": rendering.sentences.get(span), "text": rendering.passage(chunk.sentences)}
+
+
+def _english(index, chunk) -> str | None:
+    rendering = index.rendering(chunk)
+    return rendering.passage(chunk.sentences) if rendering else None
+
+
 def _content_words(text: str, lang: str) -> set[str]:
     """Words that carry meaning: Thai words (newmm, stop words dropped) or English Snowball stems."""
     return set(lexical_tokens(text) if lang == "th" else english_tokens(text))
@@ -264,26 +274,11 @@ def _names(question: str, entities) -> list[tuple[str, ...]]:
     names = []
     for thai, english, kind in entities:
         forms = (*thai, *english)
-        if kind != "term" and any(_mentions(lowered, f.lower()) for f in forms):
+        if kind != "term" and any(extraction.occurrences(question, f, lowered) for f in forms):
             names.append(forms)
     # A name whose forms sit inside a longer mentioned name ("Chile" in "LAN Chile") is not asked about.
     return [n for n in names if not any(n is not m and any(f.lower() in g.lower() for f in n for g in m)
                                         and len(max(m, key=len)) > len(max(n, key=len)) for m in names)]
-
-
-def _mentions(text: str, form: str) -> bool:
-    start = text.find(form)
-    while start >= 0:
-        end = start + len(form)
-        if extraction._word_edges(text, start, end):
-            return True
-        start = text.find(form, end)
-    return False
-
-
-def _english(index, chunk) -> str | None:
-    rendering = index.rendering(chunk)
-    return rendering.passage(chunk.sentences) if rendering else None
 
 
 def _short_answer(index, candidate: dict, citation: Citation, question: str, reply: str) -> dict | None:

@@ -231,14 +231,19 @@ def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
                 results.append(_ask(http, base, questions[(number * requests_each + i) % len(questions)]))
         return results
 
+    return _clients(clients, client)
+
+
+def _clients(clients: int, client) -> dict:
+    """Run `client(number)` for each of `clients` concurrent clients; their (ms, ok) results summed up."""
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client, range(clients)) for r in rs]
     seconds = time.perf_counter() - started
     ms = [t for t, _ in results]
-    return {"clients": clients, "requests": len(results), "errors": sum(not ok for _, ok in results),
-            "requests_per_s": len(results) / seconds, "p50_ms": percentile(ms, 50),
-            "p95_ms": percentile(ms, 95)}
+    return {"clients": clients, "seconds": seconds, "requests": len(results),
+            "errors": sum(not ok for _, ok in results), "requests_per_s": len(results) / seconds,
+            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
 
 
 def _ask(http, base: str, question) -> tuple[float, bool]:
@@ -268,14 +273,7 @@ def soak(base: str, clients: int, seconds: float, questions) -> dict:
                 i += clients
         return results
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        results = [r for rs in pool.map(client, range(clients)) for r in rs]
-    elapsed = time.perf_counter() - started
-    ms = [t for t, _ in results]
-    return {"clients": clients, "seconds": elapsed, "requests": len(results),
-            "errors": sum(not ok for _, ok in results), "requests_per_s": len(results) / elapsed,
-            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
+    return _clients(clients, client)
 
 
 def query_embedding(models: dict, questions, rounds: int = 1) -> dict:

@@ -95,12 +95,19 @@ def _entity_spans(text: str, kind: str, entities, exclude: str) -> list[tuple[in
         if entity_kind != kind or any(f.lower() in mentioned for f in (*thai, *english)):
             continue
         for form in (*thai, *english):
-            start = lowered.find(form.lower())
-            while start >= 0:
-                end = start + len(form)
-                if _word_edges(text, start, end):
-                    found.append((start, end))
-                start = lowered.find(form.lower(), end)
+            found.extend(occurrences(text, form, lowered))
+    return found
+
+
+def occurrences(text: str, form: str, lowered: str | None = None) -> list[tuple[int, int]]:
+    """Where a name stands in the text, ignoring case, as a whole word (see `_word_edges`)."""
+    lowered, form = text.lower() if lowered is None else lowered, form.lower()
+    found, start = [], lowered.find(form)
+    while start >= 0:
+        end = start + len(form)
+        if _word_edges(text, start, end):
+            found.append((start, end))
+        start = lowered.find(form, end)
     return found
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from assistant.answering import PHRASES, Answerer, citation_for
+from assistant.answering import PHRASES, Answerer, citation_for, translation_of
 from assistant.config import Config
 from assistant.errors import AssistantError
 from assistant.types import Answer, Citation, Hit, Turn
@@ -190,10 +190,7 @@ class LLMAnswerer:
         """Citation n for the passage the LLM cited; its sentence is the passage's closest to the question."""
         chunk = hit.chunk
         span = chunk.sentences[int(np.argmax(index.sentence_scores(chunk, vector)))]
-        rendering = index.rendering(chunk)
-        translation = ({"lang": "en", "sentence": rendering.sentences.get(span),
-                        "text": rendering.passage(chunk.sentences)} if rendering else None)
-        return citation_for(chunk, n, span, hit.dense_score, translation)
+        return citation_for(chunk, n, span, hit.dense_score, translation_of(index, chunk, span))
 
     def _fallback(self, base: Answer, mode: dict, reason: str, started: float, removed=()) -> Answer:
         notice = NOTICE[base.answer_language].format(reason=reason)
