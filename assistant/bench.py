@@ -30,7 +30,7 @@ from assistant.evaluation import percentile
 from assistant.retrieval import CANDIDATES, Retriever
 
 PARAGRAPHS_PER_FILE = 200
-STAGES = ("embed", "dense", "lexical", "fuse", "compose")
+STAGES = ("embed", "dense", "lexical", "fuse", "rerank", "compose")
 
 
 def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0) -> Path:
@@ -521,8 +521,8 @@ def table(result: dict) -> str:
     lines += [f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | "
               f"{b['passages_per_s']:.1f} |" for b in result["build"]]
     lines += ["", "| query latency (ms) | passages | search | embedding | p50 | p95 | embed | dense | lexical | fuse | "
-              "compose | llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
-              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "rerank | compose | llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
+              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["latency"]:
         s = r["stages_p50_ms"]
         base = r.get("llama_index_default")

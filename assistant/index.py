@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -142,6 +143,15 @@ class Index:
 
     def rendering(self, chunk: Chunk) -> translation.Rendering | None:
         return self.english.renderings.get(chunk.doc_id) if self.english is not None else None
+
+    def idf(self, word: str, english: bool = False) -> float:
+        """How rare a word is among the passages (a Thai word) or their renderings (an English stem):
+        log(1 + N / (1 + document frequency)), the frequency read from the BM25 index's postings."""
+        bm25 = self.english.lexical if english and self.english is not None else self.lexical
+        column = bm25.vocab_dict.get(word)
+        postings = bm25.scores["indptr"]  # bm25s keeps one column of scores per word (CSC)
+        df = 0 if column is None else int(postings[column + 1] - postings[column])
+        return math.log(1 + bm25.scores["num_docs"] / (1 + df))
 
 
 @dataclass

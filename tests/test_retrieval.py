@@ -61,3 +61,48 @@ def test_lexical_side_is_used_for_thai_only_through_thai_tokens(built_index):
 def test_single_retriever_modes(built_index, mode):
     hits = Retriever(built_index, mode=mode).search("บราซิลยุติการเจรจาอะไร", top_k=3)
     assert hit_rank([h.chunk.text for h in hits], ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"]) == 1
+
+
+def test_evidence_rerank_lifts_the_passage_that_answers(built_index, monkeypatch):
+    """The Andean Community's definition mentions the question's topic; the passage that answers it
+    ("Venezuela joined in 1973") is ranked first only by the evidence re-ranking."""
+    import assistant.retrieval as retrieval
+
+    question, evidence = "When did Venezuela join the Andean Community?", ["เวเนซุเอลาเข้าร่วมในปี ค.ศ. 1973"]
+    reranked = Retriever(built_index).search(question, top_k=5)
+    assert hit_rank([h.chunk.text for h in reranked], evidence) == 1
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+    monkeypatch.setattr(retrieval, "RERANK_DEPTH", 0)
+    fused_only = Retriever(built_index).search(question, top_k=5)
+    assert hit_rank([h.chunk.text for h in fused_only], evidence) > 1
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical"])
+def test_comparison_modes_are_not_reranked(built_index, monkeypatch, mode):
+    import assistant.retrieval as retrieval
+
+    question = "When did Venezuela join the Andean Community?"
+    ranked = [h.chunk.chunk_id for h in Retriever(built_index, mode=mode).search(question, top_k=5)]
+    monkeypatch.setattr(retrieval, "RERANK_DEPTH", 0)
+    assert [h.chunk.chunk_id for h in Retriever(built_index, mode=mode).search(question, top_k=5)] == ranked
+
+
+def test_idf_ranks_rare_words_above_common_ones(built_index):
+    assert built_index.idf("ชิลี") < built_index.idf("เวเนซุเอลา") < built_index.idf("ไม่มีคำนี้ในเอกสาร")
+    assert built_index.idf("chile", english=True) < built_index.idf("andean", english=True)
+
+
+def test_content_words_leave_out_what_only_names_the_answer_kind():
+    from assistant.retrieval import content_words
+
+    assert content_words("How many countries founded MERCOSUR?", "en") == {"countri", "found", "mercosur"}
+    assert "กี่" not in content_words("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "th")
+
+
+def test_covered_counts_words_in_either_language():
+    from assistant.retrieval import covered
+
+    assert covered({"venezuela", "join"}, "en", "เวเนซุเอลา", "Venezuela joined in 1973") == {"venezuela", "join"}
+    assert covered({"เวเนซุเอลา", "ถอนตัว"}, "th", "เวเนซุเอลาเข้าร่วมในปี ค.ศ. 1973", None) == {"เวเนซุเอลา"}
+    # Without an English rendering only the Latin-script names in the Thai text can match.
+    assert covered({"mercosur", "join"}, "en", "สมาชิก MERCOSUR", None) == {"mercosur"}

@@ -1,0 +1,58 @@
+import pytest
+
+from assistant import extraction
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("ALBA ก่อตั้งขึ้นเมื่อใด", "date"),
+    ("When was MERCOSUR founded?", "date"),
+    ("How far is Bogotá from Santiago?", "distance"),
+    ("โบโกตาอยู่ห่างจากซานติอาโกเท่าไร", "distance"),
+    ("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "number"),
+    ("Which country lies between Colombia and Peru?", "country"),
+    ("Which airline has its South American hub in Lima?", "company"),
+    ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
+    ("Where was ALBA founded?", "place"),
+    ("Why did Brazil support UNASUR?", "reason"),
+    ("ALBA คืออะไร", None),
+])
+def test_expected_kind(question, kind):
+    assert extraction.expected_kind(question) == kind
+
+
+def _texts(text, kind, entities=(), exclude="", loose=False):
+    return [text[a:b] for a, b in extraction.spans(text, kind, entities, exclude, loose)]
+
+
+def test_dates_keep_both_calendars_together():
+    text = "ก่อตั้งเมื่อวันที่ 14 ธันวาคม ค.ศ. 2004 (พ.ศ. 2547) ที่กรุงฮาวานา"
+    assert _texts(text, "date") == ["วันที่ 14 ธันวาคม ค.ศ. 2004 (พ.ศ. 2547)"]
+    assert _texts("signed on 26 May 1969 and renamed in 1996", "date") == ["26 May 1969", "1996"]
+
+
+def test_numbers_are_not_years_and_distances_need_a_unit():
+    assert _texts("In 1991 the 4 countries signed", "number") == ["4 countries"]
+    assert _texts("อยู่ห่างกว่า 4 พันกิโลเมตร ในปี 2011", "distance") == ["กว่า 4 พันกิโลเมตร"]
+    assert _texts("In 2011 there were 4 members", "distance") == []
+
+
+def test_names_come_from_the_glossary_and_the_question_own_names_are_not_answers(built_index):
+    entities = built_index.entities
+    text = "The United States pushed for the FTAA, which Venezuela opposed."
+    assert _texts(text, "country", entities) == ["United States", "Venezuela"]
+    assert _texts(text, "country", entities, exclude="Did Venezuela oppose it?") == ["United States"]
+    # A "who" question asks for a person; a country answers it only in the loose reading.
+    question = "Who pushed for the FTAA?"
+    assert _texts(text, "person", entities, question) == []
+    assert _texts(text, "person", entities, question, loose=True) == ["United States", "Venezuela"]
+    assert _texts(text, "person", entities, loose=True) == ["FTAA"]  # organisations before countries
+
+
+def test_occurrences_are_whole_words():
+    assert extraction.occurrences("Peru and the Peruvian company", "peru") == [(0, 4)]
+    assert extraction.occurrences("ชิลีและเปรู", "เปรู") == [(7, 11)]
+
+
+def test_digits_apply_scale_words():
+    assert extraction.digits("กว่า 4 พันกิโลเมตร") == ["4000"]
+    assert extraction.digits("4,000 km and 1.5 million") == ["4000", "1500000"]
