@@ -305,17 +305,22 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
 
 
 @cli.command("eval-table")
-@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def eval_table_command(results):
-    """Print the README's evaluation tables (Markdown) from a results file of `assistant eval --json`.
+    """Print the README's evaluation tables (Markdown) from results files of `assistant eval --json`.
+
+    One file: its tables. Several (the splits): one table with them side by side, each beside its
+    baseline.
 
     \b
-    Example:
+    Examples:
       assistant eval-table eval/results.json
+      assistant eval-table eval/results.json eval/results-dev.json
     """
     from assistant import evaluation, report
 
-    click.echo(report.readme_tables(evaluation.load_results(results)))
+    loaded = [evaluation.load_results(path) for path in results]
+    click.echo(report.readme_tables(loaded[0]) if len(loaded) == 1 else report.side_by_side_table(loaded))
 
 
 @cli.command("bench")

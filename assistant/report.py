@@ -68,6 +68,32 @@ def compare_rows(compare: dict) -> Rows:
     return head, body
 
 
+def side_by_side_rows(results: list[dict]) -> Rows:
+    """The splits side by side, each with its baseline (the previous pipeline) before it: the overall
+    metrics, then hit@1 and answer_match per language."""
+    head, columns = ["metric"], []
+    for r in results:
+        split = r.get("split", "all")
+        if r.get("baseline"):
+            head.append(f"{split}: previous")
+            columns.append(("before", r))
+        head.append(f"{split}: now")
+        columns.append(("after", r))
+
+    def value(kind: str, r: dict, metric: str, lang: str | None):
+        if kind == "after":
+            return (r["by_lang"].get(lang, {}) if lang else r["overall"]).get(metric)
+        metrics = r["baseline"]["metrics"]
+        found = (metrics.get("by_lang", {}).get(lang, {}) if lang else metrics["overall"]).get(metric)
+        return found["before"] if found else None
+
+    langs = sorted({lang for r in results for lang in r["by_lang"]})
+    rows = [(m, None) for m in METRICS if any(m in r["overall"] for r in results) and not m.startswith("latency")]
+    rows += [(m, lang) for lang in langs for m in ("hit@1", "answer_match")]
+    return head, [[f"{lang} {m}" if lang else m] + [cell(m, value(kind, r, m, lang)) for kind, r in columns]
+                  for m, lang in rows]
+
+
 def check_rows(diff: dict) -> Rows:
     return (["check", "fixed", "regressed", "unchanged"],
             [[check, str(c["fixed"]), str(c["regressed"]), str(c["unchanged"])]
@@ -94,6 +120,10 @@ def type_table(result: dict) -> str:
 
 def compare_table(compare: dict) -> str:
     return markdown(compare_rows(compare))
+
+
+def side_by_side_table(results: list[dict]) -> str:
+    return markdown(side_by_side_rows(results))
 
 
 def readme_tables(results: dict) -> str:

@@ -343,3 +343,16 @@ def test_real_answerer_runs_a_split_with_types(answerer, tmp_path):
     result = evaluation.report(outcomes)
     assert list(result["by_type"]) == ["what"] and result["by_type"]["what"]["hit@1"] == 1.0
     assert result["overall"]["near_topic_refusal_recall"] == 1.0
+
+
+def test_readme_shows_the_splits_side_by_side_from_the_committed_results():
+    from assistant import report
+
+    results = [evaluation.load_results(QUESTIONS.parent / name) for name in ("results.json", "results-dev.json")]
+    head, rows = report.side_by_side_rows(results)
+    assert head == ["metric", "test: previous", "test: now", "dev: previous", "dev: now"]
+    hit = next(r for r in rows if r[0] == "hit@1")
+    assert hit[2] == f"{results[0]['overall']['hit@1']:.3f}"
+    assert hit[1] == f"{results[0]['baseline']['metrics']['overall']['hit@1']['before']:.3f}"
+    readme = (QUESTIONS.parent.parent / "README.md").read_text(encoding="utf-8")
+    assert report.side_by_side_table(results) in readme  # regenerate with `assistant eval-table` (both files)
