@@ -26,7 +26,7 @@ index: $(STAMP)
 
 # The committed results: the held-out test split and the dev split, each against the previous pipeline.
 eval: $(STAMP)
-	$(BIN)/assistant eval eval/questions.jsonl --split test --baseline eval/baseline-test.json --report eval/report.html --json eval/results.json
+	$(BIN)/assistant eval eval/questions.jsonl --split test --compare --baseline eval/baseline-test.json --report eval/report.html --json eval/results.json
 	$(BIN)/assistant eval eval/questions.jsonl --split dev --baseline eval/baseline-dev.json --json eval/results-dev.json
 
 # This pipeline beside dense only, BM25 only, the other embedding precision and llama-index defaults.
