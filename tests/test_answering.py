@@ -159,3 +159,23 @@ def test_no_short_answer_where_no_single_span_answers(answerer, question):
 def test_refusals_say_why(answerer, question, reason):
     answer = answerer.answer(question)
     assert answer.refused and answer.refusal_reason and reason in answer.refusal_reason
+
+
+@pytest.mark.parametrize("answer_language, expected", [("auto", "น้อยมาก"), ("en", "very little")])
+def test_an_explanation_runs_on_into_the_next_sentence(answerer, built_index, answer_language, expected):
+    """crfcut ended the sentence before its point ("…เพื่อรวมกลุ่มในภูมิภาค" | "อย่างไรก็ตาม … น้อยมาก"):
+    for a how/why/what question the quote joins the next sentence of its passage, under one citation."""
+    answer = answerer.answer("ความคืบหน้าของการเจรจารวมกลุ่มในลาตินอเมริกาเป็นอย่างไร", answer_language=answer_language)
+    assert expected in answer.answer and len(answer.citations) == 1
+    citation = answer.citations[0]
+    chunk = next(h.chunk for h in answer.hits if h.chunk.chunk_id == citation.chunk_id)
+    quoted = [s for s in chunk.sentences if citation.sentence_start <= s[0] and s[1] <= citation.sentence_end]
+    assert len(quoted) == 2 and (quoted[0][0], quoted[-1][1]) == (citation.sentence_start, citation.sentence_end)
+    rendering = built_index.rendering(chunk)
+    assert citation.translation["sentence"] == " ".join(rendering.sentences[s] for s in quoted)
+
+
+def test_a_typed_answer_quotes_its_sentence_alone(answerer):
+    answer = answerer.answer("ALBA ก่อตั้งขึ้นเมื่อใด")
+    assert answer.citations[0].sentence.startswith("ก่อตั้งเมื่อวันที่ 14 ธันวาคม")
+    assert answer.citations[0].sentence.endswith("ประธานาธิบดีอูโก")
