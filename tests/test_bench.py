@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import Interrupted
 
 from assistant import bench, chunking, corpus, embedding, index
-from tests.test_index import Interrupted
 
 
 def test_synthetic_corpus_is_reproducible_thai_of_passage_length(config, tmp_path):

