@@ -74,11 +74,21 @@ def test_passages_are_spans_of_their_documents_with_their_sentence_vectors(built
 
 def test_hnsw_index_finds_what_exact_search_finds(small, embed_model):
     flat = index.load(small, embed_model)
+    assert flat.manifest["vector_index"] == "flat" and flat.manifest["hnsw"] is None
     with pytest.raises(IndexStaleError, match="vector index"):
         index.load(small.with_(vector_index="hnsw"), embed_model)
-    hnsw = index.open_index(small.with_(vector_index="hnsw"), embed_model, progress=False)
-    assert type(hnsw.vector_store._faiss_index).__name__ == "IndexHNSWFlat"
-    assert hnsw.manifest["vector_index"] == "hnsw"
+    settings = small.with_(vector_index="hnsw", hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=24)
+    hnsw = index.open_index(settings, embed_model, progress=False)
+    graph = hnsw.vector_store._faiss_index
+    assert type(graph).__name__ == "IndexHNSWFlat"
+    assert graph.hnsw.nb_neighbors(1) == 16 and graph.hnsw.efConstruction == 40 and graph.hnsw.efSearch == 24
+    assert hnsw.manifest["vector_index"] == "hnsw" and hnsw.manifest["hnsw"] == {"m": 16, "ef_construction": 40}
+    # The search breadth is read at query time; the graph's shape belongs to the built index.
+    wider = index.load(settings.with_(hnsw_ef_search=200), embed_model)
+    assert wider.vector_store._faiss_index.hnsw.efSearch == 200
+    for changed in ({"hnsw_m": 32}, {"hnsw_ef_construction": 80}):
+        with pytest.raises(IndexStaleError, match="vector index settings"):
+            index.load(settings.with_(**changed), embed_model)
     for question in ("บราซิลยุติการเจรจาอะไร", "Which Peruvian company owns Chile's largest cement company?"):
         exact = [h.chunk.chunk_id for h in Retriever(flat, mode="dense").search(question)]
         approximate = [h.chunk.chunk_id for h in Retriever(hnsw, mode="dense").search(question)]
