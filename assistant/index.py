@@ -85,9 +85,7 @@ class Chunks(Sequence):
     def __len__(self) -> int:
         return len(self.arrays["doc"])
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int) -> Chunk:
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
