@@ -110,6 +110,21 @@ def answerer(built_index, config):
     return Answerer(Retriever(built_index), config)
 
 
+@pytest.fixture(scope="session")
+def opener(config, built_index, embed_model):
+    """What the CLI opens its pipeline with (`cli`'s group object): the session's index when a command
+    names it and its settings describe it, else a real load with the session's model."""
+    from assistant import chat, index
+
+    def open_assistant(cfg):
+        if cfg.index_dir == config.index_dir:
+            index.check(built_index.manifest, cfg)
+            return chat.pipeline(built_index, cfg)
+        return chat.open_assistant(cfg, progress=False, embed_model=embed_model)
+
+    return open_assistant
+
+
 @pytest.fixture()
 def corpus_copy(tmp_path):
     """A writable copy of the project corpus."""
