@@ -104,6 +104,7 @@ def test_eval_command_writes_json(invoke, tmp_path):
     assert "| hit@1 |" in result.stdout
 
 
+@pytest.mark.slow  # builds a second index, at the int8 precision
 def test_eval_compare_and_report(invoke, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
