@@ -70,10 +70,12 @@ class Server:
 @pytest.fixture(scope="module")
 def server(built_index, config, tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
+    # Every module the server imports is logged (see test_server_runs_without_torch).
     env = {"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
-           "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl"), "ASSISTANT_RATE_LIMIT": "off"}
+           "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl"), "ASSISTANT_RATE_LIMIT": "off",
+           "PYTHONPROFILEIMPORTTIME": "1"}
     s = Server(env, folder / "server.log")
-    s.feedback = folder / "feedback.jsonl"
+    s.feedback, s.log_path = folder / "feedback.jsonl", folder / "server.log"
     yield s
     s.stop()
 
@@ -111,19 +113,13 @@ def ask_in(scope, question: str):
 
 # --- HTTP API -------------------------------------------------------------------------------------
 
-def test_server_runs_without_torch(built_index, config, tmp_path):
+def test_server_runs_without_torch(server):
     from helpers import TORCH_STACK, imported_modules
 
-    log = tmp_path / "server.log"
-    server = Server({"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
-                     "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"), "PYTHONPROFILEIMPORTTIME": "1"}, log)
-    try:
-        body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
-        status, _, _ = http("POST", server.url + "/api/ask", body, {"Content-Type": "application/json"})
-        assert status == 200
-    finally:
-        server.stop()
-    modules = imported_modules(log.read_text())
+    body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
+    status, _, _ = http("POST", server.url + "/api/ask", body, {"Content-Type": "application/json"})
+    assert status == 200
+    modules = imported_modules(server.log_path.read_text())  # everything it imported so far
     assert "onnxruntime" in modules and "gradio" in modules
     assert not modules & TORCH_STACK
 
