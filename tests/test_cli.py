@@ -236,6 +236,16 @@ def test_readme_evaluation_tables_are_the_committed_results():
     assert result.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def test_readme_architecture_names_every_module():
+    import re
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/.]+)`", section))
+    modules = {p.stem for p in (ROOT / "assistant").glob("*.py")} - {"__init__"}
+    assert modules <= named, modules - named
+    assert {p.relative_to(ROOT / "assistant").as_posix() for p in (ROOT / "assistant" / "static").iterdir()} <= named
+
+
 # --- Each command once as a user runs it: `python -m assistant` in its own process ---------------------
 
 def run(args, env_extra=None, input_text=None, timeout=300):
