@@ -227,11 +227,17 @@ def test_chat_in_the_browser(server, browser):
 
     # A follow-up uses the conversation; thumbs up lands in the feedback file.
     ask_in(page, "Which party is Peru's current president close to?")
+
+    def logged() -> list[str]:  # whole lines only: the log is opened (created) before a line is written
+        text = server.feedback.read_text(encoding="utf-8") if server.feedback.exists() else ""
+        return text[:text.rfind("\n") + 1].splitlines()
+
+    before = len(logged())  # the server is shared: other tests may have rated answers
     page.locator("#chat button[aria-label='Like']").last.click()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not server.feedback.exists():
+    while time.monotonic() < deadline and len(logged()) == before:
         time.sleep(0.2)
-    record = json.loads(server.feedback.read_text(encoding="utf-8").splitlines()[-1])
+    record = json.loads(logged()[-1])
     assert record["liked"] is True and "Workers' Party" in record["answer"]  # answered in English
 
     page.locator("#clear").click()
