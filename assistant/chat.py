@@ -1,4 +1,4 @@
-"""A conversation: the loaded pipeline plus the turns so far, shared by the terminal and web chats."""
+"""The answering pipeline opened once, the terminal chat's conversation, and answers as plain text."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from assistant.retrieval import Retriever
 from assistant.types import Answer, Turn
 
 
-def open_assistant(config: Config, progress: bool = True):
-    """Load the model and the index (building or rebuilding it as needed) once; with an LLM
-    configured, answers are written by it on top of the same retrieval."""
-    embed_model = embedding.load(config)
-    loaded = index.open_index(config, embed_model, progress=progress)
+def open_assistant(config: Config, progress: bool = True, embed_model=None) -> Answering:
+    """Load the model (unless given one) and the index (building or rebuilding it as needed) once, and
+    answer over them (see `pipeline`)."""
+    embed_model = embed_model or embedding.load(config)
+    return pipeline(index.open_index(config, embed_model, progress=progress), config)
+
+
+def pipeline(loaded: index.Index, config: Config) -> Answering:
+    """The answerer over an index in memory; with an LLM configured, answers are written by it on top
+    of the same retrieval."""
     answerer = Answerer(Retriever(loaded), config)
     if config.llm == "extractive":
         return answerer
@@ -27,6 +32,8 @@ def open_assistant(config: Config, progress: bool = True):
 
 @dataclass
 class Conversation:
+    """The terminal chat's turns so far (the web chat's live in the visitor's browser)."""
+
     answerer: Answering
     turns: list[Turn] = field(default_factory=list)
     answer_language: str = "auto"  # "auto" answers in each question's language

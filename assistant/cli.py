@@ -1,4 +1,4 @@
-"""The `assistant` command: build the index, ask, chat, evaluate."""
+"""The `assistant` command: build the index, serve the web chat, ask, chat, evaluate, benchmark, read feedback."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def _config(corpus: Path | None, index_dir: Path | None, **overrides) -> Config:
     config = Config.from_env(corpus_dir=corpus, index_dir=index_dir, **overrides)
     _offline(config)
     return config
+
+
+def _open(config: Config):
+    """The answering pipeline for `config`: loaded here, or by the function given as the group's object
+    (`CliRunner().invoke(cli, args, obj=opener)`), as the tests do to reuse what they loaded."""
+    from assistant.chat import open_assistant
+
+    return (click.get_current_context().obj or open_assistant)(config)
 
 
 def _paths(command):
@@ -95,7 +103,6 @@ def serve(host, port, corpus, index_dir):
       ASSISTANT_ALLOWED_HOSTS=chat.example.org ASSISTANT_ALLOWED_ORIGINS=https://example.org \\
         assistant serve --host 0.0.0.0 --port 8080
     """
-    from assistant.chat import open_assistant
     from assistant.web import create_app
     from assistant.web import serve as run_server
 
@@ -103,7 +110,7 @@ def serve(host, port, corpus, index_dir):
     config = _config(corpus, index_dir)
     if host not in {"0.0.0.0", "::"} and "*" not in config.hosts and host not in config.hosts:
         config = config.with_(allowed_hosts=",".join([*config.hosts, host]))
-    answerer = open_assistant(config)
+    answerer = _open(config)
     answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
     app = create_app(answerer, config)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -130,11 +137,11 @@ def ask(question, as_json, top_k, answer_language, corpus, index_dir):
       assistant ask "บราซิลยุติการเจรจาอะไร" --answer-language en
     """
     from assistant.answering import validate
-    from assistant.chat import open_assistant, render
+    from assistant.chat import render
 
     config = _config(corpus, index_dir, top_k=top_k)
     validate(question, config.max_question_chars)  # fail fast, before loading the model
-    answer = open_assistant(config).answer(question, top_k=top_k, answer_language=answer_language)
+    answer = _open(config).answer(question, top_k=top_k, answer_language=answer_language)
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
@@ -154,10 +161,10 @@ def chat(top_k, answer_language, corpus, index_dir):
     Example:
       assistant chat
     """
-    from assistant.chat import Conversation, open_assistant, render
+    from assistant.chat import Conversation, render
 
     config = _config(corpus, index_dir, top_k=top_k)
-    conversation = Conversation(open_assistant(config), answer_language=answer_language)
+    conversation = Conversation(_open(config), answer_language=answer_language)
     click.echo(f"Answers: {_mode(config)}. Ask about the documents in Thai or English. "
                "/clear starts over, /exit leaves.")
     while True:
@@ -252,7 +259,6 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
       assistant eval eval/questions.jsonl --split test --fail-under @eval/floors.txt --fail-under en:hit@1=0.7
     """
     from assistant import evaluation, report
-    from assistant.chat import open_assistant
 
     config = _config(corpus, index_dir)
     question_set = evaluation.load_questions(questions)
@@ -260,7 +266,7 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
         click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
     selected = evaluation.select(question_set, split)
     previous = evaluation.load_results(baseline) if baseline else None  # fail before the model loads
-    answerer = open_assistant(config)
+    answerer = _open(config)
     outcomes = evaluation.run(answerer, selected, top_k=top_k, progress=True)
     result = evaluation.report(outcomes)
     click.echo(f"Split: {split}, {len(outcomes)} of {len(question_set.questions)} questions.\n")

@@ -46,6 +46,13 @@ class Config:
     vector_cache: bool = True
     # FAISS index type: "flat" (exact) or "hnsw" (approximate, for large corpora; see `assistant bench`).
     vector_index: str = "flat"
+    # HNSW graph degree, build and search breadth: recall against exact search is in `assistant bench`
+    # (at these values 0.99 of the exact top 100 on 500 synthetic passages, 0.80 on 100k crowded ones).
+    # M and efConstruction shape the built graph (a change makes the index stale); efSearch is read at
+    # query time.
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
     # Rebuild a stale index on load instead of failing.
     auto_rebuild: bool = True
     # Below this dense cosine for the best passage the assistant refuses. Cross-lingual (English)
@@ -127,6 +134,9 @@ class Config:
         if self.vector_index not in VECTOR_INDEXES:
             raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of "
                                  f"{', '.join(VECTOR_INDEXES)}")
+        if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
+            raise AssistantError("ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH "
+                                 "must be positive")
         if self.rate_limit.strip().lower() not in {"off", ""}:
             from limits import parse
 

@@ -320,6 +320,10 @@ def _load_sentence_transformers(config: Config):
         def _embed(self, inputs, prompt_name=None):
             return on_model_thread(super()._embed, inputs, prompt_name)
 
+        def embed_queries(self, texts: list[str]) -> np.ndarray:
+            """Several questions in one call, as `OnnxEmbedding.embed_queries`."""
+            return np.asarray(self._embed(texts, prompt_name="query"), dtype=np.float32)
+
     # Loading a local folder is routine: its per-tensor progress bars and reports are noise.
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

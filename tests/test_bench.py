@@ -1,14 +1,15 @@
 """`assistant bench`: the synthetic corpus, the recall measure, the vector cache, and a quick run."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import CORPUS, Interrupted
 
 from assistant import bench, chunking, corpus, embedding, index
-from tests.test_index import Interrupted
 
 
 def test_synthetic_corpus_is_reproducible_thai_of_passage_length(config, tmp_path):
@@ -42,9 +43,20 @@ def test_recall_counts_ties_and_misses():
     assert bench.recall(exact, HalfWrong(), query, 2) == 0.5
 
 
-def test_vector_cache_spares_reembedding_and_never_serves_queries(config, corpus_copy, tmp_path, embed_model):
-    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+@pytest.fixture()
+def one_document(tmp_path):
+    """A corpus of one document and its English rendering: a cold build embeds an eighth of the corpus."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("alba.md", "alba.en.yaml"):
+        shutil.copy(CORPUS / name, folder / name)
+    return folder
+
+
+def test_vector_cache_spares_reembedding_and_never_serves_queries(config, one_document, tmp_path, embed_model):
+    cfg = config.with_(corpus_dir=one_document, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
     first = index.build(cfg, embed_model, progress=False)
+    assert first.english is not None  # the English side's vectors are cached too
     assert embedding.cache_path(cfg).is_file()
     assert embed_model.embeddings_cache is None  # queries are never looked up by text
     # Everything is cached: a model that cannot embed passages builds the same index.
@@ -56,8 +68,8 @@ def test_vector_cache_spares_reembedding_and_never_serves_queries(config, corpus
         index.build(cfg.with_(vector_cache=False), Interrupted(embed_dim=384), progress=False)
 
 
-def test_damaged_vector_cache_only_costs_time(config, corpus_copy, tmp_path, embed_model):
-    cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+def test_damaged_vector_cache_only_costs_time(config, one_document, tmp_path, embed_model):
+    cfg = config.with_(corpus_dir=one_document, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
     embedding.cache_path(cfg).parent.mkdir(parents=True)
     embedding.cache_path(cfg).write_bytes(b"not a database" * 100)
     with pytest.warns(UserWarning, match="unusable"):
@@ -65,6 +77,7 @@ def test_damaged_vector_cache_only_costs_time(config, corpus_copy, tmp_path, emb
     assert len(built.chunks) == built.manifest["chunks"] > 0
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_end_to_end(tmp_path):
     """The smoke test CI runs: every section measured, no HTTP errors (timings are not asserted)."""
     out = tmp_path / "bench.json"

@@ -1,4 +1,5 @@
-"""The `assistant` command as a user runs it: a real subprocess, real model and index."""
+"""The `assistant` command: in this process on the session's model and index (click's CliRunner), and
+once per command as a user runs it, in a real subprocess."""
 
 import json
 import os
@@ -7,29 +8,28 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT, TORCH_STACK, imported_modules
 
 from assistant import evaluation
 from assistant.cli import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.slow
-
-
-def run(args, env_extra=None, input_text=None, timeout=300):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True, text=True,
-                          env=env, input=input_text, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def env(built_index, config):
-    return {"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir)}
+@pytest.fixture()
+def invoke(config, opener):
+    """`assistant ARGS` in this process, on the session's index (which the environment names)."""
+    def invoke(args, env=None, input=None):
+        runner = CliRunner(env={"ASSISTANT_INDEX_DIR": str(config.index_dir),
+                                "ASSISTANT_CORPUS_DIR": str(config.corpus_dir), **(env or {})})
+        result = runner.invoke(cli, [str(a) for a in args], input=input, obj=opener)
+        # Whatever goes wrong reaches the user as a message and an exit status, never a traceback.
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+        return result
+    return invoke
 
 
-def test_ask_json_prints_exactly_one_object(env):
-    result = run(["ask", "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร", "--json", "--top-k", "3"], env)
-    assert result.returncode == 0, result.stderr
+def test_ask_json_prints_exactly_one_object(invoke):
+    result = invoke(["ask", "บริษัท Brescia ของเปรูเป็นเจ้าของอะไร", "--json", "--top-k", "3"])
+    assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["refused"] is False
     assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี" in data["answer"]
@@ -37,9 +37,9 @@ def test_ask_json_prints_exactly_one_object(env):
     assert set(data["timings_ms"]) >= {"embed", "search", "total"}
 
 
-def test_ask_plain_text_has_sources_in_question_language(env):
-    result = run(["ask", "Which Peruvian company owns the largest cement company in Chile?"], env)
-    assert result.returncode == 0, result.stderr
+def test_ask_plain_text_has_sources_in_question_language(invoke):
+    result = invoke(["ask", "Which Peruvian company owns the largest cement company in Chile?"])
+    assert result.exit_code == 0, result.stderr
     assert "[1]" in result.stdout and "Sources:" in result.stdout and "Brescia" in result.stdout
 
 
@@ -51,42 +51,41 @@ def test_ask_plain_text_has_sources_in_question_language(env):
     (["ask", "ชิลี", "--bogus"], "No such option"),
     (["ask", "ชิลี", "--top-k", "0"], "Invalid value"),
 ])
-def test_bad_input_gives_a_message_not_a_traceback(env, args, message):
-    result = run(args, env)
-    assert result.returncode != 0
+def test_bad_input_gives_a_message_not_a_traceback(invoke, args, message):
+    result = invoke(args)
+    assert result.exit_code != 0
     assert message in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_chat_follows_up_and_survives_a_bad_question(env):
-    result = run(["chat"], env, input_text="บริษัท Brescia มาจากประเทศใด\n\x01\nและบริษัทนี้เป็นเจ้าของอะไร\n/exit\n")
-    assert result.returncode == 0, result.stderr
+def test_chat_follows_up_and_survives_a_bad_question(invoke):
+    result = invoke(["chat"], input="บริษัท Brescia มาจากประเทศใด\n\x01\nและบริษัทนี้เป็นเจ้าของอะไร\n/exit\n")
+    assert result.exit_code == 0, result.stderr
     assert "control characters" in result.stderr
     assert result.stdout.count("[1]") >= 2 and "บริษัทปูนซีเมนต์" in result.stdout
 
 
-def test_index_command_builds_and_reports_skipped_files(corpus_copy, tmp_path):
+def test_index_command_builds_and_reports_skipped_files(invoke, corpus_copy, tmp_path):
     (corpus_copy / "broken.txt").write_bytes(b"\xff\xfe\xfa not utf-8")
-    result = run(["index", "--corpus", str(corpus_copy), "--index", str(tmp_path / "idx")])
-    assert result.returncode == 0, result.stderr
+    result = invoke(["index", "--corpus", corpus_copy, "--index", tmp_path / "idx"])
+    assert result.exit_code == 0, result.stderr
     assert "Indexed" in result.stdout
     assert "broken.txt" in result.stderr and "not valid UTF-8" in result.stderr
     assert (tmp_path / "idx" / "manifest.json").is_file()
 
 
-def test_stale_index_with_rebuild_disabled_says_what_to_do(corpus_copy, tmp_path, embed_model, config):
+def test_stale_index_with_rebuild_disabled_says_what_to_do(invoke, corpus_copy, tmp_path, embed_model, config):
     from assistant import index
 
     cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "idx")
     index.build(cfg, embed_model, progress=False)
     (corpus_copy / "new.txt").write_text("ข้อความใหม่", encoding="utf-8")
-    result = run(["ask", "ชิลี"], {"ASSISTANT_INDEX_DIR": str(cfg.index_dir), "ASSISTANT_CORPUS_DIR": str(corpus_copy),
-                                  "ASSISTANT_AUTO_REBUILD": "false"})
-    assert result.returncode == 1
-    assert "run `assistant index`" in result.stderr and "Traceback" not in result.stderr
+    result = invoke(["ask", "ชิลี"], {"ASSISTANT_INDEX_DIR": str(cfg.index_dir), "ASSISTANT_CORPUS_DIR": str(corpus_copy),
+                                     "ASSISTANT_AUTO_REBUILD": "false"})
+    assert result.exit_code == 1
+    assert "run `assistant index`" in result.stderr
 
 
-def test_eval_command_writes_json(env, tmp_path):
+def test_eval_command_writes_json(invoke, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("\n".join([
         json.dumps({"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"],
@@ -96,8 +95,8 @@ def test_eval_command_writes_json(env, tmp_path):
         "not json",
     ]), encoding="utf-8")
     out = tmp_path / "out.json"
-    result = run(["eval", str(questions), "--json", str(out)], env)
-    assert result.returncode == 0, result.stderr
+    result = invoke(["eval", questions, "--json", out])
+    assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["n"] == 2 and data["skipped"] == 1
     assert data["overall"]["hit@1"] == 1.0 and data["overall"]["refusal_recall"] == 1.0
@@ -105,7 +104,8 @@ def test_eval_command_writes_json(env, tmp_path):
     assert "| hit@1 |" in result.stdout
 
 
-def test_eval_compare_and_report(env, tmp_path):
+@pytest.mark.slow  # builds a second index, at the int8 precision
+def test_eval_compare_and_report(invoke, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
         {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"],
@@ -115,8 +115,8 @@ def test_eval_compare_and_report(env, tmp_path):
         {"id": "c", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False},
     ]), encoding="utf-8")
     out, report = tmp_path / "out.json", tmp_path / "report.html"
-    result = run(["eval", str(questions), "--compare", "--json", str(out), "--report", str(report)], env)
-    assert result.returncode == 0, result.stderr
+    result = invoke(["eval", questions, "--compare", "--json", out, "--report", report])
+    assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
     assert set(data) >= {"n", "skipped", "config", "overall", "by_lang", "questions", "compare"}
     assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults",
@@ -134,18 +134,18 @@ def test_eval_compare_and_report(env, tmp_path):
     assert "| llama-index defaults |" in result.stdout
 
 
-def test_chat_streams_llm_answers_and_says_which_mode(env):
+def test_chat_streams_llm_answers_and_says_which_mode(invoke):
     from llm_servers import OllamaHandler, Scripted
 
     llm = Scripted(OllamaHandler)
     llm.script = [("text", "บริษัท Brescia ของเปรูเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]"), ("status", 500)]
     try:
-        result = run(["chat"], {**env, "ASSISTANT_LLM": "ollama", "ASSISTANT_LLM_BASE_URL": llm.url,
-                                "ASSISTANT_LLM_MODEL": "scripted", "ASSISTANT_LLM_TIMEOUT_S": "5"},
-                     input_text="บริษัท Brescia ของเปรูเป็นเจ้าของอะไร\nบราซิลยุติการเจรจาอะไร\n/exit\n")
+        result = invoke(["chat"], {"ASSISTANT_LLM": "ollama", "ASSISTANT_LLM_BASE_URL": llm.url,
+                                   "ASSISTANT_LLM_MODEL": "scripted", "ASSISTANT_LLM_TIMEOUT_S": "5"},
+                        input="บริษัท Brescia ของเปรูเป็นเจ้าของอะไร\nบราซิลยุติการเจรจาอะไร\n/exit\n")
     finally:
         llm.close()
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "Answers: ollama LLM scripted" in result.stdout
     assert "บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]" in result.stdout
     assert "HTTP 500" in result.stdout and "FTAA" in result.stdout  # the second answer fell back, with notice
@@ -156,7 +156,7 @@ def _questions(path, rows):
     return str(path)
 
 
-def test_eval_split_baseline_csv_and_floors(config, built_index, tmp_path):
+def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     """In process: a test split, a baseline with one regression and two fixes, a floor missed."""
     questions = _questions(tmp_path / "q.jsonl", [
         {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"], "split": "test",
@@ -177,7 +177,7 @@ def test_eval_split_baseline_csv_and_floors(config, built_index, tmp_path):
     floors = tmp_path / "floors.txt"
     floors.write_text("# placeholders\nanswer_match=0.4\nen:answer_match=0.5  # English answers\n\n")
     out, table, page = tmp_path / "out.json", tmp_path / "out.csv", tmp_path / "report.html"
-    result = CliRunner().invoke(cli, [
+    result = invoke([
         "eval", questions, "--split", "test", "--baseline", str(baseline), "--fail-under", f"@{floors}",
         "--fail-under", "th:hit@1=1.0", "--json", str(out), "--csv", str(table), "--report", str(page),
         "--index", str(config.index_dir), "--corpus", str(config.corpus_dir)])
@@ -230,33 +230,70 @@ def test_eval_empty_split_says_what_to_do(tmp_path):
 
 
 def test_readme_evaluation_tables_are_the_committed_results():
-    result = CliRunner().invoke(cli, ["eval-table", os.path.join(ROOT, "eval", "results.json")])
+    result = CliRunner().invoke(cli, ["eval-table", str(ROOT / "eval" / "results.json")])
     assert result.exit_code == 0, result.output
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
-        assert result.stdout.strip() in readme.read()  # regenerate with `assistant eval-table eval/results.json`
+    # regenerate with `assistant eval-table eval/results.json`
+    assert result.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-# What the sentence-transformers route loads; the default model, once materialised, needs none of it.
-TORCH_STACK = {"torch", "transformers", "sentence_transformers", "tokenizers"}
+def test_readme_architecture_names_every_module():
+    import re
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/.]+)`", section))
+    modules = {p.stem for p in (ROOT / "assistant").glob("*.py")} - {"__init__"}
+    assert modules <= named, modules - named
+    assert {p.relative_to(ROOT / "assistant").as_posix() for p in (ROOT / "assistant" / "static").iterdir()} <= named
 
 
-def imported_modules(stderr: str) -> set[str]:
-    """Every module a process imported, from its PYTHONPROFILEIMPORTTIME report."""
-    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+# --- Each command once as a user runs it: `python -m assistant` in its own process ---------------------
+
+def run(args, env_extra=None, input_text=None, timeout=300):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "assistant", *map(str, args)], capture_output=True, text=True,
+                          env=env, input=input_text, timeout=timeout)
 
 
-@pytest.mark.parametrize("args, stdin", [
-    (["ask", "บราซิลยุติการเจรจาอะไร"], None),
-    (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n"),
-    (["eval", "eval/questions.jsonl"], None),
-])
-def test_default_model_runs_without_torch(env, args, stdin):
-    from tests.conftest import ROOT
+@pytest.fixture()
+def env(config):
+    return {"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir)}
 
-    if args[0] == "eval":
-        args = ["eval", str(ROOT / "eval" / "questions.jsonl")]
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, stdin, expected", [
+    (["ask", "บราซิลยุติการเจรจาอะไร"], None, "FTAA"),
+    (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n", "FTAA"),
+    (["eval", ROOT / "eval" / "questions.jsonl"], None, "| hit@1 |"),
+], ids=["ask", "chat", "eval"])
+def test_default_model_runs_without_torch(built_index, env, args, stdin, expected):
     result = run(args, {**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdin)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout
     modules = imported_modules(result.stderr)
     assert "onnxruntime" in modules and "assistant.embedding" in modules  # the report is complete
     assert not modules & TORCH_STACK
+
+
+@pytest.mark.slow
+def test_index_command_in_its_own_process(tmp_path):
+    result = run(["index", "--corpus", ROOT / "corpus", "--index", tmp_path / "idx"])
+    assert result.returncode == 0, result.stderr
+    assert "Indexed" in result.stdout and (tmp_path / "idx" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_eval_table_command_in_its_own_process():
+    result = run(["eval-table", ROOT / "eval" / "results.json"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_feedback_command_in_its_own_process(tmp_path):
+    log = tmp_path / "feedback.jsonl"
+    log.write_text(json.dumps({"time": "2026-11-02T10:00:00+00:00", "liked": False, "answer_id": "a",
+                               "question": "บราซิลยุติการเจรจาอะไร", "answer": "FTAA", "citations": []}) + "\n",
+                   encoding="utf-8")
+    result = run(["feedback", "--file", log])
+    assert result.returncode == 0, result.stderr
+    assert "👎  บราซิลยุติการเจรจาอะไร" in result.stdout and "1 entry (1 thumbs down)." in result.stderr

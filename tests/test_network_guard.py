@@ -1,7 +1,7 @@
 import socket
 
 import pytest
-from conftest import NetworkBlocked
+from helpers import NetworkBlocked
 
 
 def test_non_loopback_connection_fails():

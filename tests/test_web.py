@@ -70,10 +70,12 @@ class Server:
 @pytest.fixture(scope="module")
 def server(built_index, config, tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
+    # Every module the server imports is logged (see test_server_runs_without_torch).
     env = {"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
-           "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl"), "ASSISTANT_RATE_LIMIT": "off"}
+           "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl"), "ASSISTANT_RATE_LIMIT": "off",
+           "PYTHONPROFILEIMPORTTIME": "1"}
     s = Server(env, folder / "server.log")
-    s.feedback = folder / "feedback.jsonl"
+    s.feedback, s.log_path = folder / "feedback.jsonl", folder / "server.log"
     yield s
     s.stop()
 
@@ -111,19 +113,13 @@ def ask_in(scope, question: str):
 
 # --- HTTP API -------------------------------------------------------------------------------------
 
-def test_server_runs_without_torch(built_index, config, tmp_path):
-    from tests.test_cli import TORCH_STACK, imported_modules
+def test_server_runs_without_torch(server):
+    from helpers import TORCH_STACK, imported_modules
 
-    log = tmp_path / "server.log"
-    server = Server({"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
-                     "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"), "PYTHONPROFILEIMPORTTIME": "1"}, log)
-    try:
-        body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
-        status, _, _ = http("POST", server.url + "/api/ask", body, {"Content-Type": "application/json"})
-        assert status == 200
-    finally:
-        server.stop()
-    modules = imported_modules(log.read_text())
+    body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
+    status, _, _ = http("POST", server.url + "/api/ask", body, {"Content-Type": "application/json"})
+    assert status == 200
+    modules = imported_modules(server.log_path.read_text())  # everything it imported so far
     assert "onnxruntime" in modules and "gradio" in modules
     assert not modules & TORCH_STACK
 
@@ -231,11 +227,17 @@ def test_chat_in_the_browser(server, browser):
 
     # A follow-up uses the conversation; thumbs up lands in the feedback file.
     ask_in(page, "Which party is Peru's current president close to?")
+
+    def logged() -> list[str]:  # whole lines only: the log is opened (created) before a line is written
+        text = server.feedback.read_text(encoding="utf-8") if server.feedback.exists() else ""
+        return text[:text.rfind("\n") + 1].splitlines()
+
+    before = len(logged())  # the server is shared: other tests may have rated answers
     page.locator("#chat button[aria-label='Like']").last.click()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not server.feedback.exists():
+    while time.monotonic() < deadline and len(logged()) == before:
         time.sleep(0.2)
-    record = json.loads(server.feedback.read_text(encoding="utf-8").splitlines()[-1])
+    record = json.loads(logged()[-1])
     assert record["liked"] is True and "Workers' Party" in record["answer"]  # answered in English
 
     page.locator("#clear").click()

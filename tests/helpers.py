@@ -1,0 +1,29 @@
+"""What several test modules share (test modules never import each other)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llama_index.core import MockEmbedding
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+
+# What the sentence-transformers route loads; the default model, once materialised, needs none of it.
+TORCH_STACK = {"torch", "transformers", "sentence_transformers", "tokenizers"}
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+class Interrupted(MockEmbedding):
+    """A real llama-index embedding whose document embedding is cut off, like Ctrl-C mid-build."""
+
+    def _get_text_embeddings(self, texts):
+        raise KeyboardInterrupt
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Every module a process imported, from its PYTHONPROFILEIMPORTTIME report."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
