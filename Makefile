@@ -53,11 +53,13 @@ system:
 
 test: $(STAMP) model system
 	$(BIN)/ruff check assistant tests
+	$(BIN)/ruff format --check assistant tests
 	$(BIN)/python -m pytest
 
 # The suite without the slow tests (servers, browsers, subprocesses, the benchmark, the torch reference).
 test-fast: $(STAMP) model
 	$(BIN)/ruff check assistant tests
+	$(BIN)/ruff format --check assistant tests
 	$(BIN)/python -m pytest -m "not slow"
 
 clean:

@@ -17,8 +17,12 @@ from assistant.types import Answer, Citation, Hit, Turn
 
 PHRASES = {
     "th": {"refusal": "ไม่พบข้อมูลนี้ในเอกสาร", "sources": "แหล่งที่มา", "short": "คำตอบสั้น"},
-    "en": {"refusal": "The documents do not contain this.", "sources": "Sources", "short": "Short answer",
-           "untranslated": "(No English rendering of this document yet: quoting the Thai original.)"},
+    "en": {
+        "refusal": "The documents do not contain this.",
+        "sources": "Sources",
+        "short": "Short answer",
+        "untranslated": "(No English rendering of this document yet: quoting the Thai original.)",
+    },
 }
 ANSWER_LANGUAGES = ("auto", "th", "en")
 # How many retrieved passages the answer may quote from, and how many sentences at most.
@@ -42,7 +46,9 @@ SECOND_SENTENCE_MARGIN = 0.03
 
 _FOLLOW_UP_EN = re.compile(
     r"^\s*(and|also|what about|how about|then)\b|\b(he|she|it|its|they|them|their|his|her|hers|"
-    r"this|that|these|those|there|the same)\b", re.IGNORECASE)
+    r"this|that|these|those|there|the same)\b",
+    re.IGNORECASE,
+)
 _FOLLOW_UP_TH = re.compile(r"^\s*(และ|แล้ว|ส่วน)|นี้|นั้น|ดังกล่าว|เขา|เธอ|พวกเขา|ทั้งสอง")
 
 
@@ -55,8 +61,10 @@ def validate(question: object, max_chars: int = 2000, what: str = "question") ->
     if not stripped:
         raise InvalidQuestionError(f"คำถามว่างเปล่า · The {what} is empty: type a question about the documents.")
     if len(stripped) > max_chars:
-        raise QuestionTooLongError(f"ข้อความยาวเกิน {max_chars:,} ตัวอักษร · The {what} is {len(stripped):,} "
-                                   f"characters long; the limit is {max_chars:,}. Ask something shorter.")
+        raise QuestionTooLongError(
+            f"ข้อความยาวเกิน {max_chars:,} ตัวอักษร · The {what} is {len(stripped):,} "
+            f"characters long; the limit is {max_chars:,}. Ask something shorter."
+        )
     if any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\n\t" for ch in stripped):
         raise InvalidQuestionError(f"มีอักขระควบคุม · The {what} contains control characters; send plain text.")
     if not any(ch.isalnum() for ch in stripped):
@@ -91,8 +99,9 @@ class Answering(Protocol):
 
     def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer: ...
 
-    def stream(self, question: str, history=(), top_k: int | None = None,
-               answer_language: str = "auto") -> Iterator[str | Answer]: ...
+    def stream(
+        self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto"
+    ) -> Iterator[str | Answer]: ...
 
     def use(self, index) -> None: ...
 
@@ -133,15 +142,28 @@ class Answerer:
             answer_text, citations, short = self._compose(retriever.index, chosen, question, reply)
         done = time.perf_counter()
         return Answer(
-            question=question, answer=answer_text, refused=not citations, citations=citations,
-            language=lang, retrieval_query=text, hits=tuple(hits), answer_language=reply,
-            short_answer=short, refusal_reason=reason,
-            timings_ms={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3,
-                        **stages, "compose": (done - searched) * 1e3, "total": (done - started) * 1e3},
+            question=question,
+            answer=answer_text,
+            refused=not citations,
+            citations=citations,
+            language=lang,
+            retrieval_query=text,
+            hits=tuple(hits),
+            answer_language=reply,
+            short_answer=short,
+            refusal_reason=reason,
+            timings_ms={
+                "embed": (embedded - started) * 1e3,
+                "search": (searched - embedded) * 1e3,
+                **stages,
+                "compose": (done - searched) * 1e3,
+                "total": (done - started) * 1e3,
+            },
         )
 
-    def stream(self, question: str, history=(), top_k: int | None = None,
-               answer_language: str = "auto") -> Iterator[Answer]:
+    def stream(
+        self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto"
+    ) -> Iterator[Answer]:
         """The same interface as the LLM answerer's: here the whole answer comes at once."""
         yield self.answer(question, history, top_k, answer_language)
 
@@ -160,16 +182,29 @@ class Answerer:
                 key = (chunk.doc_id, a, b)
                 if key in candidates:
                     continue
-                thai = chunk.text[a - chunk.start:b - chunk.start]
+                thai = chunk.text[a - chunk.start : b - chunk.start]
                 english = rendering.sentences.get((a, b)) if rendering else None
                 typed = kind in extraction.SHORT_KINDS and any(
-                    extraction.spans(t, kind, index.entities, question, loose=True) for t in (thai, english) if t)
+                    extraction.spans(t, kind, index.entities, question, loose=True) for t in (thai, english) if t
+                )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
-                score = (float(similarity) - RANK_PENALTY * rank + TYPE_BONUS * typed
-                         + WORD_WEIGHT * (len(held) / len(words) if words else 0.0))
-                candidates[key] = {"span": (a, b), "hit": hit, "score": score, "typed": typed,
-                                   "words": held, "kind": kind, "thai": thai, "english": english,
-                                   "question_words": words}
+                score = (
+                    float(similarity)
+                    - RANK_PENALTY * rank
+                    + TYPE_BONUS * typed
+                    + WORD_WEIGHT * (len(held) / len(words) if words else 0.0)
+                )
+                candidates[key] = {
+                    "span": (a, b),
+                    "hit": hit,
+                    "score": score,
+                    "typed": typed,
+                    "words": held,
+                    "kind": kind,
+                    "thai": thai,
+                    "english": english,
+                    "question_words": words,
+                }
         ranked = sorted(candidates.values(), key=lambda c: -c["score"])
         if not ranked:
             return []
@@ -185,8 +220,9 @@ class Answerer:
             chosen[1:] = [c for c in chosen[1:] if not _inside(c, chosen[0])]
         return chosen
 
-    def _refusal(self, retriever: Retriever, hits: list[Hit], chosen: list[dict], question: str,
-                 lang: str) -> str | None:
+    def _refusal(
+        self, retriever: Retriever, hits: list[Hit], chosen: list[dict], question: str, lang: str
+    ) -> str | None:
         """Why the documents do not answer this, or None: several signals, fitted on the dev split."""
         config = self.config
         if not hits or not chosen:
@@ -203,8 +239,11 @@ class Answerer:
         # APEC sat in another passage. On dev: refusal recall 0.696 -> 0.761, precision 0.970 -> 0.972.
         names = _names(question, retriever.index.entities)
         texts = " ".join(_titled(retriever.index, c["hit"].chunk) for c in chosen).lower()
-        missing = [next((f for f in forms if extraction.occurrences(question, f)), forms[0])
-                   for forms in names if not any(f.lower() in texts for f in forms)]
+        missing = [
+            next((f for f in forms if extraction.occurrences(question, f)), forms[0])
+            for forms in names
+            if not any(f.lower() in texts for f in forms)
+        ]
         if missing and config.refusal_requires_names:
             return f"the passages do not mention {', '.join(missing)}"
         kind = chosen[0]["kind"]
@@ -242,9 +281,19 @@ class Answerer:
 
 def citation_for(chunk, n: int, span: tuple[int, int], score: float, translation: dict | None = None) -> Citation:
     """Citation n: the passage and, inside it, the quoted sentence's span."""
-    return Citation(n=n, chunk_id=chunk.chunk_id, source=chunk.source, title=chunk.title, text=chunk.text,
-                    start=chunk.start, end=chunk.end, sentence_start=span[0], sentence_end=span[1],
-                    score=round(score, 4), translation=translation)
+    return Citation(
+        n=n,
+        chunk_id=chunk.chunk_id,
+        source=chunk.source,
+        title=chunk.title,
+        text=chunk.text,
+        start=chunk.start,
+        end=chunk.end,
+        sentence_start=span[0],
+        sentence_end=span[1],
+        score=round(score, 4),
+        translation=translation,
+    )
 
 
 def translation_of(index, chunk, span: tuple[int, int]) -> dict | None:
@@ -254,8 +303,11 @@ def translation_of(index, chunk, span: tuple[int, int]) -> dict | None:
     if rendering is None:
         return None
     quoted = [s for s in chunk.sentences if span[0] <= s[0] and s[1] <= span[1]]
-    return {"lang": "en", "sentence": rendering.passage(quoted) if quoted else None,
-            "text": rendering.passage(chunk.sentences)}
+    return {
+        "lang": "en",
+        "sentence": rendering.passage(quoted) if quoted else None,
+        "text": rendering.passage(chunk.sentences),
+    }
 
 
 def _run_on(index, candidate: dict) -> dict:
@@ -270,8 +322,12 @@ def _run_on(index, candidate: dict) -> dict:
     end = following[0][1]
     rendering = index.rendering(chunk)
     english = rendering.sentences.get(following[0]) if rendering else None
-    return {**candidate, "span": (a, end), "thai": chunk.text[a - chunk.start:end - chunk.start],
-            "english": f"{candidate['english']} {english}" if candidate["english"] and english else None}
+    return {
+        **candidate,
+        "span": (a, end),
+        "thai": chunk.text[a - chunk.start : end - chunk.start],
+        "english": f"{candidate['english']} {english}" if candidate["english"] and english else None,
+    }
 
 
 def _inside(candidate: dict, other: dict) -> bool:
@@ -296,8 +352,16 @@ def _names(question: str, entities) -> list[tuple[str, ...]]:
         if kind != "term" and any(extraction.occurrences(question, f, lowered) for f in forms):
             names.append(forms)
     # A name whose forms sit inside a longer mentioned name ("Chile" in "LAN Chile") is not asked about.
-    return [n for n in names if not any(n is not m and any(f.lower() in g.lower() for f in n for g in m)
-                                        and len(max(m, key=len)) > len(max(n, key=len)) for m in names)]
+    return [
+        n
+        for n in names
+        if not any(
+            n is not m
+            and any(f.lower() in g.lower() for f in n for g in m)
+            and len(max(m, key=len)) > len(max(n, key=len))
+            for m in names
+        )
+    ]
 
 
 def _short_answer(index, candidate: dict, citation: Citation, question: str, reply: str) -> dict | None:
@@ -311,13 +375,13 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
-        (a, b), shown = found[0], thai[found[0][0]:found[0][1]]
+        (a, b), shown = found[0], thai[found[0][0] : found[0][1]]
     else:
         english = candidate["english"]
         english_found = extraction.spans(english, kind, index.entities, question)
         if len(english_found) != 1:
             return None
-        shown = english[english_found[0][0]:english_found[0][1]]
+        shown = english[english_found[0][0] : english_found[0][1]]
         counterpart = _counterpart(shown, kind, thai, found, index.entities)
         if counterpart is None:
             return None
@@ -330,10 +394,10 @@ def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tu
     if kind in extraction.ENTITY_KINDS:
         for forms_th, forms_en, _ in entities:
             if any(f.lower() == english.lower() for f in forms_en):
-                spans = [s for s in thai_spans if thai[s[0]:s[1]] in forms_th]
+                spans = [s for s in thai_spans if thai[s[0] : s[1]] in forms_th]
                 return spans[0] if len(spans) == 1 else None
         return None
     numbers = set(extraction.digits(english))
     numbers |= {str(int(n) + 543) for n in numbers if len(n) == 4}  # a CE year in English, BE in Thai
-    spans = [s for s in thai_spans if numbers & set(extraction.digits(thai[s[0]:s[1]]))]
+    spans = [s for s in thai_spans if numbers & set(extraction.digits(thai[s[0] : s[1]]))]
     return spans[0] if len(spans) == 1 else None

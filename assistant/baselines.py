@@ -19,8 +19,7 @@ class LlamaIndexDefaults:
     def __init__(self, corpus_dir: Path, embed_model):
         from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 
-        documents = SimpleDirectoryReader(str(corpus_dir), required_exts=[".txt", ".md"],
-                                          recursive=True).load_data()
+        documents = SimpleDirectoryReader(str(corpus_dir), required_exts=[".txt", ".md"], recursive=True).load_data()
         self.index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
 
     def answer(self, question: str, history=(), top_k: int = 5) -> Answer:
@@ -29,9 +28,15 @@ class LlamaIndexDefaults:
 
         nodes = self.index.as_retriever(similarity_top_k=top_k).retrieve(question)
         hits = tuple(
-            Hit(Chunk(n.node.node_id, "", "", "", 0, 0, 0, n.node.get_content(), ()), n.score or 0.0,
-                n.score or 0.0, rank, None)
-            for rank, n in enumerate(nodes))
+            Hit(
+                Chunk(n.node.node_id, "", "", "", 0, 0, 0, n.node.get_content(), ()),
+                n.score or 0.0,
+                n.score or 0.0,
+                rank,
+                None,
+            )
+            for rank, n in enumerate(nodes)
+        )
         return Answer(question, "", False, (), language(question), question, hits)
 
 

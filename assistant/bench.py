@@ -44,8 +44,7 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
     earlier stays valid.
     """
     loaded = corpus.load(config.corpus_dir)
-    params = chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars,
-                                  config.chunk_overlap_sentences)
+    params = chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars, config.chunk_overlap_sentences)
     real = chunking.split(loaded.documents, params)
     pool = sorted({p for c in real for p in c.text.split()})
     rng = random.Random(seed)
@@ -67,8 +66,9 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
         lines = [paragraph() for _ in range(min(PARAGRAPHS_PER_FILE, wanted - first))]
         name = f"synthetic-{first // PARAGRAPHS_PER_FILE + 1:04d}"
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (folder / f"{name}.meta.yaml").write_text(f"title: Synthetic passages {name[10:]}\nlanguage: th\n",
-                                                  encoding="utf-8")
+        (folder / f"{name}.meta.yaml").write_text(
+            f"title: Synthetic passages {name[10:]}\nlanguage: th\n", encoding="utf-8"
+        )
     return folder
 
 
@@ -85,9 +85,23 @@ def cold_start(config: Config, question: str, runs: int) -> dict:
     seconds = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "assistant", "ask", question, "--json",
-                        "--corpus", str(config.corpus_dir), "--index", str(config.index_dir)],
-                       env=_env(config), check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "assistant",
+                "ask",
+                question,
+                "--json",
+                "--corpus",
+                str(config.corpus_dir),
+                "--index",
+                str(config.index_dir),
+            ],
+            env=_env(config),
+            check=True,
+            capture_output=True,
+        )
         seconds.append(time.perf_counter() - started)
     return {"runs": runs, "seconds_median": statistics.median(seconds), "seconds": seconds}
 
@@ -97,8 +111,12 @@ def build(config: Config, embed_model) -> tuple[dict, object]:
     started = time.perf_counter()
     built = index.build(config, embed_model, progress=True)
     seconds = time.perf_counter() - started
-    return {"passages": len(built.chunks), "sentences": built.manifest["sentences"], "seconds": seconds,
-            "passages_per_s": len(built.chunks) / seconds}, built
+    return {
+        "passages": len(built.chunks),
+        "sentences": built.manifest["sentences"],
+        "seconds": seconds,
+        "passages_per_s": len(built.chunks) / seconds,
+    }, built
 
 
 def latency(answerer, questions, warmup: int = 5) -> dict:
@@ -107,8 +125,12 @@ def latency(answerer, questions, warmup: int = 5) -> dict:
         answerer.answer(q.question, q.history)
     timings = [answerer.answer(q.question, q.history).timings_ms for q in questions]
     stages = {s: percentile([t[s] for t in timings], 50) for s in STAGES}
-    return {"questions": len(timings), "p50_ms": percentile([t["total"] for t in timings], 50),
-            "p95_ms": percentile([t["total"] for t in timings], 95), "stages_p50_ms": stages}
+    return {
+        "questions": len(timings),
+        "p50_ms": percentile([t["total"] for t in timings], 50),
+        "p95_ms": percentile([t["total"] for t in timings], 95),
+        "stages_p50_ms": stages,
+    }
 
 
 def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> dict:
@@ -126,8 +148,7 @@ def baseline(loaded, questions, top_k: int, corpus_dir: Path | None = None) -> d
     else:
         faiss_index = loaded.vector_store._faiss_index
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal)
-        nodes = [TextNode(id_=c.chunk_id, text=c.text, embedding=v.tolist())
-                 for c, v in zip(loaded.chunks, vectors)]
+        nodes = [TextNode(id_=c.chunk_id, text=c.text, embedding=v.tolist()) for c, v in zip(loaded.chunks, vectors)]
         vector_index = VectorStoreIndex(nodes, embed_model=loaded.embed_model)
     retriever = vector_index.as_retriever(similarity_top_k=top_k)
     retriever.retrieve(questions[0].question)
@@ -157,8 +178,12 @@ def recall(exact_index, approximate_index, vectors: np.ndarray, k: int) -> float
     exact, _ = exact_index.search(vectors, k)
     found, ids = approximate_index.search(vectors, k)
     kth = exact[:, -1:] - 1e-5
-    true = np.array([[float(exact_index.reconstruct(int(j)) @ v) if j >= 0 else -np.inf for j in row]
-                     for row, v in zip(ids, vectors)])
+    true = np.array(
+        [
+            [float(exact_index.reconstruct(int(j)) @ v) if j >= 0 else -np.inf for j in row]
+            for row, v in zip(ids, vectors)
+        ]
+    )
     return float((true >= kth).mean())
 
 
@@ -169,18 +194,31 @@ def scale_search(flat_answerer, hnsw_answerer, questions) -> dict:
     vectors = np.stack([retriever.query(retrieval_query(q.question, q.history)).vector for q in questions])
     exact = retriever.index.vector_store._faiss_index
     graph = hnsw_answerer.retriever.index.vector_store._faiss_index
-    same = [[h.chunk.chunk_id for h in flat_answerer.answer(q.question, q.history).hits]
-            == [h.chunk.chunk_id for h in hnsw_answerer.answer(q.question, q.history).hits] for q in questions]
-    return {"recall_at_10": recall(exact, graph, vectors, 10),
-            "recall_at_100": recall(exact, graph, vectors, CANDIDATES),
-            "same_top_k": float(np.mean(same))}
+    same = [
+        [h.chunk.chunk_id for h in flat_answerer.answer(q.question, q.history).hits]
+        == [h.chunk.chunk_id for h in hnsw_answerer.answer(q.question, q.history).hits]
+        for q in questions
+    ]
+    return {
+        "recall_at_10": recall(exact, graph, vectors, 10),
+        "recall_at_100": recall(exact, graph, vectors, CANDIDATES),
+        "same_top_k": float(np.mean(same)),
+    }
 
 
 def _env(config: Config) -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-            "TOKENIZERS_PARALLELISM": "false", "ASSISTANT_CACHE_DIR": str(config.cache_dir),
-            "ASSISTANT_VECTOR_INDEX": config.vector_index, "ASSISTANT_LLM": "extractive",
-            "ASSISTANT_EMBED_RUNTIME": config.embed_runtime, "ASSISTANT_EMBED_PRECISION": config.embed_precision}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "TOKENIZERS_PARALLELISM": "false",
+        "ASSISTANT_CACHE_DIR": str(config.cache_dir),
+        "ASSISTANT_VECTOR_INDEX": config.vector_index,
+        "ASSISTANT_LLM": "extractive",
+        "ASSISTANT_EMBED_RUNTIME": config.embed_runtime,
+        "ASSISTANT_EMBED_PRECISION": config.embed_precision,
+    }
 
 
 @contextmanager
@@ -192,19 +230,35 @@ def server(config: Config, log_path: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # The load comes from one address: the per-client rate limit would turn it into 429s.
-    env = {**_env(config), "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl")),
-           "ASSISTANT_RATE_LIMIT": "off"}
+    env = {
+        **_env(config),
+        "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl")),
+        "ASSISTANT_RATE_LIMIT": "off",
+    }
     started = time.perf_counter()
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port),
-                                    "--corpus", str(config.corpus_dir), "--index", str(config.index_dir)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "assistant",
+                "serve",
+                "--port",
+                str(port),
+                "--corpus",
+                str(config.corpus_dir),
+                "--index",
+                str(config.index_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
             if process.poll() is not None:
-                raise AssistantError(f"`assistant serve` exited with code {process.returncode}; "
-                                     f"its log: {log_path}")
+                raise AssistantError(f"`assistant serve` exited with code {process.returncode}; its log: {log_path}")
             try:
                 if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
                     break
@@ -241,9 +295,15 @@ def _clients(clients: int, client) -> dict:
         results = [r for rs in pool.map(client, range(clients)) for r in rs]
     seconds = time.perf_counter() - started
     ms = [t for t, _ in results]
-    return {"clients": clients, "seconds": seconds, "requests": len(results),
-            "errors": sum(not ok for _, ok in results), "requests_per_s": len(results) / seconds,
-            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(results),
+        "errors": sum(not ok for _, ok in results),
+        "requests_per_s": len(results) / seconds,
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+    }
 
 
 def _ask(http, base: str, question) -> tuple[float, bool]:
@@ -252,8 +312,13 @@ def _ask(http, base: str, question) -> tuple[float, bool]:
 
     started = time.perf_counter()
     try:
-        ok = http.post(f"{base}/api/ask", json={"question": question.question,
-                                                "history": [asdict(t) for t in question.history]}).status_code == 200
+        ok = (
+            http.post(
+                f"{base}/api/ask",
+                json={"question": question.question, "history": [asdict(t) for t in question.history]},
+            ).status_code
+            == 200
+        )
     except httpx.HTTPError:
         ok = False
     return (time.perf_counter() - started) * 1e3, ok
@@ -304,16 +369,18 @@ def batching(model, questions, sizes=(1, 8, 32), rounds: int = 5) -> list[dict]:
             started = time.perf_counter()
             model.embed_queries(batch)
             ms.append((time.perf_counter() - started) * 1e3)
-        out.append({"questions": size, "call_ms": statistics.median(ms),
-                    "per_question_ms": statistics.median(ms) / size})
+        out.append(
+            {"questions": size, "call_ms": statistics.median(ms), "per_question_ms": statistics.median(ms) / size}
+        )
     return out
 
 
 def quality(configs: dict, questions) -> dict:
     """The evaluation metrics of each pipeline on the questions."""
     question_set = evaluation.QuestionSet(tuple(questions))
-    return {name: evaluation.report(evaluation.run(answerer, question_set))["overall"]
-            for name, answerer in configs.items()}
+    return {
+        name: evaluation.report(evaluation.run(answerer, question_set))["overall"] for name, answerer in configs.items()
+    }
 
 
 _MEMORY_SCRIPT = r"""
@@ -355,9 +422,16 @@ print(json.dumps(stages))
 
 def memory(config: Config) -> list[dict]:
     """What the server's memory holds, stage by stage as it starts (RSS after each, in a new process)."""
-    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], env={**_env(config), **{
-        "ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir)}},
-        check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT],
+        env={
+            **_env(config),
+            **{"ASSISTANT_INDEX_DIR": str(config.index_dir), "ASSISTANT_CORPUS_DIR": str(config.corpus_dir)},
+        },
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     stages = json.loads(out.stdout.strip().splitlines()[-1])
     rows, before = [], 0.0
     for name, (rss, peak) in stages:
@@ -380,15 +454,34 @@ class Plan:
     soak_seconds: float
 
 
-FULL = Plan(built=10_000, loaded=(100_000,), questions=None, baseline_questions=20, cold_runs=3,
-            clients=(1, 8, 32), requests_each=20, http_everywhere=True, soak_clients=64, soak_seconds=60)
-QUICK = Plan(built=500, loaded=(), questions=30, baseline_questions=10, cold_runs=1,
-             clients=(1, 8, 32), requests_each=2, http_everywhere=False, soak_clients=64, soak_seconds=10)
+FULL = Plan(
+    built=10_000,
+    loaded=(100_000,),
+    questions=None,
+    baseline_questions=20,
+    cold_runs=3,
+    clients=(1, 8, 32),
+    requests_each=20,
+    http_everywhere=True,
+    soak_clients=64,
+    soak_seconds=60,
+)
+QUICK = Plan(
+    built=500,
+    loaded=(),
+    questions=30,
+    baseline_questions=10,
+    cold_runs=1,
+    clients=(1, 8, 32),
+    requests_each=2,
+    http_everywhere=False,
+    soak_clients=64,
+    soak_seconds=10,
+)
 TORCH = "sentence-transformers (torch)"  # the path before ONNX Runtime, measured in the same run
 
 
-def run(config: Config, questions_path: Path, quick: bool = False, log=print,
-        max_passages: int | None = None) -> dict:
+def run(config: Config, questions_path: Path, quick: bool = False, log=print, max_passages: int | None = None) -> dict:
     """Every measurement of `assistant bench`, as one JSON-ready dict.
 
     The default path (ONNX Runtime, exact precision) is measured throughout; the path it replaced
@@ -400,16 +493,25 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
     plan = QUICK if quick else FULL
     if max_passages is not None:  # a shorter run: the larger synthetic corpora left out
         plan = replace(plan, loaded=tuple(n for n in plan.loaded if n <= max_passages))
-    questions = evaluation.load_questions(questions_path).questions[:plan.questions]
+    questions = evaluation.load_questions(questions_path).questions[: plan.questions]
     if not questions:
         raise AssistantError(f"No questions in {questions_path}.")
     root = config.cache_dir / "bench"
-    config = config.with_(vector_index="flat", llm="extractive", llm_model="", embed_precision="exact",
-                          embed_runtime="auto")
-    result = {"machine": {"cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-                          "python": platform.python_version(),
-                          "date": datetime.now(UTC).isoformat(timespec="seconds")},
-              "plan": asdict(plan), "build": [], "latency": [], "http": []}
+    config = config.with_(
+        vector_index="flat", llm="extractive", llm_model="", embed_precision="exact", embed_runtime="auto"
+    )
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        "plan": asdict(plan),
+        "build": [],
+        "latency": [],
+        "http": [],
+    }
     model = embedding.load(config)
     int8_config = config.with_(embed_precision="int8")
     int8 = embedding.load(int8_config)
@@ -425,8 +527,10 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
     stats, built = build(real, model)
     result["build"].append({"corpus": "corpus", **stats})
     sizes.append(("corpus", real, built))
-    synthetic = real.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
-                           index_dir=root / f"index-{plan.built}")
+    synthetic = real.with_(
+        corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
+        index_dir=root / f"index-{plan.built}",
+    )
     stats, built = build(synthetic, model)
     result["build"].append({"corpus": f"synthetic {plan.built:,}", **stats})
     sizes.append((f"synthetic {plan.built:,}", synthetic, built))
@@ -434,30 +538,37 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
     # most of an hour, the first time only.
     for n in plan.loaded:
         log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
-        cfg = config.with_(corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
-                           index_dir=root / f"index-{n}", vector_cache=True)
+        cfg = config.with_(
+            corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
+            index_dir=root / f"index-{n}",
+            vector_cache=True,
+        )
         loaded = index.open_index(cfg, model, progress=True)
         sizes.append((f"synthetic {n:,}", cfg, loaded))
 
     log(f"Quality: exact and int8 precision on {len(questions)} questions …")
-    int8_index = index.build(int8_config.with_(index_dir=root / "index-corpus-int8", vector_cache=False), int8,
-                             progress=False)
+    int8_index = index.build(
+        int8_config.with_(index_dir=root / "index-corpus-int8", vector_cache=False), int8, progress=False
+    )
     exact_answerer = Answerer(Retriever(sizes[0][2]), real)
-    result["quality"] = quality({"exact": exact_answerer, "int8": Answerer(Retriever(int8_index), int8_config)},
-                                questions)
+    result["quality"] = quality(
+        {"exact": exact_answerer, "int8": Answerer(Retriever(int8_index), int8_config)}, questions
+    )
     result["quality_questions"] = len(questions)
 
     log("Cold start …")
     result["cold_start"] = cold_start(real, questions[0].question, plan.cold_runs)
-    result["cold_start_torch"] = cold_start(real.with_(embed_runtime="sentence-transformers"),
-                                            questions[0].question, plan.cold_runs)
+    result["cold_start_torch"] = cold_start(
+        real.with_(embed_runtime="sentence-transformers"), questions[0].question, plan.cold_runs
+    )
 
     for name, cfg, loaded in sizes:
         log(f"Query latency: {name} ({len(loaded.chunks):,} passages) …")
         flat = Answerer(Retriever(loaded), cfg)
         row = {"corpus": name, "passages": len(loaded.chunks), "search": "flat", **latency(flat, questions)}
-        base = baseline(loaded, questions[:plan.baseline_questions], cfg.top_k,
-                        cfg.corpus_dir if name == "corpus" else None)
+        base = baseline(
+            loaded, questions[: plan.baseline_questions], cfg.top_k, cfg.corpus_dir if name == "corpus" else None
+        )
         row["llama_index_default"] = base
         row["baseline_ratio"] = base["p50_ms"] / row["p50_ms"]
         result["latency"].append(row)
@@ -465,14 +576,29 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
             for label, other, other_config in ((TORCH, reference, cfg), ("int8", None, int8_config)):
                 other_index = int8_index if other is None else replace(loaded, embed_model=other)
                 timed = latency(Answerer(Retriever(other_index), other_config), questions)
-                result["latency"].append({"corpus": name, "passages": len(other_index.chunks), "search": "flat",
-                                          "embedding": label, **timed, "ratio": timed["p50_ms"] / row["p50_ms"]})
+                result["latency"].append(
+                    {
+                        "corpus": name,
+                        "passages": len(other_index.chunks),
+                        "search": "flat",
+                        "embedding": label,
+                        **timed,
+                        "ratio": timed["p50_ms"] / row["p50_ms"],
+                    }
+                )
         if name != "corpus":
             hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded, cfg)
             hnsw = Answerer(Retriever(hnsw_index), cfg)
-            result["latency"].append({"corpus": name, "passages": len(loaded.chunks), "search": "hnsw",
-                                      **latency(hnsw, questions), "hnsw_build_s": seconds,
-                                      **embedding.run_with_model(model, scale_search, flat, hnsw, questions)})
+            result["latency"].append(
+                {
+                    "corpus": name,
+                    "passages": len(loaded.chunks),
+                    "search": "hnsw",
+                    **latency(hnsw, questions),
+                    "hnsw_build_s": seconds,
+                    **embedding.run_with_model(model, scale_search, flat, hnsw, questions),
+                }
+            )
             del hnsw_index, hnsw
         gc.collect()
     del reference, int8
@@ -482,19 +608,34 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print,
         log(f"HTTP load: {name} …")
         with server(cfg, root / f"server-{name.split()[-1]}.log") as (base, pid, ready):
             runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
-            row = {"corpus": name, "passages": len(loaded.chunks), "ready_s": ready,
-                   "peak_rss_mb": _peak_rss_mb(pid), "runs": runs}
+            row = {
+                "corpus": name,
+                "passages": len(loaded.chunks),
+                "ready_s": ready,
+                "peak_rss_mb": _peak_rss_mb(pid),
+                "runs": runs,
+            }
             if name == "corpus":
                 log(f"Soak: {plan.soak_clients} clients for {plan.soak_seconds:.0f} s …")
-                result["soak"] = {**soak(base, plan.soak_clients, plan.soak_seconds, questions),
-                                  "peak_rss_mb": _peak_rss_mb(pid)}
+                result["soak"] = {
+                    **soak(base, plan.soak_clients, plan.soak_seconds, questions),
+                    "peak_rss_mb": _peak_rss_mb(pid),
+                }
             result["http"].append(row)
     log("HTTP load: the torch path on the corpus …")
     name, cfg, loaded = sizes[0]
     with server(cfg.with_(embed_runtime="sentence-transformers"), root / "server-torch.log") as (base, pid, ready):
         runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
-        result["http"].append({"corpus": name, "passages": len(loaded.chunks), "embedding": TORCH,
-                               "ready_s": ready, "peak_rss_mb": _peak_rss_mb(pid), "runs": runs})
+        result["http"].append(
+            {
+                "corpus": name,
+                "passages": len(loaded.chunks),
+                "embedding": TORCH,
+                "ready_s": ready,
+                "peak_rss_mb": _peak_rss_mb(pid),
+                "runs": runs,
+            }
+        )
     log("Memory by component …")
     result["memory"] = memory(real)
     return result
@@ -504,25 +645,41 @@ def table(result: dict) -> str:
     """The benchmark as Markdown tables."""
     m = result["machine"]
     exact = result["embedding"]["exact"]["p50_ms"]
-    lines = [f"Machine: {m['cpus']} CPUs, ONNX Runtime {m['onnxruntime']}, Python {m['python']}, {m['date']}.",
-             "", "| query embedding (one question) | p50 ms | p95 ms | ÷ exact |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {e['p50_ms']:.1f} | {e['p95_ms']:.1f} | {e['p50_ms'] / exact:.2f}× |"
-              for name, e in result["embedding"].items()]
+    lines = [
+        f"Machine: {m['cpus']} CPUs, ONNX Runtime {m['onnxruntime']}, Python {m['python']}, {m['date']}.",
+        "",
+        "| query embedding (one question) | p50 ms | p95 ms | ÷ exact |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {e['p50_ms']:.1f} | {e['p95_ms']:.1f} | {e['p50_ms'] / exact:.2f}× |"
+        for name, e in result["embedding"].items()
+    ]
     lines += ["", "| questions in one model call | ms per call | ms per question |", "|---:|---:|---:|"]
     lines += [f"| {b['questions']} | {b['call_ms']:.1f} | {b['per_question_ms']:.1f} |" for b in result["batching"]]
     cold, torch_cold = result["cold_start"], result["cold_start_torch"]
-    lines += ["", "| cold start: `assistant ask` in a new process (model + index load + answer) | median s | runs |",
-              "|---|---:|---:|",
-              f"| ONNX Runtime | {cold['seconds_median']:.1f} | {cold['runs']} |",
-              f"| {TORCH} | {torch_cold['seconds_median']:.1f} "
-              f"({torch_cold['seconds_median'] / cold['seconds_median']:.1f}×) "
-              f"| {torch_cold['runs']} |",
-              "", "| index build | passages | sentences | s | passages/s |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | "
-              f"{b['passages_per_s']:.1f} |" for b in result["build"]]
-    lines += ["", "| query latency (ms) | passages | search | embedding | p50 | p95 | embed | dense | lexical | fuse | "
-              "rerank | compose | llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
-              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| cold start: `assistant ask` in a new process (model + index load + answer) | median s | runs |",
+        "|---|---:|---:|",
+        f"| ONNX Runtime | {cold['seconds_median']:.1f} | {cold['runs']} |",
+        f"| {TORCH} | {torch_cold['seconds_median']:.1f} "
+        f"({torch_cold['seconds_median'] / cold['seconds_median']:.1f}×) "
+        f"| {torch_cold['runs']} |",
+        "",
+        "| index build | passages | sentences | s | passages/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {b['corpus']} | {b['passages']:,} | {b['sentences']:,} | {b['seconds']:.1f} | {b['passages_per_s']:.1f} |"
+        for b in result["build"]
+    ]
+    lines += [
+        "",
+        "| query latency (ms) | passages | search | embedding | p50 | p95 | embed | dense | lexical | fuse | "
+        "rerank | compose | llama-index default p50 | default ÷ ours | recall@10 | recall@100 | same top 5 |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in result["latency"]:
         s = r["stages_p50_ms"]
         base = r.get("llama_index_default")
@@ -531,37 +688,56 @@ def table(result: dict) -> str:
             label += f" ({r['ratio']:.2f}×)"
         lines.append(
             f"| {r['corpus']} | {r['passages']:,} | {r['search']} | {label} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            + " | ".join(f"{s[k]:.2f}" for k in STAGES) + " | "
+            + " | ".join(f"{s[k]:.2f}" for k in STAGES)
+            + " | "
             + (f"{base['p50_ms']:.1f} | {r['baseline_ratio']:.1f}× | " if base else "– | – | ")
-            + (f"{r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} | {r['same_top_k']:.2f} |"
-               if "recall_at_10" in r else "exact | exact | – |"))
+            + (
+                f"{r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} | {r['same_top_k']:.2f} |"
+                if "recall_at_10" in r
+                else "exact | exact | – |"
+            )
+        )
     quality = result["quality"]
-    lines += ["", f"| quality ({result.get('quality_questions', 'all')} questions) | exact | int8 | change |",
-              "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        f"| quality ({result.get('quality_questions', 'all')} questions) | exact | int8 | change |",
+        "|---|---:|---:|---:|",
+    ]
     for metric, value in quality["exact"].items():
         other = quality["int8"][metric]
         if value is None or other is None:
             continue
         digits = ".1f" if metric.startswith("latency") else ".3f"
         lines.append(f"| {metric} | {value:{digits}} | {other:{digits}} | {other - value:+{digits}} |")
-    lines += ["", "| HTTP /api/ask | passages | embedding | clients | requests | errors | req/s | p50 ms | p95 ms |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| HTTP /api/ask | passages | embedding | clients | requests | errors | req/s | p50 ms | p95 ms |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for h in result["http"]:
-        lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {r['clients']} | "
-                  f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | "
-                  f"{r['p95_ms']:.0f} |"
-                  for r in h["runs"]]
+        lines += [
+            f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {r['clients']} | "
+            f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | "
+            f"{r['p95_ms']:.0f} |"
+            for r in h["runs"]
+        ]
     lines += ["", "| server | passages | embedding | start to healthy s | peak RSS MB |", "|---|---:|---|---:|---:|"]
-    lines += [f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {h['ready_s']:.1f} | "
-              f"{h['peak_rss_mb']:.0f} |" for h in result["http"]]
+    lines += [
+        f"| {h['corpus']} | {h['passages']:,} | {h.get('embedding', 'exact')} | {h['ready_s']:.1f} | "
+        f"{h['peak_rss_mb']:.0f} |"
+        for h in result["http"]
+    ]
     if "soak" in result:
         k = result["soak"]
-        lines += ["", "| soak on the corpus | clients | s | requests | errors | req/s | p50 ms | p95 ms "
-                      "| server peak RSS MB |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-                  f"| /api/ask | {k['clients']} | {k['seconds']:.0f} | {k['requests']} | {k['errors']} | "
-                  f"{k['requests_per_s']:.1f} | {k['p50_ms']:.0f} | {k['p95_ms']:.0f} | {k['peak_rss_mb']:.0f} |"]
+        lines += [
+            "",
+            "| soak on the corpus | clients | s | requests | errors | req/s | p50 ms | p95 ms | server peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| /api/ask | {k['clients']} | {k['seconds']:.0f} | {k['requests']} | {k['errors']} | "
+            f"{k['requests_per_s']:.1f} | {k['p50_ms']:.0f} | {k['p95_ms']:.0f} | {k['peak_rss_mb']:.0f} |",
+        ]
     lines += ["", "| server memory, as it starts (corpus) | added MB | RSS MB | peak MB |", "|---|---:|---:|---:|"]
-    lines += [f"| {c['component']} | {c['added_mb']:.0f} | {c['rss_mb']:.0f} | {c['peak_mb']:.0f} |"
-              for c in result["memory"]]
+    lines += [
+        f"| {c['component']} | {c['added_mb']:.0f} | {c['rss_mb']:.0f} | {c['peak_mb']:.0f} |" for c in result["memory"]
+    ]
     return "\n".join(lines)

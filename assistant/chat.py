@@ -54,13 +54,15 @@ def render(answer: Answer) -> str:
     reply = answer.answer_language or answer.language
     notice = answer.generation.get("notice")
     short = answer.short_answer
-    lines = ([f"{PHRASES[reply]['short']}: {short['text']}"] if short else []) + (
-        [f"({notice})"] if notice else []) + [answer.answer]
+    lines = (
+        ([f"{PHRASES[reply]['short']}: {short['text']}"] if short else [])
+        + ([f"({notice})"] if notice else [])
+        + [answer.answer]
+    )
     if answer.citations:
         lines += ["", PHRASES[reply]["sources"] + ":"]
         for c in answer.citations:
-            lines.append(f"[{c.n}] {c.title} — {c.source}, {c.chunk_id}, "
-                         f"chars {c.sentence_start}–{c.sentence_end}")
+            lines.append(f"[{c.n}] {c.title} — {c.source}, {c.chunk_id}, chars {c.sentence_start}–{c.sentence_end}")
             english = (c.translation or {}).get("sentence")
             if reply == "en" and english:
                 lines.append(f"    {english}")

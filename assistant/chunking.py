@@ -20,8 +20,12 @@ class ChunkParams:
     overlap_sentences: int = 1
 
     def as_dict(self) -> dict:
-        return {"min_chars": self.min_chars, "max_chars": self.max_chars,
-                "overlap_sentences": self.overlap_sentences, "version": CHUNKER_VERSION}
+        return {
+            "min_chars": self.min_chars,
+            "max_chars": self.max_chars,
+            "overlap_sentences": self.overlap_sentences,
+            "version": CHUNKER_VERSION,
+        }
 
 
 def paragraphs(doc: Document) -> list[tuple[int, int]]:
@@ -42,8 +46,9 @@ def paragraphs(doc: Document) -> list[tuple[int, int]]:
         if pending is not None:
             a, pending = pending, None
         block = doc.text[a:b]
-        if doc.source.endswith(".md") and all(line.lstrip().startswith("#")
-                                              for line in block.splitlines() if line.strip()):
+        if doc.source.endswith(".md") and all(
+            line.lstrip().startswith("#") for line in block.splitlines() if line.strip()
+        ):
             pending = a
             continue
         merged.append((a, b))
@@ -78,17 +83,19 @@ def split(documents, params: ChunkParams = ChunkParams()) -> list[Chunk]:
             for group in _groups(spans, params):
                 number += 1
                 a, b = group[0][0], group[-1][1]
-                chunks.append(Chunk(
-                    chunk_id=f"{doc.doc_id}#{number}",
-                    doc_id=doc.doc_id,
-                    source=doc.source,
-                    title=doc.title,
-                    paragraph=paragraph,
-                    start=a,
-                    end=b,
-                    text=doc.text[a:b],
-                    sentences=tuple(group),
-                ))
+                chunks.append(
+                    Chunk(
+                        chunk_id=f"{doc.doc_id}#{number}",
+                        doc_id=doc.doc_id,
+                        source=doc.source,
+                        title=doc.title,
+                        paragraph=paragraph,
+                        start=a,
+                        end=b,
+                        text=doc.text[a:b],
+                        sentences=tuple(group),
+                    )
+                )
     return chunks
 
 
@@ -101,8 +108,11 @@ def _groups(spans: list[tuple[int, int]], params: ChunkParams) -> list[list[tupl
     groups, i, fresh = [], 0, 0  # fresh: the first sentence no group holds yet
     while i < len(spans):
         j = max(i + 1, fresh + 1)
-        while (j < len(spans) and spans[j - 1][1] - spans[i][0] < params.min_chars
-               and spans[j][1] - spans[i][0] <= params.max_chars):
+        while (
+            j < len(spans)
+            and spans[j - 1][1] - spans[i][0] < params.min_chars
+            and spans[j][1] - spans[i][0] <= params.max_chars
+        ):
             j += 1
         groups.append(spans[i:j])
         fresh = j

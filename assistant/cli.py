@@ -39,10 +39,17 @@ def _open(config: Config):
 
 
 def _paths(command):
-    command = click.option("--index", "index_dir", type=click.Path(path_type=Path),
-                           help="Index directory [env ASSISTANT_INDEX_DIR; default index/].")(command)
-    command = click.option("--corpus", type=click.Path(path_type=Path),
-                           help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].")(command)
+    command = click.option(
+        "--index",
+        "index_dir",
+        type=click.Path(path_type=Path),
+        help="Index directory [env ASSISTANT_INDEX_DIR; default index/].",
+    )(command)
+    command = click.option(
+        "--corpus",
+        type=click.Path(path_type=Path),
+        help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].",
+    )(command)
     return command
 
 
@@ -86,8 +93,10 @@ def index_command(corpus, index_dir):
     built = index.build(config, embedding.load(config), progress=True)
     for problem in built.manifest["problems"]:
         click.secho(f"Skipped {problem}", fg="yellow", err=True)
-    click.echo(f"Indexed {built.manifest['chunks']} passages from {len(built.manifest['documents'])} "
-               f"documents into {config.index_dir} in {time.perf_counter() - started:.1f} s.")
+    click.echo(
+        f"Indexed {built.manifest['chunks']} passages from {len(built.manifest['documents'])} "
+        f"documents into {config.index_dir} in {time.perf_counter() - started:.1f} s."
+    )
 
 
 @cli.command()
@@ -114,9 +123,12 @@ def serve(host, port, corpus, index_dir):
     answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
     app = create_app(answerer, config)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
-               f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
-               f"  API docs:    {base}/docs\n  Health:      {base}/api/health", err=True)
+    click.echo(
+        f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
+        f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
+        f"  API docs:    {base}/docs\n  Health:      {base}/api/health",
+        err=True,
+    )
     run_server(app, host, port)
 
 
@@ -124,8 +136,13 @@ def serve(host, port, corpus, index_dir):
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
-@click.option("--answer-language", type=click.Choice(["auto", "th", "en"]), default="auto", show_default=True,
-              help="The answer's language; auto answers in the question's.")
+@click.option(
+    "--answer-language",
+    type=click.Choice(["auto", "th", "en"]),
+    default="auto",
+    show_default=True,
+    help="The answer's language; auto answers in the question's.",
+)
 @_paths
 def ask(question, as_json, top_k, answer_language, corpus, index_dir):
     """Answer one QUESTION with cited passages.
@@ -150,8 +167,13 @@ def ask(question, as_json, top_k, answer_language, corpus, index_dir):
 
 @cli.command()
 @click.option("--top-k", type=click.IntRange(1, 50), help="Passages to retrieve [default 5].")
-@click.option("--answer-language", type=click.Choice(["auto", "th", "en"]), default="auto", show_default=True,
-              help="The answers' language; auto answers in each question's.")
+@click.option(
+    "--answer-language",
+    type=click.Choice(["auto", "th", "en"]),
+    default="auto",
+    show_default=True,
+    help="The answers' language; auto answers in each question's.",
+)
 @_paths
 def chat(top_k, answer_language, corpus, index_dir):
     """Talk with the assistant in the terminal; follow-up questions use the conversation.
@@ -165,8 +187,9 @@ def chat(top_k, answer_language, corpus, index_dir):
 
     config = _config(corpus, index_dir, top_k=top_k)
     conversation = Conversation(_open(config), answer_language=answer_language)
-    click.echo(f"Answers: {_mode(config)}. Ask about the documents in Thai or English. "
-               "/clear starts over, /exit leaves.")
+    click.echo(
+        f"Answers: {_mode(config)}. Ask about the documents in Thai or English. /clear starts over, /exit leaves."
+    )
     while True:
         try:
             question = input("> ")
@@ -227,26 +250,52 @@ def _floors(ctx, param, values) -> tuple:
 
 @cli.command("eval")
 @click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="all", show_default=True,
-              help="Run only the questions of this split (their \"split\" field).")
+@click.option(
+    "--split",
+    type=click.Choice(["dev", "test", "all"]),
+    default="all",
+    show_default=True,
+    help='Run only the questions of this split (their "split" field).',
+)
 @click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the metrics and per-question results to this JSON file.")
-@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write one row per question to this CSV file.")
-@click.option("--report", "report_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report with charts and the failed questions.")
-@click.option("--compare", is_flag=True,
-              help="Also run dense only, BM25 only and llama-index defaults on the same questions.")
-@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A previous --json results file: show per question what was fixed and what regressed, "
-                   "and each metric's change.")
-@click.option("--fail-under", "floors", multiple=True, callback=_floors, metavar="METRIC=VALUE",
-              help="Exit with status 1 when METRIC (or LANG:METRIC, e.g. en:hit@1) is below VALUE; "
-                   "repeatable; @FILE reads one METRIC=VALUE a line.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the metrics and per-question results to this JSON file.",
+)
+@click.option(
+    "--csv",
+    "csv_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one row per question to this CSV file.",
+)
+@click.option(
+    "--report",
+    "report_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report with charts and the failed questions.",
+)
+@click.option(
+    "--compare", is_flag=True, help="Also run dense only, BM25 only and llama-index defaults on the same questions."
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A previous --json results file: show per question what was fixed and what regressed, "
+    "and each metric's change.",
+)
+@click.option(
+    "--fail-under",
+    "floors",
+    multiple=True,
+    callback=_floors,
+    metavar="METRIC=VALUE",
+    help="Exit with status 1 when METRIC (or LANG:METRIC, e.g. en:hit@1) is below VALUE; "
+    "repeatable; @FILE reads one METRIC=VALUE a line.",
+)
 @_paths
-def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare, baseline, floors, corpus,
-                 index_dir):
+def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare, baseline, floors, corpus, index_dir):
     """Run a question set (JSON Lines) through the chat's answer path and print the metrics.
 
     Latency leaves out a warm-up: the first question is asked once more, unscored, before the run.
@@ -280,8 +329,11 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
 
         side_by_side = {}
         for name, pipeline in configurations(answerer, config.corpus_dir).items():
-            runs = outcomes if pipeline is answerer else evaluation.run(
-                pipeline, selected, top_k=top_k, progress=True, desc=name)
+            runs = (
+                outcomes
+                if pipeline is answerer
+                else evaluation.run(pipeline, selected, top_k=top_k, progress=True, desc=name)
+            )
             side_by_side[name] = evaluation.report(runs)
         click.echo()
         click.echo(report.compare_table(side_by_side))
@@ -292,9 +344,19 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
         click.echo(report.diff_text(changes, split))
     manifest = answerer.retriever.index.manifest
     results = evaluation.document(
-        outcomes, result, question_set, split,
-        {"top_k": top_k, "embed_model": manifest["embed_model"], "chunking": manifest["chunking"],
-         "questions": str(questions)}, side_by_side, changes)
+        outcomes,
+        result,
+        question_set,
+        split,
+        {
+            "top_k": top_k,
+            "embed_model": manifest["embed_model"],
+            "chunking": manifest["chunking"],
+            "questions": str(questions),
+        },
+        side_by_side,
+        changes,
+    )
     if json_out:
         json_out.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     if csv_out:
@@ -330,16 +392,33 @@ def eval_table_command(results):
 
 
 @cli.command("bench")
-@click.option("--quick", is_flag=True,
-              help="A reduced run in under two minutes (real corpus and 500 synthetic passages, 30 questions).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write every number to this JSON file.")
-@click.option("--questions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=Path("eval/questions.jsonl"), show_default=True, help="Questions to time.")
-@click.option("--corpus", type=click.Path(path_type=Path),
-              help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/].")
-@click.option("--max-passages", type=click.IntRange(1), default=None,
-              help="Leave out the synthetic corpora larger than this (the 100k one takes an hour to embed once).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A reduced run in under two minutes (real corpus and 500 synthetic passages, 30 questions).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every number to this JSON file.",
+)
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("eval/questions.jsonl"),
+    show_default=True,
+    help="Questions to time.",
+)
+@click.option(
+    "--corpus", type=click.Path(path_type=Path), help="Corpus directory [env ASSISTANT_CORPUS_DIR; default corpus/]."
+)
+@click.option(
+    "--max-passages",
+    type=click.IntRange(1),
+    default=None,
+    help="Leave out the synthetic corpora larger than this (the 100k one takes an hour to embed once).",
+)
 def bench_command(quick, json_out, questions, corpus, max_passages):
     """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
     against exact search and llama-index's default query path in the same run), HTTP load, a soak and
@@ -358,8 +437,7 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
 
     config = _config(corpus, None)
     started = time.perf_counter()
-    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True),
-                       max_passages=max_passages)
+    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True), max_passages=max_passages)
     result["seconds"] = time.perf_counter() - started
     click.echo(bench.table(result))
     click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)
@@ -369,12 +447,23 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
 
 @cli.command("feedback")
 @click.option("--down", is_flag=True, help="Only thumbs down.")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-              help="Only entries from this date (UTC) on.")
-@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the thumbs-down questions to this file as draft evaluation lines (JSON Lines).")
-@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The feedback log [env ASSISTANT_FEEDBACK_PATH; default feedback.jsonl].")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Only entries from this date (UTC) on.",
+)
+@click.option(
+    "--export",
+    "export",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the thumbs-down questions to this file as draft evaluation lines (JSON Lines).",
+)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The feedback log [env ASSISTANT_FEEDBACK_PATH; default feedback.jsonl].",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry instead of text.")
 def feedback_command(down, since, export, path, as_json):
     """List the visitors' ratings of answers (with their comments), or turn the thumbs-down questions
@@ -396,26 +485,41 @@ def feedback_command(down, since, export, path, as_json):
         since = since.replace(tzinfo=UTC)
         entries = [e for e in entries if e.time >= since]
     if skipped:
-        click.secho(f"Skipped {skipped} malformed line{'s' if skipped != 1 else ''} in {path}.", fg="yellow",
-                    err=True)
+        click.secho(f"Skipped {skipped} malformed line{'s' if skipped != 1 else ''} in {path}.", fg="yellow", err=True)
     if export:
         lines = feedback.drafts(entries)
         export.parent.mkdir(parents=True, exist_ok=True)
         export.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-        click.echo(f"Wrote {len(lines)} draft question{'s' if len(lines) != 1 else ''} to {export}: fill in "
-                   "`answers` and `evidence` before adding them to the evaluation set.", err=True)
+        click.echo(
+            f"Wrote {len(lines)} draft question{'s' if len(lines) != 1 else ''} to {export}: fill in "
+            "`answers` and `evidence` before adding them to the evaluation set.",
+            err=True,
+        )
         return
     if down:
         entries = [e for e in entries if not e.liked]
     for e in entries:
         if as_json:
-            click.echo(json.dumps({"time": e.time.isoformat(), "liked": e.liked, "answer_id": e.answer_id,
-                                   "question": e.question, "answer": e.answer, "comment": e.comment},
-                                  ensure_ascii=False))
+            click.echo(
+                json.dumps(
+                    {
+                        "time": e.time.isoformat(),
+                        "liked": e.liked,
+                        "answer_id": e.answer_id,
+                        "question": e.question,
+                        "answer": e.answer,
+                        "comment": e.comment,
+                    },
+                    ensure_ascii=False,
+                )
+            )
             continue
         click.echo(f"{e.time:%Y-%m-%d %H:%M}  {'👍' if e.liked else '👎'}  {e.question}")
         if e.comment:
             click.echo(f"    comment: {e.comment}")
     if not as_json:
-        click.echo(f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"
-                   f" ({sum(not e.liked for e in entries)} thumbs down).", err=True)
+        click.echo(
+            f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"
+            f" ({sum(not e.liked for e in entries)} thumbs down).",
+            err=True,
+        )

@@ -132,29 +132,34 @@ class Config:
         if self.top_k < 1:
             raise AssistantError("top_k must be at least 1")
         if self.vector_index not in VECTOR_INDEXES:
-            raise AssistantError(f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of "
-                                 f"{', '.join(VECTOR_INDEXES)}")
+            raise AssistantError(
+                f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of {', '.join(VECTOR_INDEXES)}"
+            )
         if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
-            raise AssistantError("ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH "
-                                 "must be positive")
+            raise AssistantError(
+                "ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH must be positive"
+            )
         if self.rate_limit.strip().lower() not in {"off", ""}:
             from limits import parse
 
             try:
                 parse(self.rate_limit)
             except ValueError:
-                raise AssistantError(f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as "
-                                     "'60/minute' or 'off'") from None
+                raise AssistantError(
+                    f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as '60/minute' or 'off'"
+                ) from None
         if not 0 <= self.history_turns <= 50:
             raise AssistantError(f"ASSISTANT_HISTORY_TURNS={self.history_turns}: use 0 to 50")
         if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
             raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
         if self.embed_precision not in EMBED_PRECISIONS:
-            raise AssistantError(f"ASSISTANT_EMBED_PRECISION={self.embed_precision!r}: use one of "
-                                 f"{', '.join(EMBED_PRECISIONS)}")
+            raise AssistantError(
+                f"ASSISTANT_EMBED_PRECISION={self.embed_precision!r}: use one of {', '.join(EMBED_PRECISIONS)}"
+            )
         if self.embed_runtime not in EMBED_RUNTIMES:
-            raise AssistantError(f"ASSISTANT_EMBED_RUNTIME={self.embed_runtime!r}: use one of "
-                                 f"{', '.join(EMBED_RUNTIMES)}")
+            raise AssistantError(
+                f"ASSISTANT_EMBED_RUNTIME={self.embed_runtime!r}: use one of {', '.join(EMBED_RUNTIMES)}"
+            )
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:

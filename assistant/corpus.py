@@ -30,14 +30,18 @@ def files(corpus_dir: Path) -> list[Path]:
     """The files that make up the corpus, in a stable order; symbolic links are left out (see `links`)."""
     if not corpus_dir.is_dir():
         raise EmptyCorpusError(f"Corpus directory {corpus_dir} does not exist.")
-    return sorted(p for p in corpus_dir.rglob("*")
-                  if p.suffix in SUFFIXES and p.is_file() and not _linked(p, corpus_dir))
+    return sorted(
+        p for p in corpus_dir.rglob("*") if p.suffix in SUFFIXES and p.is_file() and not _linked(p, corpus_dir)
+    )
 
 
 def links(corpus_dir: Path) -> list[Path]:
     """Symbolic links in the corpus folder: never followed, so a link to a system file is not indexed."""
-    return sorted(p for p in corpus_dir.rglob("*")
-                  if p.is_symlink() and (p.suffix in SUFFIXES or p.name.endswith(SIDECAR) or p.is_dir()))
+    return sorted(
+        p
+        for p in corpus_dir.rglob("*")
+        if p.is_symlink() and (p.suffix in SUFFIXES or p.name.endswith(SIDECAR) or p.is_dir())
+    )
 
 
 def _linked(path: Path, corpus_dir: Path) -> bool:
@@ -64,8 +68,12 @@ def load(corpus_dir: Path) -> Corpus:
     """Every readable document; unreadable files become problems, not failures."""
     documents, problems = [], []
     for link in links(corpus_dir):
-        problems.append(CorpusError(link.relative_to(corpus_dir).as_posix(),
-                                    "symbolic link, skipped: copy the file into the corpus folder instead"))
+        problems.append(
+            CorpusError(
+                link.relative_to(corpus_dir).as_posix(),
+                "symbolic link, skipped: copy the file into the corpus folder instead",
+            )
+        )
     for path in files(corpus_dir):
         try:
             documents.append(read(path, corpus_dir))
@@ -109,7 +117,7 @@ def _front_matter(name: str, text: str) -> tuple[dict, str]:
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
-    return _yaml(name, match.group(1)), text[match.end():]
+    return _yaml(name, match.group(1)), text[match.end() :]
 
 
 def _yaml(name: str, text: str) -> dict:

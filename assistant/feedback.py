@@ -21,8 +21,10 @@ def validate_comment(text: str | None) -> str:
     """A visitor's comment on an answer, trimmed; empty is allowed (the comment is optional)."""
     text = (text or "").strip()
     if len(text) > MAX_COMMENT_CHARS:
-        raise InvalidQuestionError(f"The comment is {len(text):,} characters; the limit is {MAX_COMMENT_CHARS}. "
-                                   f"· ความคิดเห็นยาวเกิน {MAX_COMMENT_CHARS} ตัวอักษร")
+        raise InvalidQuestionError(
+            f"The comment is {len(text):,} characters; the limit is {MAX_COMMENT_CHARS}. "
+            f"· ความคิดเห็นยาวเกิน {MAX_COMMENT_CHARS} ตัวอักษร"
+        )
     if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
         raise InvalidQuestionError("The comment contains control characters. · ความคิดเห็นมีอักขระควบคุม")
     return text
@@ -38,19 +40,23 @@ class FeedbackLog:
         self._lock = threading.Lock()
 
     def append(self, liked: bool, answer: dict, comment: str = "") -> None:
-        record = {"time": _now(), "liked": liked,
-                  "answer_id": answer.get("id"), "question": answer["question"][:2000],
-                  "answer": answer["answer"][:4000],
-                  "citations": [{k: c[k] for k in ("n", "chunk_id", "source", "start", "end")}
-                                for c in answer["citations"][:10]]}
+        record = {
+            "time": _now(),
+            "liked": liked,
+            "answer_id": answer.get("id"),
+            "question": answer["question"][:2000],
+            "answer": answer["answer"][:4000],
+            "citations": [
+                {k: c[k] for k in ("n", "chunk_id", "source", "start", "end")} for c in answer["citations"][:10]
+            ],
+        }
         if comment:
             record["comment"] = validate_comment(comment)
         self._write(record)
 
     def comment(self, answer: dict, liked: bool, text: str) -> None:
         """A comment written after the thumb: its own line, bound to the rated answer's id."""
-        self._write({"time": _now(), "liked": liked, "answer_id": answer.get("id"),
-                     "comment": validate_comment(text)})
+        self._write({"time": _now(), "liked": liked, "answer_id": answer.get("id"), "comment": validate_comment(text)})
 
     def _write(self, record: dict) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -98,12 +104,22 @@ def read(path: Path) -> tuple[list[Entry], int]:
                     if "question" not in record:  # a comment line, attached to its rating below
                         comments[str(record["answer_id"])] = str(record["comment"])
                         continue
-                    entries.append(Entry(time, liked, record.get("answer_id"), str(record["question"]),
-                                         str(record.get("answer", "")), str(record.get("comment", ""))))
+                    entries.append(
+                        Entry(
+                            time,
+                            liked,
+                            record.get("answer_id"),
+                            str(record["question"]),
+                            str(record.get("answer", "")),
+                            str(record.get("comment", "")),
+                        )
+                    )
                 except (ValueError, KeyError, TypeError, AttributeError):
                     skipped += 1
-    entries = [Entry(e.time, e.liked, e.answer_id, e.question, e.answer,
-                     e.comment or comments.get(str(e.answer_id), "")) for e in entries]
+    entries = [
+        Entry(e.time, e.liked, e.answer_id, e.question, e.answer, e.comment or comments.get(str(e.answer_id), ""))
+        for e in entries
+    ]
     return entries, skipped
 
 
@@ -116,9 +132,14 @@ def drafts(entries: list[Entry]) -> list[dict]:
         if e.liked or key in seen:
             continue
         seen.add(key)
-        line = {"id": "fb-" + hashlib.sha1(key.encode()).hexdigest()[:10],
-                "lang": "th" if _THAI.search(key) else "en", "question": key, "answers": [], "evidence": [],
-                "source": "feedback"}
+        line = {
+            "id": "fb-" + hashlib.sha1(key.encode()).hexdigest()[:10],
+            "lang": "th" if _THAI.search(key) else "en",
+            "question": key,
+            "answers": [],
+            "evidence": [],
+            "source": "feedback",
+        }
         if e.comment:
             line["comment"] = e.comment
         lines.append(line)

@@ -54,20 +54,30 @@ class Chunks(Sequence):
     text and sentence tuples would take several hundred MB.
     """
 
-    FIELDS = ("doc", "number", "paragraph", "start", "end", "sentence_offsets", "sentence_start",
-              "sentence_end", "sentence_row")
+    FIELDS = (
+        "doc",
+        "number",
+        "paragraph",
+        "start",
+        "end",
+        "sentence_offsets",
+        "sentence_start",
+        "sentence_end",
+        "sentence_row",
+    )
 
     def __init__(self, documents: list[dict], arrays: dict[str, np.ndarray]):
         self.documents = documents
         self.arrays = {name: np.asarray(arrays[name]) for name in self.FIELDS}
 
     @classmethod
-    def from_chunks(cls, chunks: list[Chunk], documents: dict[str, Document],
-                    sentence_row: dict[str, int]) -> Chunks:
+    def from_chunks(cls, chunks: list[Chunk], documents: dict[str, Document], sentence_row: dict[str, int]) -> Chunks:
         order = list(dict.fromkeys(c.doc_id for c in chunks))
         position = {d: i for i, d in enumerate(order)}
-        docs = [{"doc_id": d, "source": documents[d].source, "title": documents[d].title,
-                 "text": documents[d].text} for d in order]
+        docs = [
+            {"doc_id": d, "source": documents[d].source, "title": documents[d].title, "text": documents[d].text}
+            for d in order
+        ]
         sentences = [s for c in chunks for s in c.sentences]
         arrays = {
             "doc": [position[c.doc_id] for c in chunks],
@@ -80,8 +90,9 @@ class Chunks(Sequence):
             "sentence_end": [b for _, b in sentences],
             "sentence_row": [sentence_row[documents[c.doc_id].text[a:b]] for c in chunks for a, b in c.sentences],
         }
-        return cls(docs, {k: np.asarray(v, dtype=np.int64 if k == "sentence_offsets" else np.int32)
-                          for k, v in arrays.items()})
+        return cls(
+            docs, {k: np.asarray(v, dtype=np.int64 if k == "sentence_offsets" else np.int32) for k, v in arrays.items()}
+        )
 
     def __len__(self) -> int:
         return len(self.arrays["doc"])
@@ -94,11 +105,18 @@ class Chunks(Sequence):
         doc = self.documents[a["doc"][i]]
         lo, hi = a["sentence_offsets"][i], a["sentence_offsets"][i + 1]
         start, end = int(a["start"][i]), int(a["end"][i])
-        return Chunk(chunk_id=f"{doc['doc_id']}#{a['number'][i]}", doc_id=doc["doc_id"], source=doc["source"],
-                     title=doc["title"], paragraph=int(a["paragraph"][i]), start=start, end=end,
-                     text=doc["text"][start:end],
-                     sentences=tuple(zip(a["sentence_start"][lo:hi].tolist(), a["sentence_end"][lo:hi].tolist())),
-                     sentence_rows=tuple(a["sentence_row"][lo:hi].tolist()))
+        return Chunk(
+            chunk_id=f"{doc['doc_id']}#{a['number'][i]}",
+            doc_id=doc["doc_id"],
+            source=doc["source"],
+            title=doc["title"],
+            paragraph=int(a["paragraph"][i]),
+            start=start,
+            end=end,
+            text=doc["text"][start:end],
+            sentences=tuple(zip(a["sentence_start"][lo:hi].tolist(), a["sentence_end"][lo:hi].tolist())),
+            sentence_rows=tuple(a["sentence_row"][lo:hi].tolist()),
+        )
 
     def save(self, folder: Path) -> None:
         (folder / DOCUMENTS).write_text(json.dumps(self.documents, ensure_ascii=False), encoding="utf-8")
@@ -160,8 +178,7 @@ class English:
 
 
 def chunk_params(config: Config) -> chunking.ChunkParams:
-    return chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars,
-                                config.chunk_overlap_sentences)
+    return chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars, config.chunk_overlap_sentences)
 
 
 def prompts(config: Config) -> dict:
@@ -194,12 +211,25 @@ def _nodes(chunks: list[Chunk]):
 
     nodes = []
     for c in chunks:
-        metadata = {"doc_id": c.doc_id, "source": c.source, "title": c.title, "paragraph": c.paragraph,
-                    "start": c.start, "end": c.end}
+        metadata = {
+            "doc_id": c.doc_id,
+            "source": c.source,
+            "title": c.title,
+            "paragraph": c.paragraph,
+            "start": c.start,
+            "end": c.end,
+        }
         keys = list(metadata)
         # Only the passage text is embedded: metadata in front of it lowered retrieval quality.
-        nodes.append(TextNode(id_=c.chunk_id, text=c.text, metadata=metadata,
-                              excluded_embed_metadata_keys=keys, excluded_llm_metadata_keys=keys))
+        nodes.append(
+            TextNode(
+                id_=c.chunk_id,
+                text=c.text,
+                metadata=metadata,
+                excluded_embed_metadata_keys=keys,
+                excluded_llm_metadata_keys=keys,
+            )
+        )
     return nodes
 
 
@@ -223,8 +253,9 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
 
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(config.index_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.index_dir.name}-building-{os.getpid()}-",
-                                    dir=config.index_dir.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{config.index_dir.name}-building-{os.getpid()}-", dir=config.index_dir.parent)
+    )
     try:
         # llama-index embeds the passages and adds them to FAISS in order: FAISS row i is chunks[i].
         store = FaissVectorStore(faiss_index=faiss_index)
@@ -232,8 +263,12 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
         cache = embedding.cache_path(config) if config.vector_cache else None
         with vector_cache.passage_cache(embed_model, cache):
-            VectorStoreIndex(_nodes(chunks), storage_context=StorageContext.from_defaults(vector_store=store),
-                             embed_model=embed_model, show_progress=progress)
+            VectorStoreIndex(
+                _nodes(chunks),
+                storage_context=StorageContext.from_defaults(vector_store=store),
+                embed_model=embed_model,
+                show_progress=progress,
+            )
             vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
         store.persist(str(staging / VECTORS))
         np.save(staging / SENTENCES, vectors.astype(np.float16))
@@ -244,11 +279,11 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         lexical.save(str(staging / LEXICAL))
         terms = corpus.glossary(loaded.documents)
         (staging / GLOSSARY).write_text(json.dumps(terms, ensure_ascii=False, indent=1), encoding="utf-8")
-        (staging / ENTITIES).write_text(json.dumps(corpus.glossary_rows(loaded.documents), ensure_ascii=False),
-                                        encoding="utf-8")
+        (staging / ENTITIES).write_text(
+            json.dumps(corpus.glossary_rows(loaded.documents), ensure_ascii=False), encoding="utf-8"
+        )
         renderings, problems = translation.load(config.corpus_dir, loaded.documents)
-        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress,
-                                 config)
+        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress, config)
 
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -278,8 +313,17 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     return load(config, embed_model)
 
 
-def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderings: dict, texts: list[str],
-                   embed_model, cache, progress: bool, config: Config) -> dict:
+def _build_english(
+    staging: Path,
+    chunks: list[Chunk],
+    documents: dict,
+    renderings: dict,
+    texts: list[str],
+    embed_model,
+    cache,
+    progress: bool,
+    config: Config,
+) -> dict:
     """Index the English renderings: passage vectors and BM25 by chunk, sentence vectors by Thai row.
 
     A rendering that lacks a sentence the chunker cut (the chunking changed) is reported and left out.
@@ -294,12 +338,13 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
         missing = translation.coverage(rendering, [s for c in chunks if c.doc_id == doc_id for s in c.sentences])
         if missing:
             source = documents[doc_id].source
-            problems.append(f"{translation.path_for(Path(source)).as_posix()}: stale English rendering: no "
-                            f"sentence for {len(missing)} span(s) the chunker cuts (first {missing[0]}); not used")
+            problems.append(
+                f"{translation.path_for(Path(source)).as_posix()}: stale English rendering: no "
+                f"sentence for {len(missing)} span(s) the chunker cuts (first {missing[0]}); not used"
+            )
             del renderings[doc_id]
     rows = [i for i, c in enumerate(chunks) if c.doc_id in renderings]
-    out = {"documents": sorted(documents[d].source for d in renderings), "passages": len(rows),
-           "problems": problems}
+    out = {"documents": sorted(documents[d].source for d in renderings), "passages": len(rows), "problems": problems}
     if not rows:
         return out
     passages = [renderings[chunks[i].doc_id].passage(chunks[i].sentences) for i in rows]
@@ -313,8 +358,12 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
     store = FaissVectorStore(faiss_index=new_faiss_index(config.with_(vector_index="flat"), dimension))
     nodes = [TextNode(id_=f"{chunks[i].chunk_id}@en", text=t) for i, t in zip(rows, passages)]
     with vector_cache.passage_cache(embed_model, cache):
-        VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                         embed_model=embed_model, show_progress=progress)
+        VectorStoreIndex(
+            nodes,
+            storage_context=StorageContext.from_defaults(vector_store=store),
+            embed_model=embed_model,
+            show_progress=progress,
+        )
         present = [t for t in texts if t in english_of]
         vectors = embedding.encode(embed_model, [english_of[t] for t in present], query=False, progress=progress)
     sentence_vectors = np.zeros((len(texts), vectors.shape[1]), dtype=np.float16)
@@ -326,8 +375,10 @@ def _build_english(staging: Path, chunks: list[Chunk], documents: dict, renderin
     lexical = bm25s.BM25()
     lexical.index([english_tokens(t) for t in passages], show_progress=False)
     lexical.save(str(staging / LEXICAL_EN))
-    saved = {d: {"title": r.title, "sentences": [[a, b, en] for (a, b), en in sorted(r.sentences.items())]}
-             for d, r in renderings.items()}
+    saved = {
+        d: {"title": r.title, "sentences": [[a, b, en] for (a, b), en in sorted(r.sentences.items())]}
+        for d, r in renderings.items()
+    }
     (staging / ENGLISH).write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
     return out
 
@@ -339,16 +390,21 @@ def _load_english(folder: Path, manifest: dict, chunks: Chunks) -> English | Non
     if not manifest.get("english", {}).get("passages"):
         return None
     saved = json.loads((folder / ENGLISH).read_text(encoding="utf-8"))
-    renderings = {d: translation.Rendering(d, r["title"], {(a, b): en for a, b, en in r["sentences"]})
-                  for d, r in saved.items()}
+    renderings = {
+        d: translation.Rendering(d, r["title"], {(a, b): en for a, b, en in r["sentences"]}) for d, r in saved.items()
+    }
     store = FaissVectorStore.from_persist_path(str(folder / VECTORS_EN))
     rows = np.load(folder / ROWS_EN)
     lexical = bm25s.BM25.load(str(folder / LEXICAL_EN), mmap=False, show_progress=False)
     sentence_vectors = np.load(folder / SENTENCES_EN)
-    if (store._faiss_index.ntotal != len(rows) or (len(rows) and rows.max() >= len(chunks))
-            or len(sentence_vectors) != manifest["sentences"]):
-        raise IndexCorruptError(f"The English side of the index in {folder} is inconsistent: "
-                                "run `assistant index` to rebuild it.")
+    if (
+        store._faiss_index.ntotal != len(rows)
+        or (len(rows) and rows.max() >= len(chunks))
+        or len(sentence_vectors) != manifest["sentences"]
+    ):
+        raise IndexCorruptError(
+            f"The English side of the index in {folder} is inconsistent: run `assistant index` to rebuild it."
+        )
     return English(renderings, store, rows, lexical, sentence_vectors)
 
 
@@ -372,21 +428,30 @@ def verify(folder: Path, manifest: dict) -> None:
     for name, expected in recorded.items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != expected.get("bytes"):
-            raise IndexCorruptError(f"The index file {path} is missing or has another size than when it was "
-                                    "built: run `assistant index` to rebuild it.")
+            raise IndexCorruptError(
+                f"The index file {path} is missing or has another size than when it was "
+                "built: run `assistant index` to rebuild it."
+            )
     actual = checksums(folder)
     for name, expected in recorded.items():
         if actual.get(name, {}).get("sha256") != expected.get("sha256"):
-            raise IndexCorruptError(f"The index file {folder / name} changed since it was built (checksum "
-                                    "differs): run `assistant index` to rebuild it.")
+            raise IndexCorruptError(
+                f"The index file {folder / name} changed since it was built (checksum "
+                "differs): run `assistant index` to rebuild it."
+            )
 
 
 def disk_state(folder: Path) -> tuple:
     """A cheap signature of the index folder (each file's name, size and modification time): when it
     changes, the folder is worth verifying again."""
     try:
-        return tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                            for p in folder.rglob("*") if p.is_file()))
+        return tuple(
+            sorted(
+                (p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in folder.rglob("*")
+                if p.is_file()
+            )
+        )
     except OSError:  # a file vanished while we looked: a swap is under way
         return ()
 
@@ -394,7 +459,7 @@ def disk_state(folder: Path) -> tuple:
 def remove_abandoned(target: Path) -> None:
     """Delete staging and swapped-out folders left by builds whose process has died (killed builds)."""
     for folder in target.parent.glob(f".{target.name}-*-*"):
-        kind, _, rest = folder.name[len(target.name) + 2:].partition("-")
+        kind, _, rest = folder.name[len(target.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
         if kind in {"building", "old"} and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
@@ -435,8 +500,9 @@ def read_manifest(index_dir: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         manifest["format_version"], manifest["embed_model"], manifest["corpus_hash"]
     except (ValueError, KeyError, TypeError) as error:
-        raise IndexCorruptError(f"The index manifest {path} is unreadable ({error}): "
-                                "run `assistant index` to rebuild it.") from None
+        raise IndexCorruptError(
+            f"The index manifest {path} is unreadable ({error}): run `assistant index` to rebuild it."
+        ) from None
     return manifest
 
 
@@ -447,17 +513,22 @@ def check(manifest: dict, config: Config) -> None:
         raise IndexMismatchError(
             f"The index in {config.index_dir} was built with embedding model {manifest['embed_model']!r} "
             f"but the configured model is {model!r}: run `assistant index` to rebuild it, "
-            "or set ASSISTANT_EMBED_MODEL back.")
-    stale = (manifest["format_version"] != FORMAT_VERSION
-             or manifest.get("chunking") != chunk_params(config).as_dict()
-             or manifest.get("vector_index") != config.vector_index
-             or manifest.get("hnsw") != hnsw_params(config)
-             or manifest.get("prompts") != prompts(config)
-             or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir))
+            "or set ASSISTANT_EMBED_MODEL back."
+        )
+    stale = (
+        manifest["format_version"] != FORMAT_VERSION
+        or manifest.get("chunking") != chunk_params(config).as_dict()
+        or manifest.get("vector_index") != config.vector_index
+        or manifest.get("hnsw") != hnsw_params(config)
+        or manifest.get("prompts") != prompts(config)
+        or manifest["corpus_hash"] != corpus.content_hash(config.corpus_dir)
+    )
     if stale:
-        raise IndexStaleError(f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts "
-                              f"or the vector index settings changed since the index in {config.index_dir} was "
-                              "built: run `assistant index`.")
+        raise IndexStaleError(
+            f"The corpus in {config.corpus_dir}, the chunking settings, the model's prompts "
+            f"or the vector index settings changed since the index in {config.index_dir} was "
+            "built: run `assistant index`."
+        )
 
 
 def load(config: Config, embed_model=None) -> Index:
@@ -487,22 +558,32 @@ def load(config: Config, embed_model=None) -> Index:
     except AssistantError:
         raise
     except Exception as error:  # any unreadable part: FAISS, JSON, numpy or BM25 files
-        raise IndexCorruptError(f"The index in {folder} is damaged ({type(error).__name__}: "
-                                f"{str(error)[:200]}): run `assistant index` to rebuild it.") from None
+        raise IndexCorruptError(
+            f"The index in {folder} is damaged ({type(error).__name__}: "
+            f"{str(error)[:200]}): run `assistant index` to rebuild it."
+        ) from None
     rows = chunks.arrays["sentence_row"]
     lengths = np.array([len(d["text"]) for d in chunks.documents])
     if len(chunks) and (chunks.arrays["end"] > lengths[chunks.arrays["doc"]]).any():
-        raise IndexCorruptError(f"The index in {folder} has passages past the end of their document: "
-                                "run `assistant index` to rebuild it.")
-    if (store._faiss_index.d != manifest["dimension"] or store._faiss_index.ntotal != len(chunks)
-            or len(chunks) != manifest["chunks"]
-            or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
-            or (len(rows) and (rows.min() < 0 or rows.max() >= len(sentence_vectors)))):
-        raise IndexCorruptError(f"The index in {folder} is inconsistent (vector and chunk counts differ): "
-                                "run `assistant index` to rebuild it.")
+        raise IndexCorruptError(
+            f"The index in {folder} has passages past the end of their document: run `assistant index` to rebuild it."
+        )
+    if (
+        store._faiss_index.d != manifest["dimension"]
+        or store._faiss_index.ntotal != len(chunks)
+        or len(chunks) != manifest["chunks"]
+        or sentence_vectors.shape != (manifest["sentences"], manifest["dimension"])
+        or (len(rows) and (rows.min() < 0 or rows.max() >= len(sentence_vectors)))
+    ):
+        raise IndexCorruptError(
+            f"The index in {folder} is inconsistent (vector and chunk counts differ): "
+            "run `assistant index` to rebuild it."
+        )
     if len(embed_model.get_query_embedding("dimension probe")) != manifest["dimension"]:
-        raise IndexMismatchError(f"The embedding model's dimension differs from the index's "
-                                 f"({manifest['dimension']}): run `assistant index` to rebuild it.")
+        raise IndexMismatchError(
+            f"The embedding model's dimension differs from the index's "
+            f"({manifest['dimension']}): run `assistant index` to rebuild it."
+        )
     return Index(chunks, store, lexical, sentence_vectors, terms, manifest, embed_model, disk, english, entities)
 
 

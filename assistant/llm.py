@@ -56,15 +56,26 @@ def make_llm(config: Config):
     if config.llm == "openai":
         from llama_index.llms.openai_like import OpenAILike
 
-        return OpenAILike(model=config.llm_model, api_base=config.llm_base_url,
-                          api_key=config.llm_api_key or "not-needed", timeout=config.llm_timeout_s,
-                          max_retries=0, is_chat_model=True, temperature=0.1)
+        return OpenAILike(
+            model=config.llm_model,
+            api_base=config.llm_base_url,
+            api_key=config.llm_api_key or "not-needed",
+            timeout=config.llm_timeout_s,
+            max_retries=0,
+            is_chat_model=True,
+            temperature=0.1,
+        )
     if config.llm == "ollama":
         from llama_index.llms.ollama import Ollama
 
         # A known context window saves a /api/show request before every answer.
-        return Ollama(model=config.llm_model, base_url=config.llm_base_url,
-                      request_timeout=config.llm_timeout_s, temperature=0.1, context_window=8192)
+        return Ollama(
+            model=config.llm_model,
+            base_url=config.llm_base_url,
+            request_timeout=config.llm_timeout_s,
+            temperature=0.1,
+            context_window=8192,
+        )
     raise AssistantError(f"No LLM is configured (ASSISTANT_LLM={config.llm}).")
 
 
@@ -79,8 +90,10 @@ def messages(question: str, language: str, hits: list[Hit], index=None):
 
     passages = "\n\n".join(passage(n, h) for n, h in enumerate(hits, start=1))
     return [
-        ChatMessage(role="system", content=SYSTEM_PROMPT.format(language=LANGUAGES[language],
-                                                                refusal=PHRASES[language]["refusal"])),
+        ChatMessage(
+            role="system",
+            content=SYSTEM_PROMPT.format(language=LANGUAGES[language], refusal=PHRASES[language]["refusal"]),
+        ),
         ChatMessage(role="user", content=USER_PROMPT.format(passages=passages, question=question)),
     ]
 
@@ -122,16 +135,18 @@ class LLMAnswerer:
                 final = event
         return final
 
-    def stream(self, question: str, history=(), top_k: int | None = None,
-               answer_language: str = "auto") -> Iterator[str | Answer]:
+    def stream(
+        self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto"
+    ) -> Iterator[str | Answer]:
         """Text deltas as the LLM writes them, then the checked Answer (always last)."""
         history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
         started = time.perf_counter()
         retriever = self.retriever  # one index for the whole answer, even if a new one is swapped in
         standalone = self._condense(question, history)
         # Retrieval, refusal and the fallback answer come from the extractive path.
-        base = self.extractive.answer(standalone if standalone else question,
-                                      () if standalone else history, top_k, answer_language)
+        base = self.extractive.answer(
+            standalone if standalone else question, () if standalone else history, top_k, answer_language
+        )
         base = replace(base, question=question)
         mode = {"mode": self.config.llm, "model": self.config.llm_model}
         if base.refused:
@@ -146,8 +161,11 @@ class LLMAnswerer:
                     parts.append(delta)
                     yield delta
         except Exception as error:  # any client, HTTP, timeout or parsing fault: fall back
-            log.warning("LLM answer failed (%s: %s); falling back to the extractive answer",
-                        type(error).__name__, str(error)[:200])
+            log.warning(
+                "LLM answer failed (%s: %s); falling back to the extractive answer",
+                type(error).__name__,
+                str(error)[:200],
+            )
             yield self._fallback(base, mode, _reason(error), started)
             return
         text, valid, removed = check_markers("".join(parts), len(hits))
@@ -156,17 +174,30 @@ class LLMAnswerer:
             return
         if not valid:
             if PHRASES[base.answer_language]["refusal"].lower() in text.lower():
-                yield replace(base, answer=PHRASES[base.answer_language]["refusal"], refused=True, citations=(),
-                              short_answer=None, refusal_reason="the language model found no answer",
-                              generation={**mode, "status": "refused"})
+                yield replace(
+                    base,
+                    answer=PHRASES[base.answer_language]["refusal"],
+                    refused=True,
+                    citations=(),
+                    short_answer=None,
+                    refusal_reason="the language model found no answer",
+                    generation={**mode, "status": "refused"},
+                )
                 return
             yield self._fallback(base, mode, "no valid citation", started, removed)
             return
         vector = retriever.query(base.retrieval_query).vector
         citations = tuple(self._citation(retriever.index, n, hits[n - 1], vector) for n in valid)
         timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
-        yield replace(base, answer=text, citations=citations, refused=False, timings_ms=timings, short_answer=None,
-                      generation={**mode, "status": "verified", "removed_markers": removed})
+        yield replace(
+            base,
+            answer=text,
+            citations=citations,
+            refused=False,
+            timings_ms=timings,
+            short_answer=None,
+            generation={**mode, "status": "verified", "removed_markers": removed},
+        )
 
     def _condense(self, question: str, history: tuple[Turn, ...]) -> str | None:
         """The question made standalone by the LLM, as llama-index's condense-question chat engine does
@@ -177,12 +208,15 @@ class LLMAnswerer:
 
         transcript = "\n".join(f"{'Human' if t.role == 'user' else 'Assistant'}: {t.content}" for t in history[-6:])
         try:
-            reply = self.llm.chat([ChatMessage(role="user", content=CONDENSE_PROMPT.format(
-                chat_history=transcript, question=question))])
+            reply = self.llm.chat(
+                [ChatMessage(role="user", content=CONDENSE_PROMPT.format(chat_history=transcript, question=question))]
+            )
             text = (reply.message.content or "").strip()
         except Exception as error:
-            log.warning("LLM could not condense the follow-up (%s); retrieving with the conversation instead",
-                        type(error).__name__)
+            log.warning(
+                "LLM could not condense the follow-up (%s); retrieving with the conversation instead",
+                type(error).__name__,
+            )
             return None
         return text if 0 < len(text) <= self.config.max_question_chars else None
 
@@ -195,8 +229,17 @@ class LLMAnswerer:
     def _fallback(self, base: Answer, mode: dict, reason: str, started: float, removed=()) -> Answer:
         notice = NOTICE[base.answer_language].format(reason=reason)
         timings = {**base.timings_ms, "total": (time.perf_counter() - started) * 1e3}
-        return replace(base, timings_ms=timings, generation={**mode, "status": "fallback", "notice": notice,
-                                                             "reason": reason, "removed_markers": list(removed)})
+        return replace(
+            base,
+            timings_ms=timings,
+            generation={
+                **mode,
+                "status": "fallback",
+                "notice": notice,
+                "reason": reason,
+                "removed_markers": list(removed),
+            },
+        )
 
 
 def _reason(error: Exception) -> str:

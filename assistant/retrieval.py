@@ -159,8 +159,16 @@ class Retriever:
         if self.mode == "hybrid":
             fused.update(self._evidence(query, order[:RERANK_DEPTH], fused))
             order = sorted(order[:RERANK_DEPTH], key=lambda i: -fused[i]) + order[RERANK_DEPTH:]
-        hits = [Hit(chunk=chunks[i], score=fused[i], dense_score=float(dense_score.get(i, 0.0)),
-                    dense_rank=dense_rank.get(i), lexical_rank=lexical_rank.get(i)) for i in order[:top_k]]
+        hits = [
+            Hit(
+                chunk=chunks[i],
+                score=fused[i],
+                dense_score=float(dense_score.get(i, 0.0)),
+                dense_rank=dense_rank.get(i),
+                lexical_rank=lexical_rank.get(i),
+            )
+            for i in order[:top_k]
+        ]
         lap("rerank")
         return hits
 

@@ -67,8 +67,9 @@ class WordSet:
         if longest is None:
             return []
         found = self._words
-        return [text[start:end] for end in range(start + 1, min(len(text), start + longest) + 1)
-                if text[start:end] in found]
+        return [
+            text[start:end] for end in range(start + 1, min(len(text), start + longest) + 1) if text[start:end] in found
+        ]
 
 
 @lru_cache(maxsize=1)
@@ -91,10 +92,50 @@ def word_boundaries(text: str) -> set[int]:
 def _stopwords() -> frozenset[str]:
     from pythainlp.corpus import thai_stopwords
 
-    english = {"a", "an", "the", "of", "in", "on", "to", "and", "or", "is", "are", "was", "were",
-               "what", "which", "who", "whom", "when", "where", "why", "how", "does", "do", "did",
-               "with", "for", "by", "from", "that", "this", "it", "its", "as", "at", "be", "has",
-               "have", "had", "about", "according", "document", "text"}
+    english = {
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "to",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "when",
+        "where",
+        "why",
+        "how",
+        "does",
+        "do",
+        "did",
+        "with",
+        "for",
+        "by",
+        "from",
+        "that",
+        "this",
+        "it",
+        "its",
+        "as",
+        "at",
+        "be",
+        "has",
+        "have",
+        "had",
+        "about",
+        "according",
+        "document",
+        "text",
+    }
     return frozenset(thai_stopwords()) | english
 
 
@@ -124,8 +165,9 @@ def english_tokens(text: str) -> list[str]:
     stems ("negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
     stop = _stopwords()
     # Accents folded, so "Bogotá", "Asunción" and "Chávez" meet "Bogota", "Asuncion" and "Chavez".
-    folded = "".join(ch for ch in unicodedata.normalize("NFKD", normalise(text).lower())
-                     if not unicodedata.combining(ch))
+    folded = "".join(
+        ch for ch in unicodedata.normalize("NFKD", normalise(text).lower()) if not unicodedata.combining(ch)
+    )
     words = [w for w in _LATIN_WORD.findall(folded) if w not in stop]
     return _english_stemmer().stemWords(words)
 
@@ -166,7 +208,7 @@ def _join_broken(segment: str, spans: list[tuple[int, int]]) -> list[tuple[int, 
     out: list[tuple[int, int]] = []
     for a, b in spans:
         if out:
-            prev = segment[out[-1][0]:out[-1][1]]
+            prev = segment[out[-1][0] : out[-1][1]]
             if _ABBREVIATION_END.search(prev) or prev.count("(") > prev.count(")"):
                 out[-1] = (out[-1][0], b)
                 continue

@@ -26,10 +26,15 @@ def write(tokenizer_json: Path, folder: Path) -> None:
     model = spec["model"]
     steps = spec["normalizer"]["normalizers"]
     expected = ["Replace", "Replace", "NFKC", "Replace"]
-    if (model["type"] != "Unigram" or model.get("byte_fallback") or [s["type"] for s in steps] != expected
-            or spec["pre_tokenizer"] != {"type": "Metaspace", "replacement": _SPACE, "prepend_scheme": "always",
-                                         "split": True}
-            or steps[3]["pattern"] != {"Regex": " {2,}"} or steps[3]["content"] != " "):
+    if (
+        model["type"] != "Unigram"
+        or model.get("byte_fallback")
+        or [s["type"] for s in steps] != expected
+        or spec["pre_tokenizer"]
+        != {"type": "Metaspace", "replacement": _SPACE, "prepend_scheme": "always", "split": True}
+        or steps[3]["pattern"] != {"Regex": " {2,}"}
+        or steps[3]["content"] != " "
+    ):
         raise ValueError(f"{tokenizer_json} is not the e5 Unigram tokenizer this module reproduces")
     pieces = [p for p, _ in model["vocab"]]
     if any("\0" in p for p in pieces):
@@ -38,12 +43,20 @@ def write(tokenizer_json: Path, folder: Path) -> None:
     np.save(folder / SCORES, np.array([s for _, s in model["vocab"]], dtype=np.float64))
     template = spec["post_processor"]["single"]
     bos, eos = (template[0]["SpecialToken"]["id"], template[2]["SpecialToken"]["id"])
-    (folder / SPEC).write_text(json.dumps({
-        "unk_id": model["unk_id"],
-        "delete": steps[0]["pattern"]["Regex"], "to_space": steps[1]["pattern"]["Regex"],
-        "special": {t["content"]: t["id"] for t in spec["added_tokens"] if t["special"]},
-        "bos": bos, "eos": eos,
-    }, ensure_ascii=False), encoding="utf-8")
+    (folder / SPEC).write_text(
+        json.dumps(
+            {
+                "unk_id": model["unk_id"],
+                "delete": steps[0]["pattern"]["Regex"],
+                "to_space": steps[1]["pattern"]["Regex"],
+                "special": {t["content"]: t["id"] for t in spec["added_tokens"] if t["special"]},
+                "bos": bos,
+                "eos": eos,
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
 
 
 class Tokenizer:
@@ -72,18 +85,21 @@ class Tokenizer:
         self._delete = re.compile(_rust_class(spec["delete"]))
         self._to_space = re.compile(_rust_class(spec["to_space"]))
         self._special = spec["special"]
-        self._special_re = (re.compile("|".join(re.escape(s) for s in sorted(self._special, key=len, reverse=True)))
-                            if self._special else None)
+        self._special_re = (
+            re.compile("|".join(re.escape(s) for s in sorted(self._special, key=len, reverse=True)))
+            if self._special
+            else None
+        )
 
     def encode(self, text: str, max_length: int = 512) -> list[int]:
         ids: list[int] = []
         position = 0
-        for match in (self._special_re.finditer(text) if self._special_re else ()):
-            ids += self._segment(text[position:match.start()])
+        for match in self._special_re.finditer(text) if self._special_re else ():
+            ids += self._segment(text[position : match.start()])
             ids.append(self._special[match.group()])
             position = match.end()
         ids += self._segment(text[position:])
-        return [self._bos] + ids[:max_length - 2] + [self._eos]
+        return [self._bos] + ids[: max_length - 2] + [self._eos]
 
     def _segment(self, text: str) -> list[int]:
         text = self._to_space.sub(" ", self._delete.sub("", text))
@@ -137,8 +153,8 @@ class Tokenizer:
         ids = np.full((len(encoded), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(encoded), width), dtype=np.int64)
         for row, e in enumerate(encoded):
-            ids[row, :len(e)] = e
-            mask[row, :len(e)] = 1
+            ids[row, : len(e)] = e
+            mask[row, : len(e)] = 1
         return ids, mask
 
 

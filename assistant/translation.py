@@ -65,14 +65,22 @@ def _read(path: Path, name: str, doc: Document) -> Rendering:
     if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise CorpusError(name, "an English rendering needs `source_sha256` and a list of `sentences`")
     if data.get("source_sha256") != fingerprint(doc):
-        raise CorpusError(name, f"stale English rendering: {doc.source} changed since it was written; "
-                                "update the sentences and `source_sha256`, it is not used until then")
+        raise CorpusError(
+            name,
+            f"stale English rendering: {doc.source} changed since it was written; "
+            "update the sentences and `source_sha256`, it is not used until then",
+        )
     sentences = {}
     for number, entry in enumerate(data["sentences"], start=1):
         span = entry.get("span") if isinstance(entry, dict) else None
         english = entry.get("en") if isinstance(entry, dict) else None
-        if (not isinstance(span, list) or len(span) != 2 or not all(isinstance(x, int) for x in span)
-                or not isinstance(english, str) or not english.strip()):
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(isinstance(x, int) for x in span)
+            or not isinstance(english, str)
+            or not english.strip()
+        ):
             raise CorpusError(name, f"sentence {number} needs `span: [start, end]` and a non-empty `en`")
         a, b = span
         if not 0 <= a < b <= len(doc.text) or doc.text[a:b] != entry.get("th"):

@@ -72,7 +72,7 @@ class Citation:
     @property
     def sentence(self) -> str:
         """The quoted sentence, cut from the passage text."""
-        return self.text[self.sentence_start - self.start:self.sentence_end - self.start]
+        return self.text[self.sentence_start - self.start : self.sentence_end - self.start]
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ def passage_cache(embed_model, path: Path | None):
     try:
         cache = VectorCache(path) if path is not None else None
     except sqlite3.Error as error:  # a damaged cache costs time, never the build
-        warnings.warn(f"Vector cache {path} is unusable ({error}); embedding without it. Delete it to start over.",
-                      stacklevel=3)
+        warnings.warn(
+            f"Vector cache {path} is unusable ({error}); embedding without it. Delete it to start over.", stacklevel=3
+        )
         cache = None
     if cache is None:
         yield embed_model
@@ -56,19 +57,23 @@ class VectorCache:
         # One small transaction per vector (llama-index puts them one by one): WAL keeps that cheap.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (collection TEXT, key TEXT, vector BLOB, "
-                         "PRIMARY KEY (collection, key))")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (collection TEXT, key TEXT, vector BLOB, PRIMARY KEY (collection, key))"
+        )
 
     def put(self, key: str, val: dict, collection: str = "data") -> None:
         (vector,) = val.values()
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
-                             (collection, key, np.asarray(vector, dtype=np.float32).tobytes()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                (collection, key, np.asarray(vector, dtype=np.float32).tobytes()),
+            )
 
     def close(self) -> None:
         self._db.close()
 
     def get(self, key: str, collection: str = "data") -> dict | None:
-        row = self._db.execute("SELECT vector FROM vectors WHERE collection = ? AND key = ?",
-                               (collection, key)).fetchone()
+        row = self._db.execute(
+            "SELECT vector FROM vectors WHERE collection = ? AND key = ?", (collection, key)
+        ).fetchone()
         return None if row is None else {"vector": np.frombuffer(row[0], dtype=np.float32).tolist()}

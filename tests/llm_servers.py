@@ -44,8 +44,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path == "/api/show":  # Ollama's model description, not a scripted reply
-            info = {"modelinfo": {"general.architecture": "llama", "llama.context_length": 8192},
-                    "details": {}, "modelfile": "", "parameters": "", "template": ""}
+            info = {
+                "modelinfo": {"general.architecture": "llama", "llama.context_length": 8192},
+                "details": {},
+                "modelfile": "",
+                "parameters": "",
+                "template": "",
+            }
             return self._send(200, json.dumps(info).encode(), "application/json")
         self.server.requests.append({"path": self.path, "body": body})
         reply = self.server.next_reply()
@@ -78,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def pieces(text: str, size: int = 12) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 class OpenAIHandler(_Handler):
@@ -87,15 +92,24 @@ class OpenAIHandler(_Handler):
     def respond(self, body: dict, text: str):
         base = {"id": "chatcmpl-1", "created": 0, "model": body.get("model", "m")}
         if not body.get("stream"):
-            payload = {**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            payload = {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
             return self._send(200, json.dumps(payload).encode(), "application/json")
-        events = [{**base, "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None}]}
-            for piece in pieces(text)]
-        events.append({**base, "object": "chat.completion.chunk",
-                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        events = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None}],
+            }
+            for piece in pieces(text)
+        ]
+        events.append(
+            {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        )
         lines = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
         self._stream("text/event-stream", lines)
 
@@ -104,14 +118,32 @@ class OllamaHandler(_Handler):
     """POST /api/chat, streaming (JSON lines) and not."""
 
     def respond(self, body: dict, text: str):
-        done = {"model": body.get("model", "m"), "created_at": "2026-01-01T00:00:00Z", "done": True,
-                "done_reason": "stop", "total_duration": 1, "load_duration": 1, "prompt_eval_count": 1,
-                "prompt_eval_duration": 1, "eval_count": 1, "eval_duration": 1}
+        done = {
+            "model": body.get("model", "m"),
+            "created_at": "2026-01-01T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1,
+            "load_duration": 1,
+            "prompt_eval_count": 1,
+            "prompt_eval_duration": 1,
+            "eval_count": 1,
+            "eval_duration": 1,
+        }
         if not body.get("stream", True):
             payload = {**done, "message": {"role": "assistant", "content": text}}
             return self._send(200, json.dumps(payload).encode(), "application/json")
-        lines = [json.dumps({"model": body.get("model", "m"), "created_at": "2026-01-01T00:00:00Z",
-                             "message": {"role": "assistant", "content": p}, "done": False}).encode() + b"\n"
-                 for p in pieces(text)]
+        lines = [
+            json.dumps(
+                {
+                    "model": body.get("model", "m"),
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "message": {"role": "assistant", "content": p},
+                    "done": False,
+                }
+            ).encode()
+            + b"\n"
+            for p in pieces(text)
+        ]
         lines.append(json.dumps({**done, "message": {"role": "assistant", "content": ""}}).encode() + b"\n")
         self._stream("application/x-ndjson", lines)

@@ -12,8 +12,12 @@ ANSWERABLE = [
     ("How far is Bogotá from Santiago?", "4,000 kilometres"),
     ("MERCOSUR ก่อตั้งขึ้นโดยสนธิสัญญาใด", "อาซุนซิออน"),
 ]
-UNANSWERABLE = ["สูตรต้มยำกุ้งมีอะไรบ้าง", "ใครเป็นเลขาธิการสหประชาชาติคนปัจจุบัน",
-                "What is the capital of Thailand?", "Who won the 2022 FIFA World Cup?"]
+UNANSWERABLE = [
+    "สูตรต้มยำกุ้งมีอะไรบ้าง",
+    "ใครเป็นเลขาธิการสหประชาชาติคนปัจจุบัน",
+    "What is the capital of Thailand?",
+    "Who won the 2022 FIFA World Cup?",
+]
 
 
 @pytest.mark.parametrize("question, expected", ANSWERABLE)
@@ -26,7 +30,7 @@ def test_answer_quotes_the_source_and_cites_it(answerer, built_index, question, 
     for c in answer.citations:
         assert texts[c.chunk_id] == c.text
         assert c.start <= c.sentence_start < c.sentence_end <= c.end
-        sentence = c.text[c.sentence_start - c.start:c.sentence_end - c.start]
+        sentence = c.text[c.sentence_start - c.start : c.sentence_end - c.start]
         assert sentence == c.sentence
         quoted = c.translation["sentence"] if answer.answer_language == "en" else sentence
         assert f"{quoted} [{c.n}]" in answer.answer
@@ -52,13 +56,18 @@ def test_every_sentence_of_an_answer_carries_a_marker(answerer):
     assert [c.n for c in answer.citations] == list(range(1, len(markers) + 1))
 
 
-@pytest.mark.parametrize("history, question, expected", [
-    ([("user", "บริษัท Brescia มาจากประเทศใด"), ("assistant", "เปรู")], "และบริษัทนี้เป็นเจ้าของอะไร",
-     "บริษัทปูนซีเมนต์"),
-    ([("user", "What did President Humala of Peru say?"), ("assistant", "…")], "Which party is he close to?",
-     "Workers' Party"),
-    ([("user", "What is ISA?"), ("assistant", "…")], "What does it manage in Peru?", "electricity"),
-])
+@pytest.mark.parametrize(
+    "history, question, expected",
+    [
+        ([("user", "บริษัท Brescia มาจากประเทศใด"), ("assistant", "เปรู")], "และบริษัทนี้เป็นเจ้าของอะไร", "บริษัทปูนซีเมนต์"),
+        (
+            [("user", "What did President Humala of Peru say?"), ("assistant", "…")],
+            "Which party is he close to?",
+            "Workers' Party",
+        ),
+        ([("user", "What is ISA?"), ("assistant", "…")], "What does it manage in Peru?", "electricity"),
+    ],
+)
 def test_follow_up_uses_the_conversation(answerer, history, question, expected):
     turns = [Turn(r, c) for r, c in history]
     followed = answerer.answer(question, turns)
@@ -80,16 +89,19 @@ def test_follow_up_detection():
     assert retrieval_query("บราซิลยุติการเจรจาอะไร", [Turn("user", "x")]) == "บราซิลยุติการเจรจาอะไร"
 
 
-@pytest.mark.parametrize("question, message", [
-    ("", "empty"),
-    ("   \n\t ", "empty"),
-    ("ก" * 2001, "limit is 2,000"),
-    ("ชิลี\x00เปรู", "control characters"),
-    ("what\x1b[31m", "control characters"),
-    ("\u200b", "empty"),
-    ("? ... !", "no letters or digits"),
-    (None, "must be text"),
-])
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("ก" * 2001, "limit is 2,000"),
+        ("ชิลี\x00เปรู", "control characters"),
+        ("what\x1b[31m", "control characters"),
+        ("\u200b", "empty"),
+        ("? ... !", "no letters or digits"),
+        (None, "must be text"),
+    ],
+)
 def test_bad_questions_get_clear_errors(answerer, question, message):
     with pytest.raises(InvalidQuestionError, match=message):
         answerer.answer(question)
@@ -106,10 +118,13 @@ def test_founding_date_is_quoted_not_only_the_definition(answerer):
     assert answer.short_answer["citation"] == 1
 
 
-@pytest.mark.parametrize("question", [
-    "Who pushed for the Free Trade Area of the Americas that ALBA was meant to replace?",
-    "เขตการค้าเสรีแห่งอเมริกา (FTAA) เป็นโครงการที่ใครผลักดัน",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Who pushed for the Free Trade Area of the Americas that ALBA was meant to replace?",
+        "เขตการค้าเสรีแห่งอเมริกา (FTAA) เป็นโครงการที่ใครผลักดัน",
+    ],
+)
 def test_who_may_be_answered_by_a_country_but_gets_no_short_answer(answerer, question):
     """The United States is the answer: a country, quoted; as a short answer only a person would do."""
     answer = answerer.answer(question)
@@ -120,19 +135,41 @@ def test_who_may_be_answered_by_a_country_but_gets_no_short_answer(answerer, que
 
 def test_json_shape(answerer):
     data = answerer.answer("บราซิลยุติการเจรจาอะไร").to_dict()
-    assert set(data) >= {"question", "answer", "refused", "citations", "timings_ms", "answer_language",
-                         "short_answer", "refusal_reason"}
-    assert set(data["citations"][0]) == {"n", "chunk_id", "source", "title", "text", "start", "end",
-                                         "sentence_start", "sentence_end", "score", "translation"}
+    assert set(data) >= {
+        "question",
+        "answer",
+        "refused",
+        "citations",
+        "timings_ms",
+        "answer_language",
+        "short_answer",
+        "refusal_reason",
+    }
+    assert set(data["citations"][0]) == {
+        "n",
+        "chunk_id",
+        "source",
+        "title",
+        "text",
+        "start",
+        "end",
+        "sentence_start",
+        "sentence_end",
+        "score",
+        "translation",
+    }
     assert set(data["citations"][0]["translation"]) == {"lang", "sentence", "text"}
     assert data["timings_ms"]["total"] > 0
 
 
-@pytest.mark.parametrize("question, short, source", [
-    ("Where does LAN Chile have its South American hub?", "Lima", "latin-america-integration.th.txt"),
-    ("ประเทศผู้ก่อตั้ง MERCOSUR มีกี่ประเทศ", "4 ประเทศ", "mercosur.md"),
-    ("How many countries founded MERCOSUR?", "4 countries", "mercosur.md"),
-])
+@pytest.mark.parametrize(
+    "question, short, source",
+    [
+        ("Where does LAN Chile have its South American hub?", "Lima", "latin-america-integration.th.txt"),
+        ("ประเทศผู้ก่อตั้ง MERCOSUR มีกี่ประเทศ", "4 ประเทศ", "mercosur.md"),
+        ("How many countries founded MERCOSUR?", "4 countries", "mercosur.md"),
+    ],
+)
 def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, question, short, source):
     answer = answerer.answer(question)
     assert answer.short_answer is not None and short in answer.short_answer["text"]
@@ -140,22 +177,26 @@ def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, 
     assert citation.source == source
     assert citation.sentence_start <= answer.short_answer["start"] < answer.short_answer["end"] <= citation.sentence_end
     text = next(d["text"] for d in built_index.chunks.documents if d["doc_id"] == citation.chunk_id.split("#")[0])
-    original = text[answer.short_answer["start"]:answer.short_answer["end"]]
+    original = text[answer.short_answer["start"] : answer.short_answer["end"]]
     assert original in citation.sentence and (answer.answer_language == "en" or original == answer.short_answer["text"])
 
 
-@pytest.mark.parametrize("question", ["ALBA คืออะไร", "Why did Brazil support UNASUR?", "hello",
-                                      "บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู"])  # three companies
+@pytest.mark.parametrize(
+    "question", ["ALBA คืออะไร", "Why did Brazil support UNASUR?", "hello", "บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู"]
+)  # three companies
 def test_no_short_answer_where_no_single_span_answers(answerer, question):
     assert answerer.answer(question).short_answer is None
 
 
-@pytest.mark.parametrize("question, reason", [
-    ("hello", ""),
-    ("When did Colombia join APEC?", "APEC"),  # APEC is in the corpus, but not where the quote would come from
-    ("Colombia เข้าร่วม APEC เมื่อใด", ""),
-    ("Who founded Brescia?", ""),
-])
+@pytest.mark.parametrize(
+    "question, reason",
+    [
+        ("hello", ""),
+        ("When did Colombia join APEC?", "APEC"),  # APEC is in the corpus, but not where the quote would come from
+        ("Colombia เข้าร่วม APEC เมื่อใด", ""),
+        ("Who founded Brescia?", ""),
+    ],
+)
 def test_refusals_say_why(answerer, question, reason):
     answer = answerer.answer(question)
     assert answer.refused and answer.refusal_reason and reason in answer.refusal_reason

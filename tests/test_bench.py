@@ -40,6 +40,7 @@ def test_recall_counts_ties_and_misses():
     class HalfWrong:  # an "approximate" index that finds row 3 (tied with 2) and misses with row 0
         def search(self, q, k):
             return np.zeros((1, k), np.float32), np.array([[3, 0]])
+
     assert bench.recall(exact, HalfWrong(), query, 2) == 0.5
 
 
@@ -81,8 +82,12 @@ def test_damaged_vector_cache_only_costs_time(config, one_document, tmp_path, em
 def test_quick_benchmark_runs_end_to_end(tmp_path):
     """The smoke test CI runs: every section measured, no HTTP errors (timings are not asserted)."""
     out = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "assistant", "bench", "--quick", "--json", str(out)],
-                         capture_output=True, text=True, timeout=1800)  # ~8 min on 2 shared, loaded cores
+    run = subprocess.run(
+        [sys.executable, "-m", "assistant", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )  # ~8 min on 2 shared, loaded cores
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["cold_start"]["seconds_median"] > 0 and result["cold_start_torch"]["seconds_median"] > 0
@@ -92,8 +97,13 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert [b["corpus"] for b in result["build"]] == ["corpus", "synthetic 500"]
     assert all(b["passages"] > 0 and b["passages_per_s"] > 0 for b in result["build"])
     rows = {(r["corpus"], r["search"], r.get("embedding", "exact")): r for r in result["latency"]}
-    assert set(rows) == {("corpus", "flat", "exact"), ("corpus", "flat", bench.TORCH), ("corpus", "flat", "int8"),
-                         ("synthetic 500", "flat", "exact"), ("synthetic 500", "hnsw", "exact")}
+    assert set(rows) == {
+        ("corpus", "flat", "exact"),
+        ("corpus", "flat", bench.TORCH),
+        ("corpus", "flat", "int8"),
+        ("synthetic 500", "flat", "exact"),
+        ("synthetic 500", "hnsw", "exact"),
+    }
     assert all(r["questions"] == 30 and r["p95_ms"] >= r["p50_ms"] > 0 for r in rows.values())
     assert set(rows[("corpus", "flat", "exact")]["stages_p50_ms"]) == set(bench.STAGES)
     assert rows[("corpus", "flat", "exact")]["llama_index_default"]["p50_ms"] > 0

@@ -11,7 +11,7 @@ def test_spans_map_back_to_the_exact_source_text(config):
     texts = {d.doc_id: d.text for d in documents}
     assert chunks
     for c in chunks:
-        assert texts[c.doc_id][c.start:c.end] == c.text
+        assert texts[c.doc_id][c.start : c.end] == c.text
         assert c.sentences[0][0] == c.start and c.sentences[-1][1] == c.end
         assert all(c.start <= a < b <= c.end for a, b in c.sentences)
 
@@ -80,4 +80,5 @@ def test_chunks_become_text_nodes_with_metadata(config):
     assert node.node_id == chunks[0].chunk_id
     assert node.metadata["start"] == chunks[0].start and node.metadata["title"] == chunks[0].title
     from llama_index.core.schema import MetadataMode
+
     assert node.get_content(metadata_mode=MetadataMode.EMBED) == chunks[0].text

@@ -17,13 +17,20 @@ from assistant.cli import cli
 @pytest.fixture()
 def invoke(config, opener):
     """`assistant ARGS` in this process, on the session's index (which the environment names)."""
+
     def invoke(args, env=None, input=None):
-        runner = CliRunner(env={"ASSISTANT_INDEX_DIR": str(config.index_dir),
-                                "ASSISTANT_CORPUS_DIR": str(config.corpus_dir), **(env or {})})
+        runner = CliRunner(
+            env={
+                "ASSISTANT_INDEX_DIR": str(config.index_dir),
+                "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+                **(env or {}),
+            }
+        )
         result = runner.invoke(cli, [str(a) for a in args], input=input, obj=opener)
         # Whatever goes wrong reaches the user as a message and an exit status, never a traceback.
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         return result
+
     return invoke
 
 
@@ -43,14 +50,17 @@ def test_ask_plain_text_has_sources_in_question_language(invoke):
     assert "[1]" in result.stdout and "Sources:" in result.stdout and "Brescia" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["ask", ""], "empty"),
-    (["ask", "   "], "empty"),
-    (["ask", "ก" * 2001], "limit is 2,000"),
-    (["ask", "ชิลี\x07"], "control characters"),
-    (["ask", "ชิลี", "--bogus"], "No such option"),
-    (["ask", "ชิลี", "--top-k", "0"], "Invalid value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ask", ""], "empty"),
+        (["ask", "   "], "empty"),
+        (["ask", "ก" * 2001], "limit is 2,000"),
+        (["ask", "ชิลี\x07"], "control characters"),
+        (["ask", "ชิลี", "--bogus"], "No such option"),
+        (["ask", "ชิลี", "--top-k", "0"], "Invalid value"),
+    ],
+)
 def test_bad_input_gives_a_message_not_a_traceback(invoke, args, message):
     result = invoke(args)
     assert result.exit_code != 0
@@ -79,21 +89,48 @@ def test_stale_index_with_rebuild_disabled_says_what_to_do(invoke, corpus_copy, 
     cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "idx")
     index.build(cfg, embed_model, progress=False)
     (corpus_copy / "new.txt").write_text("ข้อความใหม่", encoding="utf-8")
-    result = invoke(["ask", "ชิลี"], {"ASSISTANT_INDEX_DIR": str(cfg.index_dir), "ASSISTANT_CORPUS_DIR": str(corpus_copy),
-                                     "ASSISTANT_AUTO_REBUILD": "false"})
+    result = invoke(
+        ["ask", "ชิลี"],
+        {
+            "ASSISTANT_INDEX_DIR": str(cfg.index_dir),
+            "ASSISTANT_CORPUS_DIR": str(corpus_copy),
+            "ASSISTANT_AUTO_REBUILD": "false",
+        },
+    )
     assert result.exit_code == 1
     assert "run `assistant index`" in result.stderr
 
 
 def test_eval_command_writes_json(invoke, tmp_path):
     questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join([
-        json.dumps({"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"],
-                    "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"], "answerable": True}),
-        json.dumps({"id": "b", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answers": [],
-                    "evidence": [], "answerable": False}),
-        "not json",
-    ]), encoding="utf-8")
+    questions.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "id": "a",
+                        "lang": "th",
+                        "question": "บราซิลยุติการเจรจาอะไร",
+                        "answers": ["FTAA"],
+                        "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+                        "answerable": True,
+                    }
+                ),
+                json.dumps(
+                    {
+                        "id": "b",
+                        "lang": "en",
+                        "question": "Who won the 2022 FIFA World Cup?",
+                        "answers": [],
+                        "evidence": [],
+                        "answerable": False,
+                    }
+                ),
+                "not json",
+            ]
+        ),
+        encoding="utf-8",
+    )
     out = tmp_path / "out.json"
     result = invoke(["eval", questions, "--json", out])
     assert result.exit_code == 0, result.stderr
@@ -107,27 +144,62 @@ def test_eval_command_writes_json(invoke, tmp_path):
 @pytest.mark.slow  # builds a second index, at the int8 precision
 def test_eval_compare_and_report(invoke, tmp_path):
     questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
-        {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"],
-         "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"], "answerable": True},
-        {"id": "b", "lang": "en", "question": "Where is LAN Chile's South American hub?", "answers": ["กรุงลิมา"],
-         "evidence": ["อยู่ที่กรุงลิมาของเปรู"], "answerable": True},
-        {"id": "c", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False},
-    ]), encoding="utf-8")
+    questions.write_text(
+        "\n".join(
+            json.dumps(q, ensure_ascii=False)
+            for q in [
+                {
+                    "id": "a",
+                    "lang": "th",
+                    "question": "บราซิลยุติการเจรจาอะไร",
+                    "answers": ["FTAA"],
+                    "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+                    "answerable": True,
+                },
+                {
+                    "id": "b",
+                    "lang": "en",
+                    "question": "Where is LAN Chile's South American hub?",
+                    "answers": ["กรุงลิมา"],
+                    "evidence": ["อยู่ที่กรุงลิมาของเปรู"],
+                    "answerable": True,
+                },
+                {"id": "c", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False},
+            ]
+        ),
+        encoding="utf-8",
+    )
     out, report = tmp_path / "out.json", tmp_path / "report.html"
     result = invoke(["eval", questions, "--compare", "--json", out, "--report", report])
     assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
     assert set(data) >= {"n", "skipped", "config", "overall", "by_lang", "questions", "compare"}
-    assert list(data["compare"]) == ["hybrid (this pipeline)", "dense only", "BM25 only", "llama-index defaults",
-                                     "hybrid, int8 embedding precision"]
+    assert list(data["compare"]) == [
+        "hybrid (this pipeline)",
+        "dense only",
+        "BM25 only",
+        "llama-index defaults",
+        "hybrid, int8 embedding precision",
+    ]
     assert data["compare"]["hybrid, int8 embedding precision"]["overall"]["answer_match"] is not None
     baseline = data["compare"]["llama-index defaults"]["overall"]
     assert baseline["hit@5"] is not None and baseline["answer_match"] is None
     assert set(data["overall"]) == set(evaluation.METRICS)
-    assert set(data["questions"][0]) == {"id", "split", "type", "lang", "answerable", "near_topic", "hit_rank",
-                                         "answer_ok", "refused", "short_answer", "short_answer_ok",
-                                         "citations_ok", "latency_ms"}
+    assert set(data["questions"][0]) == {
+        "id",
+        "split",
+        "type",
+        "lang",
+        "answerable",
+        "near_topic",
+        "hit_rank",
+        "answer_ok",
+        "refused",
+        "short_answer",
+        "short_answer_ok",
+        "citations_ok",
+        "latency_ms",
+    }
     html = report.read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 4  # per language + configurations overall, th, en
     assert "llama-index defaults" in html and "<h2>Failed questions" in html
@@ -140,9 +212,16 @@ def test_chat_streams_llm_answers_and_says_which_mode(invoke):
     llm = Scripted(OllamaHandler)
     llm.script = [("text", "บริษัท Brescia ของเปรูเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี [1]"), ("status", 500)]
     try:
-        result = invoke(["chat"], {"ASSISTANT_LLM": "ollama", "ASSISTANT_LLM_BASE_URL": llm.url,
-                                   "ASSISTANT_LLM_MODEL": "scripted", "ASSISTANT_LLM_TIMEOUT_S": "5"},
-                        input="บริษัท Brescia ของเปรูเป็นเจ้าของอะไร\nบราซิลยุติการเจรจาอะไร\n/exit\n")
+        result = invoke(
+            ["chat"],
+            {
+                "ASSISTANT_LLM": "ollama",
+                "ASSISTANT_LLM_BASE_URL": llm.url,
+                "ASSISTANT_LLM_MODEL": "scripted",
+                "ASSISTANT_LLM_TIMEOUT_S": "5",
+            },
+            input="บริษัท Brescia ของเปรูเป็นเจ้าของอะไร\nบราซิลยุติการเจรจาอะไร\n/exit\n",
+        )
     finally:
         llm.close()
     assert result.exit_code == 0, result.stderr
@@ -158,29 +237,87 @@ def _questions(path, rows):
 
 def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     """In process: a test split, a baseline with one regression and two fixes, a floor missed."""
-    questions = _questions(tmp_path / "q.jsonl", [
-        {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"], "split": "test",
-         "type": "what", "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"]},
-        {"id": "z", "lang": "en", "question": "Where is LAN Chile's South American hub?", "split": "test",
-         "type": "where", "answers": ["no such answer"], "short": ["Lima"], "evidence": ["อยู่ที่กรุงลิมาของเปรู"]},
-        {"id": "c", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False,
-         "split": "test"},
-        {"id": "d", "lang": "th", "question": "เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "split": "dev",
-         "answers": ["ALBA"], "evidence": ["ALBA"]},
-    ])
+    questions = _questions(
+        tmp_path / "q.jsonl",
+        [
+            {
+                "id": "a",
+                "lang": "th",
+                "question": "บราซิลยุติการเจรจาอะไร",
+                "answers": ["FTAA"],
+                "split": "test",
+                "type": "what",
+                "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+            },
+            {
+                "id": "z",
+                "lang": "en",
+                "question": "Where is LAN Chile's South American hub?",
+                "split": "test",
+                "type": "where",
+                "answers": ["no such answer"],
+                "short": ["Lima"],
+                "evidence": ["อยู่ที่กรุงลิมาของเปรู"],
+            },
+            {
+                "id": "c",
+                "lang": "en",
+                "question": "Who won the 2022 FIFA World Cup?",
+                "answerable": False,
+                "split": "test",
+            },
+            {
+                "id": "d",
+                "lang": "th",
+                "question": "เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด",
+                "split": "dev",
+                "answers": ["ALBA"],
+                "evidence": ["ALBA"],
+            },
+        ],
+    )
     baseline = tmp_path / "before.json"
-    baseline.write_text(json.dumps({"split": "test", "overall": {"answer_match": 1.0}, "questions": [
-        {"id": "a", "hit_rank": 1, "answer_ok": False, "refused": False},
-        {"id": "z", "hit_rank": 1, "answer_ok": True, "refused": False},
-        {"id": "c", "hit_rank": None, "answer_ok": None, "refused": False},
-    ]}), encoding="utf-8")
+    baseline.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "overall": {"answer_match": 1.0},
+                "questions": [
+                    {"id": "a", "hit_rank": 1, "answer_ok": False, "refused": False},
+                    {"id": "z", "hit_rank": 1, "answer_ok": True, "refused": False},
+                    {"id": "c", "hit_rank": None, "answer_ok": None, "refused": False},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     floors = tmp_path / "floors.txt"
     floors.write_text("# placeholders\nanswer_match=0.4\nen:answer_match=0.5  # English answers\n\n")
     out, table, page = tmp_path / "out.json", tmp_path / "out.csv", tmp_path / "report.html"
-    result = invoke([
-        "eval", questions, "--split", "test", "--baseline", str(baseline), "--fail-under", f"@{floors}",
-        "--fail-under", "th:hit@1=1.0", "--json", str(out), "--csv", str(table), "--report", str(page),
-        "--index", str(config.index_dir), "--corpus", str(config.corpus_dir)])
+    result = invoke(
+        [
+            "eval",
+            questions,
+            "--split",
+            "test",
+            "--baseline",
+            str(baseline),
+            "--fail-under",
+            f"@{floors}",
+            "--fail-under",
+            "th:hit@1=1.0",
+            "--json",
+            str(out),
+            "--csv",
+            str(table),
+            "--report",
+            str(page),
+            "--index",
+            str(config.index_dir),
+            "--corpus",
+            str(config.corpus_dir),
+        ]
+    )
     assert result.exit_code == 1, result.output
     assert "Below the floor: en:answer_match = 0.000 < 0.500" in result.stderr
     assert result.stderr.count("Below the floor") == 1  # answer_match (0.5) and th:hit@1 (1.0) hold
@@ -195,23 +332,28 @@ def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     assert list(data["by_type"]) == ["where", "what"]  # in TYPES order
     assert data["baseline"]["file"] == str(baseline) and [c["id"] for c in data["baseline"]["regressed"]] == ["z"]
     rows = table.read_text(encoding="utf-8").splitlines()
-    assert rows[0] == ("id,split,type,lang,answerable,near_topic,hit_rank,answer_ok,refused,short_answer_ok,"
-                       "citations_ok,latency_ms,question,answer")
+    assert rows[0] == (
+        "id,split,type,lang,answerable,near_topic,hit_rank,answer_ok,refused,short_answer_ok,"
+        "citations_ok,latency_ms,question,answer"
+    )
     assert len(rows) == 4 and rows[1].startswith("a,test,what,th,true,false,1,true,false,,")
     html = page.read_text(encoding="utf-8")
     assert "Split: test. 3 questions" in html and "<h3>Regressed (1)</h3>" in html
     assert "<h2>By question type</h2>" in html and "<td>answer_match</td><td>1.000</td><td>0.500</td>" in html
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fail-under", "hit@1"], "is not METRIC=VALUE"),
-    (["--fail-under", "bogus=0.5"], "unknown metric 'bogus'; choose from hit@1"),
-    (["--fail-under", "en:hti@1=0.5"], "unknown metric 'hti@1'"),
-    (["--fail-under", "latency_p95_ms=0.5"], "lower is better"),
-    (["--fail-under", "@no-such-floors.txt"], "cannot read no-such-floors.txt"),
-    (["--fail-under", "@FLOORS"], "floors.txt line 2: mrr=1.5 is outside 0–1"),
-    (["--split", "train"], "'train' is not one of 'dev', 'test', 'all'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fail-under", "hit@1"], "is not METRIC=VALUE"),
+        (["--fail-under", "bogus=0.5"], "unknown metric 'bogus'; choose from hit@1"),
+        (["--fail-under", "en:hti@1=0.5"], "unknown metric 'hti@1'"),
+        (["--fail-under", "latency_p95_ms=0.5"], "lower is better"),
+        (["--fail-under", "@no-such-floors.txt"], "cannot read no-such-floors.txt"),
+        (["--fail-under", "@FLOORS"], "floors.txt line 2: mrr=1.5 is outside 0–1"),
+        (["--split", "train"], "'train' is not one of 'dev', 'test', 'all'"),
+    ],
+)
 def test_eval_bad_options_are_click_errors(tmp_path, args, message):
     questions = _questions(tmp_path / "q.jsonl", [{"id": "a", "question": "ชิลี?"}])
     (tmp_path / "floors.txt").write_text("hit@1=0.5\nmrr=1.5\n")
@@ -248,10 +390,17 @@ def test_readme_architecture_names_every_module():
 
 # --- Each command once as a user runs it: `python -m assistant` in its own process ---------------------
 
+
 def run(args, env_extra=None, input_text=None, timeout=300):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "assistant", *map(str, args)], capture_output=True, text=True,
-                          env=env, input=input_text, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "assistant", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input_text,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture()
@@ -260,11 +409,15 @@ def env(config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, stdin, expected", [
-    (["ask", "บราซิลยุติการเจรจาอะไร"], None, "FTAA"),
-    (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n", "FTAA"),
-    (["eval", ROOT / "eval" / "questions.jsonl"], None, "| hit@1 |"),
-], ids=["ask", "chat", "eval"])
+@pytest.mark.parametrize(
+    "args, stdin, expected",
+    [
+        (["ask", "บราซิลยุติการเจรจาอะไร"], None, "FTAA"),
+        (["chat"], "บราซิลยุติการเจรจาอะไร\n/exit\n", "FTAA"),
+        (["eval", ROOT / "eval" / "questions.jsonl"], None, "| hit@1 |"),
+    ],
+    ids=["ask", "chat", "eval"],
+)
 def test_default_model_runs_without_torch(built_index, env, args, stdin, expected):
     result = run(args, {**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdin)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -291,9 +444,20 @@ def test_eval_table_command_in_its_own_process():
 @pytest.mark.slow
 def test_feedback_command_in_its_own_process(tmp_path):
     log = tmp_path / "feedback.jsonl"
-    log.write_text(json.dumps({"time": "2026-11-02T10:00:00+00:00", "liked": False, "answer_id": "a",
-                               "question": "บราซิลยุติการเจรจาอะไร", "answer": "FTAA", "citations": []}) + "\n",
-                   encoding="utf-8")
+    log.write_text(
+        json.dumps(
+            {
+                "time": "2026-11-02T10:00:00+00:00",
+                "liked": False,
+                "answer_id": "a",
+                "question": "บราซิลยุติการเจรจาอะไร",
+                "answer": "FTAA",
+                "citations": [],
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     result = run(["feedback", "--file", log])
     assert result.returncode == 0, result.stderr
     assert "👎  บราซิลยุติการเจรจาอะไร" in result.stdout and "1 entry (1 thumbs down)." in result.stderr

@@ -12,8 +12,15 @@ def test_project_corpus_loads_every_file(config):
     loaded = corpus.load(config.corpus_dir)
     assert loaded.problems == ()
     ids = {d.doc_id for d in loaded.documents}
-    assert {"latin-america-integration.th", "mercosur", "andean-community", "unasur", "alba",
-            "pacific-alliance", "glossary"} <= ids
+    assert {
+        "latin-america-integration.th",
+        "mercosur",
+        "andean-community",
+        "unasur",
+        "alba",
+        "pacific-alliance",
+        "glossary",
+    } <= ids
     doc = next(d for d in loaded.documents if d.doc_id == "latin-america-integration.th")
     assert doc.title == "การรวมกลุ่มในภูมิภาคของลาตินอเมริกา"
     assert len(doc.text.splitlines()) == 4
@@ -31,13 +38,16 @@ def test_notes_have_front_matter(config):
         assert not doc.text.startswith("---")
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("latin1.txt", "Perú ok".encode("latin-1"), "not valid UTF-8"),
-    ("empty.md", b"   \n\n", "empty file"),
-    ("only-front-matter.md", b"---\ntitle: x\n---\n", "empty file"),
-    ("binary.txt", b"\x00\x01\x02abc", "binary file"),
-    ("bad-front-matter.md", "---\ntitle: [unclosed\n---\nข้อความ".encode(), "malformed front matter"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("latin1.txt", "Perú ok".encode("latin-1"), "not valid UTF-8"),
+        ("empty.md", b"   \n\n", "empty file"),
+        ("only-front-matter.md", b"---\ntitle: x\n---\n", "empty file"),
+        ("binary.txt", b"\x00\x01\x02abc", "binary file"),
+        ("bad-front-matter.md", "---\ntitle: [unclosed\n---\nข้อความ".encode(), "malformed front matter"),
+    ],
+)
 def test_bad_file_is_reported_by_name_and_others_still_load(corpus_copy, name, content, message):
     (corpus_copy / name).write_bytes(content)
     loaded = corpus.load(corpus_copy)
@@ -84,8 +94,10 @@ def test_symbolic_links_are_skipped_with_a_message(corpus_copy, tmp_path):
     loaded = corpus.load(corpus_copy)
     assert not any("รหัสผ่าน" in d.text or "นอกคลัง" in d.text for d in loaded.documents)
     problems = sorted(str(p) for p in loaded.problems)
-    assert problems == ["folder: symbolic link, skipped: copy the file into the corpus folder instead",
-                        "linked.txt: symbolic link, skipped: copy the file into the corpus folder instead"]
+    assert problems == [
+        "folder: symbolic link, skipped: copy the file into the corpus folder instead",
+        "linked.txt: symbolic link, skipped: copy the file into the corpus folder instead",
+    ]
     outside.write_text("changed", encoding="utf-8")
     before = corpus.content_hash(corpus_copy)
     (tmp_path / "more" / "n.md").write_text("changed too", encoding="utf-8")

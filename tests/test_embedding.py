@@ -10,10 +10,16 @@ from assistant.config import Config
 from assistant.errors import AssistantError
 
 QUESTIONS = [
-    "บราซิลยุติการเจรจาอะไร", "MERCOSUR ก่อตั้งเมื่อไร", "ใครเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี",
-    "What did Brazil stop negotiating?", "Which Peruvian company owns the largest cement company in Chile?",
-    "How far is Bogotá from Santiago?", "When was the War of the Pacific?", "ประเทศใดตั้งอยู่ระหว่างโคลอมเบียกับเปรู",
-    "café naïve ＡＢＣ  two  spaces", "ค.ศ. 1879-1883",
+    "บราซิลยุติการเจรจาอะไร",
+    "MERCOSUR ก่อตั้งเมื่อไร",
+    "ใครเป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี",
+    "What did Brazil stop negotiating?",
+    "Which Peruvian company owns the largest cement company in Chile?",
+    "How far is Bogotá from Santiago?",
+    "When was the War of the Pacific?",
+    "ประเทศใดตั้งอยู่ระหว่างโคลอมเบียกับเปรู",
+    "café naïve ＡＢＣ  two  spaces",
+    "ค.ศ. 1879-1883",
 ]
 
 
@@ -128,10 +134,13 @@ def test_model_id_names_the_source(config):
     assert embedding.model_id(config.with_(embed_runtime="sentence-transformers")) == embedding.model_id(config)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"ASSISTANT_EMBED_PRECISION": "fp16"}, "use one of exact, int8"),
-    ({"ASSISTANT_EMBED_RUNTIME": "tensorflow"}, "use one of auto, onnxruntime, sentence-transformers"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"ASSISTANT_EMBED_PRECISION": "fp16"}, "use one of exact, int8"),
+        ({"ASSISTANT_EMBED_RUNTIME": "tensorflow"}, "use one of auto, onnxruntime, sentence-transformers"),
+    ],
+)
 def test_bad_embedding_settings(env, message):
     with pytest.raises(AssistantError, match=message):
         Config.from_env(env)

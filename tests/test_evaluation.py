@@ -36,8 +36,9 @@ def _chunk(text, i=0):
 
 def _answer(passages, answer="", refused=False, cited=()):
     hits = tuple(Hit(_chunk(p, i), 1.0 / (i + 1), 0.9, i, None) for i, p in enumerate(passages))
-    citations = tuple(Citation(n, f"d#{n}", "d.txt", "D", t, 0, len(t), 0, len(t), 0.9)
-                      for n, t in enumerate(cited, start=1))
+    citations = tuple(
+        Citation(n, f"d#{n}", "d.txt", "D", t, 0, len(t), 0, len(t), 0.9) for n, t in enumerate(cited, start=1)
+    )
     return Answer("q", answer, refused, citations, "th", "q", hits)
 
 
@@ -75,15 +76,28 @@ def test_summary_metrics_exact():
 
 def test_malformed_lines_are_skipped_and_counted(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"id": "ok", "lang": "th", "question": "ชิลี?", "answers": ["ชิลี"], "evidence": ["ชิลี"],
-                    "extra": "ignored"}),
-        "{not json",
-        json.dumps({"id": "no-question"}),
-        json.dumps({"id": "bad", "question": "x", "answers": "not a list"}),
-        json.dumps(["a", "list"]),
-        "",
-    ]), encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "id": "ok",
+                        "lang": "th",
+                        "question": "ชิลี?",
+                        "answers": ["ชิลี"],
+                        "evidence": ["ชิลี"],
+                        "extra": "ignored",
+                    }
+                ),
+                "{not json",
+                json.dumps({"id": "no-question"}),
+                json.dumps({"id": "bad", "question": "x", "answers": "not a list"}),
+                json.dumps(["a", "list"]),
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
     qs = evaluation.load_questions(path)
     assert [q.id for q in qs.questions] == ["ok"]
     assert len(qs.skipped) == 4
@@ -93,27 +107,50 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path):
 def test_project_evaluation_quality_holds(answerer):
     """The held-out split against the committed floors (eval/floors.txt), as `make eval-gate` checks it:
     a change that loses quality fails here."""
-    floors = [evaluation.parse_floor(line.split("#")[0])
-              for line in (QUESTIONS.parent / "floors.txt").read_text(encoding="utf-8").splitlines()
-              if line.split("#")[0].strip()]
+    floors = [
+        evaluation.parse_floor(line.split("#")[0])
+        for line in (QUESTIONS.parent / "floors.txt").read_text(encoding="utf-8").splitlines()
+        if line.split("#")[0].strip()
+    ]
     test = evaluation.select(evaluation.load_questions(QUESTIONS), "test")
     result = evaluation.report(evaluation.run(answerer, test))
     assert len(floors) >= 10 and evaluation.below(result, floors) == []
 
 
 def _write(path, rows):
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
     return path
 
 
 def test_split_type_short_and_near_topic_are_loaded(tmp_path):
-    qs = evaluation.load_questions(_write(tmp_path / "q.jsonl", [
-        {"id": "a", "lang": "th", "question": "ปีใด?", "answers": ["1991"], "evidence": ["1991"], "split": "dev",
-         "type": "when", "short": ["1991", "ค.ศ. 1991"]},
-        {"id": "b", "question": "Who?", "answerable": False, "split": "test", "type": "who", "near_topic": True},
-        {"id": "c", "question": "What?"},
-    ]))
+    qs = evaluation.load_questions(
+        _write(
+            tmp_path / "q.jsonl",
+            [
+                {
+                    "id": "a",
+                    "lang": "th",
+                    "question": "ปีใด?",
+                    "answers": ["1991"],
+                    "evidence": ["1991"],
+                    "split": "dev",
+                    "type": "when",
+                    "short": ["1991", "ค.ศ. 1991"],
+                },
+                {
+                    "id": "b",
+                    "question": "Who?",
+                    "answerable": False,
+                    "split": "test",
+                    "type": "who",
+                    "near_topic": True,
+                },
+                {"id": "c", "question": "What?"},
+            ],
+        )
+    )
     assert qs.skipped == ()
     a, b, c = qs.questions
     assert (a.split, a.type, a.short, a.near_topic) == ("dev", "when", ("1991", "ค.ศ. 1991"), False)
@@ -121,16 +158,19 @@ def test_split_type_short_and_near_topic_are_loaded(tmp_path):
     assert (c.split, c.type, c.short, c.near_topic) == ("", "", (), False)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"split": "train"}, "'split' must be one of dev, test, not 'train'"),
-    ({"split": 1}, "'split' must be one of dev, test"),
-    ({"type": "whom"}, "'type' must be one of when, who, where"),
-    ({"short": "1991"}, "'short' must be a list of strings"),
-    ({"short": ["1991", 1991]}, "'short' must be a list of strings"),
-    ({"short": [" "]}, "'short' must not contain empty strings"),
-    ({"near_topic": "yes", "answerable": False}, "'near_topic' must be true or false"),
-    ({"near_topic": True}, "'near_topic' applies to unanswerable questions only"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"split": "train"}, "'split' must be one of dev, test, not 'train'"),
+        ({"split": 1}, "'split' must be one of dev, test"),
+        ({"type": "whom"}, "'type' must be one of when, who, where"),
+        ({"short": "1991"}, "'short' must be a list of strings"),
+        ({"short": ["1991", 1991]}, "'short' must be a list of strings"),
+        ({"short": [" "]}, "'short' must not contain empty strings"),
+        ({"near_topic": "yes", "answerable": False}, "'near_topic' must be true or false"),
+        ({"near_topic": True}, "'near_topic' applies to unanswerable questions only"),
+    ],
+)
 def test_malformed_new_fields_skip_the_line_with_a_reason(tmp_path, fields, message):
     good = {"id": "ok", "question": "ชิลี?"}
     qs = evaluation.load_questions(_write(tmp_path / "q.jsonl", [good, {"id": "bad", "question": "x", **fields}]))
@@ -139,8 +179,12 @@ def test_malformed_new_fields_skip_the_line_with_a_reason(tmp_path, fields, mess
 
 
 def test_split_selection():
-    qs = evaluation.QuestionSet(tuple(evaluation.Question(i, "en", "?", split=s)
-                                      for i, s in [("a", "dev"), ("b", "test"), ("c", ""), ("d", "test")]))
+    qs = evaluation.QuestionSet(
+        tuple(
+            evaluation.Question(i, "en", "?", split=s)
+            for i, s in [("a", "dev"), ("b", "test"), ("c", ""), ("d", "test")]
+        )
+    )
     assert [q.id for q in evaluation.select(qs, "test").questions] == ["b", "d"]
     assert [q.id for q in evaluation.select(qs, "dev").questions] == ["a"]
     assert evaluation.select(qs, "all") is qs
@@ -153,26 +197,28 @@ def _short(answer: Answer, text: str) -> Answer:
     return replace(answer, short_answer={"text": text, "citation": 1, "start": 0, "end": len(text)})
 
 
-@pytest.mark.parametrize("text, accepted, ok", [
-    ("1991", ["1991"], True),
-    ("ปี 1991", ["1991"], True),  # contains an accepted string
-    ("Lima", ["กรุงลิมา", "lima, peru"], True),  # contained in one, case and spacing folded
-    ("ＬＩＭＡ", ["lima"], True),  # NFKC
-    ("1992", ["1991"], False),
-    ("", ["1991"], False),
-    ("1991", [], False),
-])
+@pytest.mark.parametrize(
+    "text, accepted, ok",
+    [
+        ("1991", ["1991"], True),
+        ("ปี 1991", ["1991"], True),  # contains an accepted string
+        ("Lima", ["กรุงลิมา", "lima, peru"], True),  # contained in one, case and spacing folded
+        ("ＬＩＭＡ", ["lima"], True),  # NFKC
+        ("1992", ["1991"], False),
+        ("", ["1991"], False),
+        ("1991", [], False),
+    ],
+)
 def test_short_match_rule(text, accepted, ok):
     assert evaluation.short_match(text, accepted) is ok
 
 
 def test_short_answer_metrics_exact():
-    when = evaluation.Question("a", "th", "?", answers=("ในปี 1991",), evidence=("1991",), type="when",
-                               short=("1991",))
-    who = evaluation.Question("b", "en", "?", answers=("Brescia",), evidence=("Brescia",), type="who",
-                              short=("Brescia",))
-    where = evaluation.Question("c", "en", "?", answers=("กรุงลิมา",), evidence=("ลิมา",), type="where",
-                                short=("Lima",))
+    when = evaluation.Question("a", "th", "?", answers=("ในปี 1991",), evidence=("1991",), type="when", short=("1991",))
+    who = evaluation.Question(
+        "b", "en", "?", answers=("Brescia",), evidence=("Brescia",), type="who", short=("Brescia",)
+    )
+    where = evaluation.Question("c", "en", "?", answers=("กรุงลิมา",), evidence=("ลิมา",), type="where", short=("Lima",))
     no_short = evaluation.Question("d", "th", "?", answers=("MERCOSUR",), evidence=("MERCOSUR",), type="what")
     unanswerable = evaluation.Question("e", "en", "?", answerable=False, near_topic=True, type="who")
     far = evaluation.Question("f", "en", "?", answerable=False)
@@ -219,8 +265,9 @@ class SlowFirstAnswerer:
 
 
 def test_warm_up_question_is_asked_first_and_left_out_of_latency():
-    qs = evaluation.QuestionSet(tuple(evaluation.Question(i, "th", f"คำถาม {i}", answers=("ชิลี",),
-                                                          evidence=("ชิลี",)) for i in "abc"))
+    qs = evaluation.QuestionSet(
+        tuple(evaluation.Question(i, "th", f"คำถาม {i}", answers=("ชิลี",), evidence=("ชิลี",)) for i in "abc")
+    )
     answerer = SlowFirstAnswerer()
     outcomes = evaluation.run(answerer, qs)
     assert answerer.asked == ["คำถาม a", "คำถาม a", "คำถาม b", "คำถาม c"]
@@ -242,19 +289,24 @@ def test_baseline_diff_fixed_regressed_unchanged_and_deltas():
         evaluation.judge(qn, _answer(["a"], "ไม่พบ", refused=True), 1.0),
     ]
     result = evaluation.report(outcomes)
-    previous = {"split": "all", "overall": {"hit@1": 1.0, "answer_match": 0.25, "latency_p50_ms": 3.0},
-                "by_lang": {"en": {"hit@1": 1.0}},
-                "questions": [
-                    {"id": "a", "hit_rank": None, "answer_ok": False, "refused": False},  # fixed twice
-                    {"id": "b", "hit_rank": 1, "answer_ok": True, "refused": False},  # regressed twice
-                    {"id": "c", "hit_rank": None, "answer_ok": None, "refused": False},  # refusal fixed
-                    {"id": "gone", "hit_rank": 1, "answer_ok": True, "refused": False},
-                ]}
+    previous = {
+        "split": "all",
+        "overall": {"hit@1": 1.0, "answer_match": 0.25, "latency_p50_ms": 3.0},
+        "by_lang": {"en": {"hit@1": 1.0}},
+        "questions": [
+            {"id": "a", "hit_rank": None, "answer_ok": False, "refused": False},  # fixed twice
+            {"id": "b", "hit_rank": 1, "answer_ok": True, "refused": False},  # regressed twice
+            {"id": "c", "hit_rank": None, "answer_ok": None, "refused": False},  # refusal fixed
+            {"id": "gone", "hit_rank": 1, "answer_ok": True, "refused": False},
+        ],
+    }
     d = evaluation.diff(previous, outcomes, result)
     assert d["compared"] == 3 and d["new"] == ["n"] and d["dropped"] == ["gone"]
-    assert d["checks"] == {"answer_ok": {"fixed": 1, "regressed": 1, "unchanged": 0},
-                           "hit@1": {"fixed": 1, "regressed": 1, "unchanged": 0},
-                           "refusal": {"fixed": 1, "regressed": 0, "unchanged": 2}}
+    assert d["checks"] == {
+        "answer_ok": {"fixed": 1, "regressed": 1, "unchanged": 0},
+        "hit@1": {"fixed": 1, "regressed": 1, "unchanged": 0},
+        "refusal": {"fixed": 1, "regressed": 0, "unchanged": 2},
+    }
     assert d["regressed"] == [{"id": "b", "question": "question b", "checks": ["answer_ok", "hit@1"]}]
     assert [(c["id"], c["checks"]) for c in d["fixed"]] == [("a", ["answer_ok", "hit@1"]), ("c", ["refusal"])]
     overall = d["metrics"]["overall"]
@@ -267,26 +319,30 @@ def test_baseline_diff_fixed_regressed_unchanged_and_deltas():
     assert "| hit@1 | 1 | 1 | 0 |" in text and "| hit@1 | 1.000 | 0.500 | -0.500 |" in text
 
 
-@pytest.mark.parametrize("text, message", [
-    ("hit@1", "is not METRIC=VALUE"),
-    ("bogus=0.5", "unknown metric 'bogus'; choose from hit@1, hit@3"),
-    ("en:bogus=0.5", "unknown metric 'bogus'"),
-    ("latency_p95_ms=30", "lower is better"),
-    ("hit@1=high", "'high' is not a number"),
-    ("hit@1=80", "outside 0–1"),
-    ("English:hit@1=0.5", "not a language code"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("hit@1", "is not METRIC=VALUE"),
+        ("bogus=0.5", "unknown metric 'bogus'; choose from hit@1, hit@3"),
+        ("en:bogus=0.5", "unknown metric 'bogus'"),
+        ("latency_p95_ms=30", "lower is better"),
+        ("hit@1=high", "'high' is not a number"),
+        ("hit@1=80", "outside 0–1"),
+        ("English:hit@1=0.5", "not a language code"),
+    ],
+)
 def test_bad_floors_say_why(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         evaluation.parse_floor(text)
 
 
 def test_floors_below_name_each_failing_metric():
-    floors = [evaluation.parse_floor(t) for t in ("hit@1=0.8", "en:hit@1=0.7", " th : mrr = 0.5",
-                                                  "answer_match=0.5", "fr:hit@1=0.1")]
+    floors = [
+        evaluation.parse_floor(t)
+        for t in ("hit@1=0.8", "en:hit@1=0.7", " th : mrr = 0.5", "answer_match=0.5", "fr:hit@1=0.1")
+    ]
     assert floors[2] == evaluation.Floor("mrr", 0.5, "th")
-    result = {"overall": {"hit@1": 0.75, "answer_match": None},
-              "by_lang": {"en": {"hit@1": 0.7}, "th": {"mrr": 0.4}}}
+    result = {"overall": {"hit@1": 0.75, "answer_match": None}, "by_lang": {"en": {"hit@1": 0.7}, "th": {"mrr": 0.4}}}
     assert evaluation.below(result, floors) == [
         "hit@1 = 0.750 < 0.800",
         "th:mrr = 0.400 < 0.500",
@@ -296,28 +352,61 @@ def test_floors_below_name_each_failing_metric():
 
 
 def test_csv_has_one_row_per_question(tmp_path):
-    q = evaluation.Question("a", "th", "ปีใด, \"จริง\"?", answers=("1991",), evidence=("1991",), split="dev",
-                            type="when", short=("1991",))
+    q = evaluation.Question(
+        "a", "th", 'ปีใด, "จริง"?', answers=("1991",), evidence=("1991",), split="dev", type="when", short=("1991",)
+    )
     r = evaluation.Question("b", "en", "Who won?", answerable=False, near_topic=True, split="test")
-    outcomes = [evaluation.judge(q, _short(_answer(["1991"], "ปี 1991 [1]", cited=["1991"]), "1991"), 12.345),
-                evaluation.judge(r, _answer(["x"], "ไม่พบ", refused=True), 7.0)]
+    outcomes = [
+        evaluation.judge(q, _short(_answer(["1991"], "ปี 1991 [1]", cited=["1991"]), "1991"), 12.345),
+        evaluation.judge(r, _answer(["x"], "ไม่พบ", refused=True), 7.0),
+    ]
     path = tmp_path / "out.csv"
     report.write_csv(path, outcomes)
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
-    assert list(rows[0]) == ["id", "split", "type", "lang", "answerable", "near_topic", "hit_rank", "answer_ok",
-                             "refused", "short_answer_ok", "citations_ok", "latency_ms", "question", "answer"]
-    assert rows[0] == {"id": "a", "split": "dev", "type": "when", "lang": "th", "answerable": "true",
-                       "near_topic": "false", "hit_rank": "1", "answer_ok": "true", "refused": "false",
-                       "short_answer_ok": "true", "citations_ok": "1.0", "latency_ms": "12.345",
-                       "question": "ปีใด, \"จริง\"?", "answer": "ปี 1991 [1]"}
+    assert list(rows[0]) == [
+        "id",
+        "split",
+        "type",
+        "lang",
+        "answerable",
+        "near_topic",
+        "hit_rank",
+        "answer_ok",
+        "refused",
+        "short_answer_ok",
+        "citations_ok",
+        "latency_ms",
+        "question",
+        "answer",
+    ]
+    assert rows[0] == {
+        "id": "a",
+        "split": "dev",
+        "type": "when",
+        "lang": "th",
+        "answerable": "true",
+        "near_topic": "false",
+        "hit_rank": "1",
+        "answer_ok": "true",
+        "refused": "false",
+        "short_answer_ok": "true",
+        "citations_ok": "1.0",
+        "latency_ms": "12.345",
+        "question": 'ปีใด, "จริง"?',
+        "answer": "ปี 1991 [1]",
+    }
     assert rows[1]["hit_rank"] == "" and rows[1]["answer_ok"] == "" and rows[1]["near_topic"] == "true"
 
 
 def test_report_tables_come_from_the_data():
-    result = {"overall": {"hit@1": 0.5, "latency_p50_ms": 21.04}, "by_lang": {"en": {"hit@1": 1.0}},
-              "by_type": {"when": {"n": 3, "hit@1": 2 / 3}}}
-    assert report.table(result) == ("| metric | overall | en |\n|---|---:|---:|\n| hit@1 | 0.500 | 1.000 |\n"
-                                    "| latency_p50_ms | 21.0 | – |")
+    result = {
+        "overall": {"hit@1": 0.5, "latency_p50_ms": 21.04},
+        "by_lang": {"en": {"hit@1": 1.0}},
+        "by_type": {"when": {"n": 3, "hit@1": 2 / 3}},
+    }
+    assert report.table(result) == (
+        "| metric | overall | en |\n|---|---:|---:|\n| hit@1 | 0.500 | 1.000 |\n| latency_p50_ms | 21.0 | – |"
+    )
     assert report.html_table(report.type_rows(result)).count("<tr>") == 2
     assert "<td>when</td><td>3</td><td>0.667</td>" in report.html_table(report.type_rows(result))
 
@@ -329,14 +418,37 @@ def test_answer_carries_the_new_fields_in_its_json_shape():
 
 
 def test_real_answerer_runs_a_split_with_types(answerer, tmp_path):
-    qs = evaluation.load_questions(_write(tmp_path / "q.jsonl", [
-        {"id": "a", "lang": "th", "question": "บราซิลยุติการเจรจาอะไร", "answers": ["FTAA"], "split": "test",
-         "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"], "type": "what"},
-        {"id": "b", "lang": "en", "question": "Who won the 2022 FIFA World Cup?", "answerable": False,
-         "split": "dev"},
-        {"id": "c", "lang": "en", "question": "Which country's president visited Mars in 2020?",
-         "answerable": False, "split": "test", "near_topic": True},
-    ]))
+    qs = evaluation.load_questions(
+        _write(
+            tmp_path / "q.jsonl",
+            [
+                {
+                    "id": "a",
+                    "lang": "th",
+                    "question": "บราซิลยุติการเจรจาอะไร",
+                    "answers": ["FTAA"],
+                    "split": "test",
+                    "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+                    "type": "what",
+                },
+                {
+                    "id": "b",
+                    "lang": "en",
+                    "question": "Who won the 2022 FIFA World Cup?",
+                    "answerable": False,
+                    "split": "dev",
+                },
+                {
+                    "id": "c",
+                    "lang": "en",
+                    "question": "Which country's president visited Mars in 2020?",
+                    "answerable": False,
+                    "split": "test",
+                    "near_topic": True,
+                },
+            ],
+        )
+    )
     outcomes = evaluation.run(answerer, evaluation.select(qs, "test"))
     assert [o.id for o in outcomes] == ["a", "c"]
     assert outcomes[0].hit_rank == 1 and outcomes[0].answer_ok is True

@@ -3,19 +3,22 @@ import pytest
 from assistant import extraction
 
 
-@pytest.mark.parametrize("question, kind", [
-    ("ALBA ก่อตั้งขึ้นเมื่อใด", "date"),
-    ("When was MERCOSUR founded?", "date"),
-    ("How far is Bogotá from Santiago?", "distance"),
-    ("โบโกตาอยู่ห่างจากซานติอาโกเท่าไร", "distance"),
-    ("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "number"),
-    ("Which country lies between Colombia and Peru?", "country"),
-    ("Which airline has its South American hub in Lima?", "company"),
-    ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
-    ("Where was ALBA founded?", "place"),
-    ("Why did Brazil support UNASUR?", "reason"),
-    ("ALBA คืออะไร", None),
-])
+@pytest.mark.parametrize(
+    "question, kind",
+    [
+        ("ALBA ก่อตั้งขึ้นเมื่อใด", "date"),
+        ("When was MERCOSUR founded?", "date"),
+        ("How far is Bogotá from Santiago?", "distance"),
+        ("โบโกตาอยู่ห่างจากซานติอาโกเท่าไร", "distance"),
+        ("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "number"),
+        ("Which country lies between Colombia and Peru?", "country"),
+        ("Which airline has its South American hub in Lima?", "company"),
+        ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
+        ("Where was ALBA founded?", "place"),
+        ("Why did Brazil support UNASUR?", "reason"),
+        ("ALBA คืออะไร", None),
+    ],
+)
 def test_expected_kind(question, kind):
     assert extraction.expected_kind(question) == kind
 

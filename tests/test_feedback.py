@@ -11,14 +11,21 @@ from assistant.cli import cli
 from assistant.errors import InvalidQuestionError
 from assistant.feedback import MAX_COMMENT_CHARS, FeedbackLog, read, validate_comment
 
-ANSWER = {"id": "a1", "question": "บราซิลยุติการเจรจาอะไร", "answer": "FTAA [1]",
-          "citations": [{"n": 1, "chunk_id": "c#5", "source": "s.txt", "start": 0, "end": 10, "text": "x"}]}
+ANSWER = {
+    "id": "a1",
+    "question": "บราซิลยุติการเจรจาอะไร",
+    "answer": "FTAA [1]",
+    "citations": [{"n": 1, "chunk_id": "c#5", "source": "s.txt", "start": 0, "end": 10, "text": "x"}],
+}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("ก" * (MAX_COMMENT_CHARS + 1), "the limit is 500"),
-    ("bad \u001b[31m colour", "control characters"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ก" * (MAX_COMMENT_CHARS + 1), "the limit is 500"),
+        ("bad \u001b[31m colour", "control characters"),
+    ],
+)
 def test_bad_comments_are_refused(text, message):
     with pytest.raises(InvalidQuestionError, match=message):
         validate_comment(text)
@@ -47,21 +54,48 @@ def test_log_rotates_past_its_size(tmp_path):
 def log_file(tmp_path):
     path = tmp_path / "feedback.jsonl"
     lines = [
-        {"time": "2026-10-30T09:00:00+00:00", "liked": False, "answer_id": "old", "question": "ALBA ก่อตั้งเมื่อใด",
-         "answer": "…", "citations": []},
-        {"time": "2026-11-02T10:00:00+00:00", "liked": True, "answer_id": "up", "question": "บราซิลยุติการเจรจาอะไร",
-         "answer": "FTAA", "citations": []},
+        {
+            "time": "2026-10-30T09:00:00+00:00",
+            "liked": False,
+            "answer_id": "old",
+            "question": "ALBA ก่อตั้งเมื่อใด",
+            "answer": "…",
+            "citations": [],
+        },
+        {
+            "time": "2026-11-02T10:00:00+00:00",
+            "liked": True,
+            "answer_id": "up",
+            "question": "บราซิลยุติการเจรจาอะไร",
+            "answer": "FTAA",
+            "citations": [],
+        },
         "{not json",
-        {"time": "2026-11-03T10:00:00+00:00", "liked": False, "answer_id": "down",
-         "question": "How far is  Bogotá from Santiago?", "answer": "…", "citations": []},
+        {
+            "time": "2026-11-03T10:00:00+00:00",
+            "liked": False,
+            "answer_id": "down",
+            "question": "How far is  Bogotá from Santiago?",
+            "answer": "…",
+            "citations": [],
+        },
         {"time": "2026-11-03T10:00:05+00:00", "liked": False, "answer_id": "down", "comment": "give kilometres"},
         {"time": "yesterday", "liked": False, "question": "x"},
         {"time": "2026-11-04T10:00:00+00:00", "liked": "no", "question": "x"},
-        {"time": "2026-11-05T10:00:00+00:00", "liked": False, "answer_id": "again",
-         "question": "How far is Bogotá from Santiago?", "answer": "…", "citations": []},
+        {
+            "time": "2026-11-05T10:00:00+00:00",
+            "liked": False,
+            "answer_id": "again",
+            "question": "How far is Bogotá from Santiago?",
+            "answer": "…",
+            "citations": [],
+        },
     ]
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
-                            for line in lines) + '{"time": "2026-11-06T1', encoding="utf-8")  # a cut-off write
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n" for line in lines)
+        + '{"time": "2026-11-06T1',
+        encoding="utf-8",
+    )  # a cut-off write
     return path
 
 
@@ -76,8 +110,7 @@ def test_feedback_lists_entries_and_skips_malformed_lines(log_file):
 
 
 def test_feedback_down_since(log_file):
-    result = CliRunner().invoke(cli, ["feedback", "--file", str(log_file), "--down", "--since", "2026-11-01",
-                                      "--json"])
+    result = CliRunner().invoke(cli, ["feedback", "--file", str(log_file), "--down", "--since", "2026-11-01", "--json"])
     assert result.exit_code == 0, result.output
     entries = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["answer_id"] for e in entries] == ["down", "again"]
@@ -90,10 +123,14 @@ def test_feedback_export_writes_draft_evaluation_lines(log_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Wrote 2 draft questions" in result.stderr
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [(d["lang"], d["question"]) for d in lines] == [("th", "ALBA ก่อตั้งเมื่อใด"),
-                                                          ("en", "How far is Bogotá from Santiago?")]
-    assert all(d["id"].startswith("fb-") and d["answers"] == [] and d["evidence"] == []
-               and d["source"] == "feedback" for d in lines)
+    assert [(d["lang"], d["question"]) for d in lines] == [
+        ("th", "ALBA ก่อตั้งเมื่อใด"),
+        ("en", "How far is Bogotá from Santiago?"),
+    ]
+    assert all(
+        d["id"].startswith("fb-") and d["answers"] == [] and d["evidence"] == [] and d["source"] == "feedback"
+        for d in lines
+    )
     assert lines[1]["comment"] == "give kilometres"
     from assistant.evaluation import load_questions
 

@@ -26,7 +26,8 @@ def test_round_trip(built_index, config, embed_model):
     loaded = index.load(config, embed_model)
     assert [c.chunk_id for c in loaded.chunks] == [c.chunk_id for c in fresh]
     assert [(c.text, c.start, c.end, c.sentences) for c in loaded.chunks] == [
-        (c.text, c.start, c.end, c.sentences) for c in fresh]
+        (c.text, c.start, c.end, c.sentences) for c in fresh
+    ]
     assert list(loaded.chunks) == fresh  # every field (Chunk leaves sentence_rows out of equality)
     texts = {d.doc_id: d.text for d in documents}
     row_of = {}
@@ -52,7 +53,8 @@ def test_missing_index_is_a_clear_error(config, tmp_path, embed_model):
 
 def test_stale_corpus_is_rebuilt(small, embed_model):
     (small.corpus_dir / "extra.md").write_text(
-        "---\ntitle: บันทึกเพิ่มเติม\n---\nประเทศปารากวัยมีเมืองหลวงชื่ออาซุนซิออน", encoding="utf-8")
+        "---\ntitle: บันทึกเพิ่มเติม\n---\nประเทศปารากวัยมีเมืองหลวงชื่ออาซุนซิออน", encoding="utf-8"
+    )
     with pytest.raises(IndexStaleError, match="run `assistant index`"):
         index.load(small, embed_model)
     with pytest.raises(IndexStaleError):
@@ -78,7 +80,7 @@ def test_passages_are_spans_of_their_documents_with_their_sentence_vectors(built
     chunk = chunks[3]
     assert chunk.text == chunk.text.strip() and len(chunk.sentence_rows) == len(chunk.sentences)
     a, b = chunk.sentences[0]
-    sentence = chunk.text[a - chunk.start:b - chunk.start]
+    sentence = chunk.text[a - chunk.start : b - chunk.start]
     stored = built_index.sentence_vectors[chunk.sentence_rows[0]].astype(np.float32)
     fresh = embedding.encode(embed_model, [sentence], query=False)[0]
     assert float(stored @ fresh) > 0.999  # float16 storage keeps the vector
@@ -125,13 +127,16 @@ def test_interrupted_build_keeps_the_previous_index(small, embed_model):
     assert index.load(small, embed_model).manifest["chunks"] > 0
 
 
-@pytest.mark.parametrize("name, damage", [
-    ("vectors.faiss", b"not a faiss index"),
-    ("documents.json", b'[{"doc_id": '),
-    ("chunks.npz", b"PK garbage"),
-    ("sentences.npy", b"\x93NUMPY garbage"),
-    ("manifest.json", b"{broken"),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("vectors.faiss", b"not a faiss index"),
+        ("documents.json", b'[{"doc_id": '),
+        ("chunks.npz", b"PK garbage"),
+        ("sentences.npy", b"\x93NUMPY garbage"),
+        ("manifest.json", b"{broken"),
+    ],
+)
 def test_corrupted_file_is_a_clear_error(small, embed_model, name, damage):
     (small.index_dir / name).write_bytes(damage)
     with pytest.raises(IndexCorruptError, match="rebuild"):
@@ -171,8 +176,11 @@ def test_shortened_document_text_is_caught_by_its_checksum(small, embed_model):
 
 def test_every_index_file_is_listed_with_its_checksum(small):
     manifest = json.loads((small.index_dir / index.MANIFEST).read_text())
-    on_disk = {p.relative_to(small.index_dir).as_posix() for p in small.index_dir.rglob("*")
-               if p.is_file() and p.name != index.MANIFEST}
+    on_disk = {
+        p.relative_to(small.index_dir).as_posix()
+        for p in small.index_dir.rglob("*")
+        if p.is_file() and p.name != index.MANIFEST
+    }
     assert set(manifest["files"]) == on_disk and len(on_disk) >= 6
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"].values())
 

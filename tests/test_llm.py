@@ -77,12 +77,15 @@ def test_unanswerable_question_is_refused_without_calling_the_llm(answerer, conf
     assert answer.refused and server.requests == []
 
 
-@pytest.mark.parametrize("reply, reason", [
-    (("status", 500), "HTTP 500"),
-    (("garbage",), None),
-    (("text", ""), "empty response"),
-    (("hang", 4), "timed out"),
-])
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        (("status", 500), "HTTP 500"),
+        (("garbage",), None),
+        (("text", ""), "empty response"),
+        (("hang", 4), "timed out"),
+    ],
+)
 def test_faults_fall_back_within_the_timeout(answerer, config, server, reply, reason):
     server.script = [reply]
     started = time.monotonic()
@@ -125,6 +128,7 @@ def test_llm_settings_are_validated_and_the_key_stays_hidden():
         Config(llm="gpt")
     with pytest.raises(AssistantError, match="ASSISTANT_LLM_MODEL"):
         Config(llm="ollama")
-    config = Config.from_env({"ASSISTANT_LLM": "openai", "ASSISTANT_LLM_MODEL": "m",
-                              "ASSISTANT_LLM_API_KEY": "sk-secret-123"})
+    config = Config.from_env(
+        {"ASSISTANT_LLM": "openai", "ASSISTANT_LLM_MODEL": "m", "ASSISTANT_LLM_API_KEY": "sk-secret-123"}
+    )
     assert config.llm_api_key == "sk-secret-123" and "sk-secret" not in repr(config)

@@ -47,7 +47,7 @@ def test_word_set_segments_as_pythainlp_trie(config):
     texts = [d.text for d in corpus.load(config.corpus_dir).documents]
     joined = "".join(texts)
     rng = random.Random(0)
-    texts += [joined[a:a + rng.randint(1, 400)] for a in (rng.randrange(len(joined)) for _ in range(500))]
+    texts += [joined[a : a + rng.randint(1, 400)] for a in (rng.randrange(len(joined)) for _ in range(500))]
     texts += ["", " ", "ABC def", "ภาษาไทย123 ไม่มีคำนี้ฮฮฮฮ", "การบูรณาการระดับภูมิภาค MERCOSUR"]
     for text in texts:
         assert thai.words(text) == word_tokenize(text, engine="newmm", keep_whitespace=True), text

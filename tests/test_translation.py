@@ -32,8 +32,11 @@ def test_one_english_sentence_for_every_sentence_the_chunker_cuts(documents, ren
         rendering = renderings[chunk.doc_id]
         assert translation.coverage(rendering, chunk.sentences) == [], chunk.chunk_id
     for doc_id, rendering in renderings.items():
-        spans = [s for a, b in chunking.paragraphs(documents[doc_id])
-                 for s in chunking.sentences(documents[doc_id], a, b, config.chunk_max_chars)]
+        spans = [
+            s
+            for a, b in chunking.paragraphs(documents[doc_id])
+            for s in chunking.sentences(documents[doc_id], a, b, config.chunk_max_chars)
+        ]
         assert sorted(rendering.sentences) == spans  # exactly one each, nothing extra
 
 
@@ -56,13 +59,17 @@ def test_a_changed_source_makes_its_rendering_stale(corpus_copy):
     assert "alba" not in found and "andean-community" in found
     assert [str(p) for p in problems] == [
         "alba.en.yaml: stale English rendering: alba.md changed since it was written; update the sentences "
-        "and `source_sha256`, it is not used until then"]
+        "and `source_sha256`, it is not used until then"
+    ]
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("sentences: [", "unreadable English rendering"),
-    ("source_sha256: x\nsentences: []\n", "stale English rendering"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("sentences: [", "unreadable English rendering"),
+        ("source_sha256: x\nsentences: []\n", "stale English rendering"),
+    ],
+)
 def test_broken_rendering_is_reported_by_name(corpus_copy, damage, message):
     (corpus_copy / "unasur.en.yaml").write_text(damage, encoding="utf-8")
     found, problems = translation.load(corpus_copy, corpus.load(corpus_copy).documents)
@@ -114,8 +121,9 @@ def test_document_without_rendering_is_quoted_in_thai_with_a_note(config, embed_
     from assistant.retrieval import Retriever
 
     (corpus_copy / "volcano.md").write_text(
-        "---\ntitle: ภูเขาไฟ\n---\nภูเขาไฟโอฮอสเดลซาลาโดเป็นภูเขาไฟที่สูงที่สุดในโลก "
-        "ตั้งอยู่บนพรมแดนชิลีกับอาร์เจนตินา\n", encoding="utf-8")
+        "---\ntitle: ภูเขาไฟ\n---\nภูเขาไฟโอฮอสเดลซาลาโดเป็นภูเขาไฟที่สูงที่สุดในโลก ตั้งอยู่บนพรมแดนชิลีกับอาร์เจนตินา\n",
+        encoding="utf-8",
+    )
     own = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
     loaded = index.build(own, embed_model, progress=False)
     answer = Answerer(Retriever(loaded), own).answer("What is ภูเขาไฟโอฮอสเดลซาลาโด?", answer_language="en")
