@@ -13,7 +13,7 @@ from assistant.config import Config
 from assistant.errors import InvalidQuestionError, QuestionTooLongError
 from assistant.retrieval import Retriever, content_words, covered
 from assistant.thai import language, normalise
-from assistant.types import Answer, Citation, Hit, Turn
+from assistant.types import Answer, Citation, Hit, Turn, as_turns
 
 PHRASES = {
     "th": {"refusal": "ไม่พบข้อมูลนี้ในเอกสาร", "sources": "แหล่งที่มา", "short": "คำตอบสั้น"},
@@ -125,7 +125,7 @@ class Answerer:
         question = validate(question, self.config.max_question_chars)
         if answer_language not in ANSWER_LANGUAGES:
             raise InvalidQuestionError(f"answer_language must be one of {', '.join(ANSWER_LANGUAGES)}")
-        history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
+        history = as_turns(history)
         lang = language(question)
         reply = lang if answer_language == "auto" else answer_language
         text = retrieval_query(question, history)
@@ -247,7 +247,12 @@ class Answerer:
         if missing and config.refusal_requires_names:
             return f"the passages do not mention {', '.join(missing)}"
         kind = chosen[0]["kind"]
-        typed = [c for c in chosen if c["typed"] and len(c["words"]) >= config.refusal_typed_word_share * len(words)]
+        typed = [
+            c
+            for c in chosen
+            if c["typed"]
+            and len(_with_previous(retriever.index, c, lang)) >= config.refusal_typed_word_share * len(words)
+        ]
         if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed:
             return f"the passages hold no {kind} that answers it"
         return None
@@ -328,6 +333,19 @@ def _run_on(index, candidate: dict) -> dict:
         "thai": chunk.text[a - chunk.start : end - chunk.start],
         "english": f"{candidate['english']} {english}" if candidate["english"] and english else None,
     }
+
+
+def _with_previous(index, candidate: dict, lang: str) -> set[str]:
+    """The question's words that a candidate's sentence holds, or the sentence before it in its passage."""
+    chunk, (a, _) = candidate["hit"].chunk, candidate["span"]
+    before = [s for s in chunk.sentences if s[1] <= a]
+    if not before:
+        return candidate["words"]
+    start, end = before[-1]
+    rendering = index.rendering(chunk)
+    english = rendering.sentences.get(before[-1]) if rendering else None
+    thai = chunk.text[start - chunk.start : end - chunk.start]
+    return candidate["words"] | covered(candidate["question_words"], lang, thai, english)
 
 
 def _inside(candidate: dict, other: dict) -> bool:

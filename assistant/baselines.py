@@ -11,10 +11,9 @@ class LlamaIndexDefaults:
     """The stack one would otherwise reach for: llama-index's `VectorStoreIndex` with its default
     `SentenceSplitter` over the same files, the same embedding model, plain top-k retrieval.
 
-    It retrieves but does not answer, so only retrieval metrics apply to it.
+    It retrieves but does not answer, so only retrieval metrics apply to it (`evaluation.run(...,
+    answers=False)`).
     """
-
-    answers = False
 
     def __init__(self, corpus_dir: Path, embed_model):
         from llama_index.core import SimpleDirectoryReader, VectorStoreIndex

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -44,7 +45,7 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
     earlier stays valid.
     """
     loaded = corpus.load(config.corpus_dir)
-    params = chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars, config.chunk_overlap_sentences)
+    params = index.chunk_params(config)
     real = chunking.split(loaded.documents, params)
     pool = sorted({p for c in real for p in c.text.split()})
     rng = random.Random(seed)
@@ -221,57 +222,65 @@ def _env(config: Config) -> dict:
     }
 
 
+@dataclass
+class Served:
+    """A running `assistant serve` (see `served`)."""
+
+    url: str
+    port: int
+    process: subprocess.Popen
+    ready_s: float  # from launch until /api/health answered 200
+
+
 @contextmanager
-def server(config: Config, log_path: Path):
-    """`assistant serve` on a free loopback port; yields (base URL, pid, seconds until healthy)."""
+def served(env: dict, log_path: Path, *args: str, timeout: float = 240) -> Iterator[Served]:
+    """`assistant serve` in a new process on a free loopback port, with `env` over this process's
+    environment and `args` after `serve`, its output in `log_path`; yields it once /api/health answers
+    200 and stops it afterwards. The benchmark and the tests start their servers with it."""
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # The load comes from one address: the per-client rate limit would turn it into 429s.
-    env = {
-        **_env(config),
-        "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl")),
-        "ASSISTANT_RATE_LIMIT": "off",
-    }
     started = time.perf_counter()
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "assistant",
-                "serve",
-                "--port",
-                str(port),
-                "--corpus",
-                str(config.corpus_dir),
-                "--index",
-                str(config.index_dir),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "assistant", "serve", "--port", str(port), *args]
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
         while True:
             if process.poll() is not None:
                 raise AssistantError(f"`assistant serve` exited with code {process.returncode}; its log: {log_path}")
+            if time.perf_counter() - started > timeout:
+                raise AssistantError(f"`assistant serve` was not healthy after {timeout:.0f} s; its log: {log_path}")
             try:
-                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        yield base, process.pid, time.perf_counter() - started
+        yield Served(url, port, process, time.perf_counter() - started)
     finally:
         process.terminate()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@contextmanager
+def server(config: Config, log_path: Path):
+    """The benchmark's server for `config`; yields (base URL, pid, seconds until healthy)."""
+    # The load comes from one address: the per-client rate limit would turn it into 429s.
+    env = {
+        **_env(config),
+        "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl")),
+        "ASSISTANT_RATE_LIMIT": "off",
+    }
+    args = ("--corpus", str(config.corpus_dir), "--index", str(config.index_dir))
+    with served(env, log_path, *args) as running:
+        yield running.url, running.process.pid, running.ready_s
 
 
 def http_load(base: str, clients: int, requests_each: int, questions) -> dict:
@@ -535,7 +544,7 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
     result["build"].append({"corpus": f"synthetic {plan.built:,}", **stats})
     sizes.append((f"synthetic {plan.built:,}", synthetic, built))
     # Larger corpora reuse passage vectors cached by text: embedding 100k passages on 2 cores takes
-    # most of an hour, the first time only.
+    # about two hours (15 passages/s with their sentences), the first time only.
     for n in plan.loaded:
         log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
         cfg = config.with_(

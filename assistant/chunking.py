@@ -15,9 +15,11 @@ CHUNKER_VERSION = 2
 
 @dataclass(frozen=True)
 class ChunkParams:
-    min_chars: int = 250
-    max_chars: int = 400
-    overlap_sentences: int = 1
+    """How passages are cut; the values come from `Config` (`index.chunk_params`), their one source."""
+
+    min_chars: int
+    max_chars: int
+    overlap_sentences: int
 
     def as_dict(self) -> dict:
         return {
@@ -71,7 +73,7 @@ def sentences(doc: Document, start: int, end: int, max_chars: int) -> list[tuple
     return spans
 
 
-def split(documents, params: ChunkParams = ChunkParams()) -> list[Chunk]:
+def split(documents, params: ChunkParams) -> list[Chunk]:
     """Chunks of every document, in document order; never across documents or paragraphs."""
     chunks = []
     for doc in documents:

@@ -325,14 +325,15 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
         click.echo(report.type_table(result))
     side_by_side = None
     if compare:
-        from assistant.baselines import configurations
+        from assistant.baselines import LlamaIndexDefaults, configurations
 
         side_by_side = {}
         for name, pipeline in configurations(answerer, config.corpus_dir).items():
+            answers = not isinstance(pipeline, LlamaIndexDefaults)
             runs = (
                 outcomes
                 if pipeline is answerer
-                else evaluation.run(pipeline, selected, top_k=top_k, progress=True, desc=name)
+                else evaluation.run(pipeline, selected, top_k=top_k, progress=True, desc=name, answers=answers)
             )
             side_by_side[name] = evaluation.report(runs)
         click.echo()
@@ -417,7 +418,7 @@ def eval_table_command(results):
     "--max-passages",
     type=click.IntRange(1),
     default=None,
-    help="Leave out the synthetic corpora larger than this (the 100k one takes an hour to embed once).",
+    help="Leave out the synthetic corpora larger than this (the 100k one takes about two hours to embed once).",
 )
 def bench_command(quick, json_out, questions, corpus, max_passages):
     """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
@@ -425,7 +426,7 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
     memory by component; the torch path and the int8 precision are measured beside the default.
 
     Indexes and synthetic corpora go to the cache folder, never to the project's index/. The first full
-    run embeds a synthetic corpus of 100k passages (most of an hour on 2 cores); later runs reuse it.
+    run embeds a synthetic corpus of 100k passages (about two hours on 2 cores); later runs reuse it.
 
     \b
     Examples:
@@ -443,6 +444,24 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
     click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)
     if json_out:
         json_out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+@cli.command("bench-table")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def bench_table_command(results):
+    """Print the README's benchmark tables (Markdown) from a file of `assistant bench --json`.
+
+    \b
+    Example:
+      assistant bench-table docs/bench.json
+    """
+    from assistant import bench
+
+    try:
+        result = json.loads(results.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AssistantError(f"{results} is not a benchmark results file ({error}).") from None
+    click.echo(bench.table(result))
 
 
 @cli.command("feedback")

@@ -67,8 +67,9 @@ class Config:
     refusal_threshold_en: float = 0.82
     # Further refusal signals: the quoted sentences must hold at least this share of the question's
     # content words; every name the question mentions must be in the passages; a question asking for a
-    # date, number or name needs a quoted sentence holding a span of that kind and at least
-    # refusal_typed_word_share of the question's words. Since sentence selection favours typed
+    # date, number or name needs a quoted sentence holding a span of that kind and, with the sentence
+    # before it in its passage (crfcut often leaves the subject there), refusal_typed_word_share of the
+    # question's words. Since sentence selection favours typed
     # sentences (answering.TYPE_BONUS), a typed sentence alone no longer says much: on dev, asking
     # for 0.4 of the words raised refusal recall 0.652 -> 0.696 at the same precision (0.97) and
     # answer_match (0.875); 0.2–0.5 were all at least as good as none, 0.6 lost 0.05 of answer_match.

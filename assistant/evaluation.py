@@ -296,8 +296,10 @@ def run(
     progress: bool = False,
     desc: str = "Evaluating",
     warmup: bool = True,
+    answers: bool = True,
 ) -> list[Outcome]:
-    """Every question through the chat's own answer path, history included.
+    """Every question through the chat's own answer path, history included; with `answers=False` (a
+    pipeline that only retrieves, such as `baselines.LlamaIndexDefaults`) only retrieval is scored.
 
     With `warmup`, the first question is asked once more before the timed run and not scored: the
     first, cold answer (lazy loads, allocations) took 1.2 s against ~25 ms warm (eval/results.json),
@@ -305,7 +307,6 @@ def run(
     """
     from tqdm import tqdm
 
-    answers = getattr(answerer, "answers", True)
     if warmup and questions.questions:
         first = questions.questions[0]
         answerer.answer(first.question, first.history, top_k=top_k)

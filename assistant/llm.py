@@ -13,7 +13,7 @@ import numpy as np
 from assistant.answering import PHRASES, Answerer, citation_for, translation_of
 from assistant.config import Config
 from assistant.errors import AssistantError
-from assistant.types import Answer, Citation, Hit, Turn
+from assistant.types import Answer, Citation, Hit, Turn, as_turns
 
 # The whole prompt, in one place.
 SYSTEM_PROMPT = """You answer questions about documents on Latin American regional integration.
@@ -139,7 +139,7 @@ class LLMAnswerer:
         self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto"
     ) -> Iterator[str | Answer]:
         """Text deltas as the LLM writes them, then the checked Answer (always last)."""
-        history = tuple(t if isinstance(t, Turn) else Turn(**t) for t in history)
+        history = as_turns(history)
         started = time.perf_counter()
         retriever = self.retriever  # one index for the whole answer, even if a new one is swapped in
         standalone = self._condense(question, history)

@@ -81,6 +81,15 @@ class Turn:
     content: str
 
 
+def as_turns(history, keep: int | None = None) -> tuple[Turn, ...]:
+    """Conversation history as turns, from `Turn`s or mappings with "role" and "content" (JSON, the web
+    chat's state); with `keep`, only the latest `keep` of them (0: none)."""
+    history = list(history)
+    if keep is not None:
+        history = history[-keep:] if keep else []
+    return tuple(t if isinstance(t, Turn) else Turn(t["role"], t["content"]) for t in history)
+
+
 @dataclass(frozen=True)
 class Answer:
     question: str

@@ -27,7 +27,7 @@ from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answering, validate
 from assistant.config import Config
 from assistant.errors import AssistantError, InvalidQuestionError, QuestionTooLongError
 from assistant.feedback import MAX_COMMENT_CHARS, FeedbackLog, validate_comment
-from assistant.types import Answer, Turn
+from assistant.types import Answer, as_turns
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
         shown = [{"role": m["role"], "content": _text(m["content"])} for m in shown]
         asked = shown + [{"role": "user", "content": _html(message)}]
         written = ""
-        earlier = [Turn(**t) for t in turns[-history_turns:]] if history_turns else []
+        earlier = as_turns(turns, keep=history_turns)
         try:
             reply = reply if reply in ANSWER_LANGUAGES else "auto"
             for event in answerer.stream(message, earlier, answer_language=reply):
@@ -602,8 +602,7 @@ class AskRequest(BaseModel):
 def answer_request(answerer: Answering, request: AskRequest) -> Answer:
     """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages reach the answerer,
     as in the chat."""
-    keep = answerer.config.history_turns
-    turns = [Turn(m.role, m.content) for m in request.history[-keep:]] if keep else []
+    turns = as_turns((m.model_dump() for m in request.history), keep=answerer.config.history_turns)
     return answerer.answer(request.question, turns, top_k=request.top_k, answer_language=request.answer_language)
 
 

@@ -220,3 +220,12 @@ def test_a_typed_answer_quotes_its_sentence_alone(answerer):
     answer = answerer.answer("ALBA ก่อตั้งขึ้นเมื่อใด")
     assert answer.citations[0].sentence.startswith("ก่อตั้งเมื่อวันที่ 14 ธันวาคม")
     assert answer.citations[0].sentence.endswith("ประธานาธิบดีอูโก")
+
+
+def test_history_becomes_turns_in_one_place():
+    from assistant.types import Turn, as_turns
+
+    raw = [{"role": "user", "content": "ALBA คืออะไร", "extra": "ignored"}, Turn("assistant", "ALBA …")]
+    assert as_turns(raw) == (Turn("user", "ALBA คืออะไร"), Turn("assistant", "ALBA …"))
+    assert as_turns(raw, keep=1) == (Turn("assistant", "ALBA …"),)
+    assert as_turns(raw, keep=0) == ()

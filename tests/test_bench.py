@@ -123,3 +123,19 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert all(c["rss_mb"] > 0 for c in result["memory"])
     assert "| HTTP /api/ask |" in run.stdout and "default ÷ ours" in run.stdout
     assert "| soak on the corpus |" in run.stdout
+
+
+def test_readme_benchmark_tables_are_the_committed_results(tmp_path):
+    from click.testing import CliRunner
+    from helpers import ROOT
+
+    from assistant.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench-table", str(ROOT / "docs" / "bench.json")])
+    assert result.exit_code == 0, result.output
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert result.stdout.strip() in readme  # regenerate with `assistant bench-table docs/bench.json`
+    broken = tmp_path / "bench.json"
+    broken.write_bytes(b"\xff\xfe not json")
+    failed = CliRunner().invoke(cli, ["bench-table", str(broken)])
+    assert failed.exit_code != 0 and "not a benchmark results file" in failed.output

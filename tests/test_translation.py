@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from assistant import chunking, corpus, translation
+from assistant import chunking, corpus, index, translation
 from assistant.thai import has_thai
 
 BE_OFFSET = 543  # Buddhist era = common era + 543
@@ -27,8 +27,7 @@ def test_every_document_but_the_glossary_has_a_rendering(documents, renderings):
 
 
 def test_one_english_sentence_for_every_sentence_the_chunker_cuts(documents, renderings, config):
-    params = chunking.ChunkParams(config.chunk_min_chars, config.chunk_max_chars, config.chunk_overlap_sentences)
-    for chunk in chunking.split(documents.values(), params):
+    for chunk in chunking.split(documents.values(), index.chunk_params(config)):
         rendering = renderings[chunk.doc_id]
         assert translation.coverage(rendering, chunk.sentences) == [], chunk.chunk_id
     for doc_id, rendering in renderings.items():
@@ -116,7 +115,6 @@ def test_thai_question_gets_thai_and_the_choice_overrides(answerer):
 
 
 def test_document_without_rendering_is_quoted_in_thai_with_a_note(config, embed_model, corpus_copy, tmp_path):
-    from assistant import index
     from assistant.answering import PHRASES, Answerer
     from assistant.retrieval import Retriever
 
@@ -129,3 +127,7 @@ def test_document_without_rendering_is_quoted_in_thai_with_a_note(config, embed_
     answer = Answerer(Retriever(loaded), own).answer("What is ภูเขาไฟโอฮอสเดลซาลาโด?", answer_language="en")
     assert answer.answer.startswith(PHRASES["en"]["untranslated"]) and "ภูเขาไฟโอฮอสเดลซาลาโด" in answer.answer
     assert answer.citations[0].translation is None
+    # The name is in the sentence before the one with the country: a typed sentence may lean on it.
+    border = Answerer(Retriever(loaded), own).answer("ภูเขาไฟโอฮอสเดลซาลาโดอยู่บนพรมแดนของประเทศใด")
+    assert not border.refused, border.refusal_reason
+    assert "ชิลี" in border.answer

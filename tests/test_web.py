@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,12 +32,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
     request = urllib.request.Request(
         url, data=body, method=method, headers={"Content-Type": "application/json", **(headers or {})}
@@ -52,32 +44,19 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
 
 
 class Server:
+    """A real `assistant serve` (the benchmark's `served`), stopped by `stop()`."""
+
     def __init__(self, env: dict, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "assistant", "serve", "--port", str(self.port)],
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-            try:
-                if http("GET", self.url + "/api/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server did not start: {log.read_text()}")
+        from contextlib import ExitStack
+
+        from assistant.bench import served
+
+        self._stack = ExitStack()
+        running = self._stack.enter_context(served(env, log))
+        self.url, self.port, self.process = running.url, running.port, running.process
 
     def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
+        self._stack.close()
 
 
 @pytest.fixture(scope="module")
