@@ -30,7 +30,8 @@ from assistant.types import Chunk, Document
 
 # 2: passages as arrays over the documents' text, sentence vectors in float16 by distinct text.
 # 3: the manifest records every file's size and SHA-256, checked on load; English renderings indexed.
-FORMAT_VERSION = 3
+# 4: English number words as digits in the English BM25 ("four" meets "4").
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"

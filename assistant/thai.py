@@ -150,6 +150,14 @@ def lexical_tokens(text: str) -> list[str]:
     return out
 
 
+# Number words as digits: the renderings write "4 member countries" where a question says "four".
+# "one" stays a word ("one of the members").
+_NUMBERS = {
+    w: str(n)
+    for n, w in enumerate(
+        "two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split(), start=2
+    )
+}
 _LATIN_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 
 
@@ -168,7 +176,7 @@ def english_tokens(text: str) -> list[str]:
     folded = "".join(
         ch for ch in unicodedata.normalize("NFKD", normalise(text).lower()) if not unicodedata.combining(ch)
     )
-    words = [w for w in _LATIN_WORD.findall(folded) if w not in stop]
+    words = [_NUMBERS.get(w, w) for w in _LATIN_WORD.findall(folded) if w not in stop]
     return _english_stemmer().stemWords(words)
 
 

@@ -19,6 +19,12 @@ def test_lexical_tokens_keep_thai_words_whole_and_lowercase_latin():
     assert "การบ" not in tokens  # the mid-syllable cut a regex tokenizer makes
 
 
+def test_english_tokens_stem_fold_accents_and_write_number_words_as_digits():
+    assert thai.english_tokens("Which four countries signed in Asunción?") == ["4", "countri", "sign", "asuncion"]
+    assert thai.english_tokens("It has 4 member countries") == ["4", "member", "countri"]
+    assert "one" in thai.english_tokens("one of the members")  # a pronoun as often as a number
+
+
 def test_sentence_spans_do_not_break_after_abbreviation():
     text = "สนธิสัญญาลงนามเมื่อวันที่ 26 มีนาคม ค.ศ. 1991 (พ.ศ. 2534) ที่กรุงอาซุนซิออน ประเทศปารากวัย"
     spans = thai.sentence_spans(text)
