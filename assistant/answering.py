@@ -389,14 +389,15 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if kind not in extraction.SHORT_KINDS:
         return None
     thai, base = candidate["thai"], candidate["span"][0]
-    found = extraction.spans(thai, kind, index.entities, question)
+    words, lang = candidate["question_words"], language(question)
+    found = _anchored(extraction.spans(thai, kind, index.entities, question), thai, kind, words, lang)
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
         (a, b), shown = found[0], thai[found[0][0] : found[0][1]]
     else:
         english = candidate["english"]
-        english_found = extraction.spans(english, kind, index.entities, question)
+        english_found = _anchored(extraction.spans(english, kind, index.entities, question), english, kind, words, lang)
         if len(english_found) != 1:
             return None
         shown = english[english_found[0][0] : english_found[0][1]]
@@ -405,6 +406,19 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
             return None
         a, b = counterpart
     return {"text": shown.strip(), "citation": citation.n, "start": base + a, "end": base + b}
+
+
+def _anchored(found: list[tuple[int, int]], text: str, kind: str, words: set[str], lang: str) -> list:
+    """Of several dates or numbers in a sentence, the one whose clause holds the most of the question's
+    words, when exactly one does ("When did Chile withdraw?" in "Venezuela joined in 1973 and withdrew in
+    2006, while Chile withdrew in 1976": 1976). A span's clause is the text between the span before it
+    and itself. Names are left alone: several names are a list ("Bolivia, Colombia, Ecuador and Peru")."""
+    if len(found) < 2 or kind not in ("date", "number", "distance"):
+        return found
+    ends = [0] + [b for _, b in found[:-1]]
+    held = [len(covered(words, lang, text[e:a], text[e:a])) for e, (a, _) in zip(ends, found)]
+    best = max(held)
+    return [found[held.index(best)]] if best and held.count(best) == 1 else found
 
 
 def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:

@@ -168,6 +168,10 @@ def test_json_shape(answerer):
         ("Where does LAN Chile have its South American hub?", "Lima", "latin-america-integration.th.txt"),
         ("ประเทศผู้ก่อตั้ง MERCOSUR มีกี่ประเทศ", "4 ประเทศ", "mercosur.md"),
         ("How many countries founded MERCOSUR?", "4 countries", "mercosur.md"),
+        # A sentence with three years: the one whose clause holds the question's words answers it.
+        ("When did Chile withdraw from the Andean Community?", "1976", "andean-community.md"),
+        ("When did Venezuela join the Andean Community?", "1973", "andean-community.md"),
+        ("เวเนซุเอลาเข้าร่วมประชาคมแอนเดียนเมื่อใด", "1973", "andean-community.md"),
     ],
 )
 def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, question, short, source):
@@ -182,8 +186,15 @@ def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, 
 
 
 @pytest.mark.parametrize(
-    "question", ["ALBA คืออะไร", "Why did Brazil support UNASUR?", "hello", "บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู"]
-)  # three companies
+    "question",
+    [
+        "ALBA คืออะไร",
+        "Why did Brazil support UNASUR?",
+        "hello",
+        "บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู",  # three companies
+        "เวเนซุเอลาถอนตัวจากประชาคมแอนเดียนปีไหน",  # two clauses, each with one of its words: no guess
+    ],
+)
 def test_no_short_answer_where_no_single_span_answers(answerer, question):
     assert answerer.answer(question).short_answer is None
 
