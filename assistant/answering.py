@@ -215,6 +215,8 @@ class Answerer:
             adds = candidate["words"] - chosen[0]["words"] or (candidate["typed"] and not chosen[0]["typed"])
             if adds:
                 chosen.append(candidate)
+        # The sentence holding what was asked for leads, even when the other is closer to the question.
+        chosen.sort(key=lambda c: not c["typed"])
         if kind not in extraction.SHORT_KINDS:
             chosen[0] = _run_on(index, chosen[0])
             chosen[1:] = [c for c in chosen[1:] if not _inside(c, chosen[0])]

@@ -14,7 +14,11 @@ _KINDS = [
         r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด",
     ),
     ("number", r"\bhow many\b|\bhow much\b|\bwhat percentage\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์"),
-    ("country", r"\bwhich countr|\bwhat countr|\bwhich nation|ประเทศใด|ประเทศไหน|ประเทศอะไร|ชาติใด"),
+    (
+        "country",
+        r"\bwhich (?:[\w-]+ ){0,2}countr|\bwhat (?:[\w-]+ ){0,2}countr|\bwhich (?:[\w-]+ ){0,2}nation|"
+        r"ประเทศใด|ประเทศไหน|ประเทศอะไร|ชาติใด",
+    ),
     (
         "company",
         r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"

@@ -118,6 +118,14 @@ def test_founding_date_is_quoted_not_only_the_definition(answerer):
     assert answer.short_answer["citation"] == 1
 
 
+def test_the_sentence_holding_what_was_asked_for_leads(answerer):
+    """The Andean Community's definition is closer to the question, but the members' sentence answers it."""
+    answer = answerer.answer("Which four countries make up the Andean Community today?")
+    assert answer.answer.startswith("Venezuela joined in 1973")
+    assert "Bolivia, Colombia, Ecuador and Peru" in answer.citations[0].translation["sentence"]
+    assert "โบลิเวีย" in answer.citations[0].sentence
+
+
 @pytest.mark.parametrize(
     "question",
     [

@@ -12,6 +12,8 @@ from assistant import extraction
         ("โบโกตาอยู่ห่างจากซานติอาโกเท่าไร", "distance"),
         ("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "number"),
         ("Which country lies between Colombia and Peru?", "country"),
+        ("Which four countries make up the Andean Community today?", "country"),
+        ("Which South American countries founded UNASUR?", "country"),
         ("Which airline has its South American hub in Lima?", "company"),
         ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
         ("Where was ALBA founded?", "place"),
