@@ -31,7 +31,9 @@ from assistant.types import Chunk, Document
 # 2: passages as arrays over the documents' text, sentence vectors in float16 by distinct text.
 # 3: the manifest records every file's size and SHA-256, checked on load; English renderings indexed.
 # 4: English number words as digits in the English BM25 ("four" meets "4").
-FORMAT_VERSION = 4
+# 5: English sentence vectors only for rendered sentences, with a row map (a corpus mostly without
+#    renderings held a zero vector per sentence: 122 MB at 100,000 passages).
+FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"
@@ -45,6 +47,7 @@ ENGLISH = "english.json"
 VECTORS_EN = "vectors-en.faiss"
 ROWS_EN = "rows-en.npy"
 SENTENCES_EN = "sentences-en.npy"
+SENTENCE_ROWS_EN = "sentence-rows-en.npy"  # Thai sentence row -> row of SENTENCES_EN, or -1
 LEXICAL_EN = "bm25-en"
 
 
@@ -151,7 +154,11 @@ class Index:
         rows = list(chunk.sentence_rows)
         scores = self.sentence_vectors[rows].astype(np.float32) @ vector
         if lang == "en" and self.english is not None:
-            scores = np.maximum(scores, self.english.sentence_vectors[rows].astype(np.float32) @ vector)
+            english = self.english.sentence_rows[rows]
+            rendered = english >= 0
+            scores[rendered] = np.maximum(
+                scores[rendered], self.english.sentence_vectors[english[rendered]].astype(np.float32) @ vector
+            )
         return scores
 
     def rendering(self, chunk: Chunk) -> translation.Rendering | None:
@@ -175,7 +182,8 @@ class English:
     vector_store: object  # FaissVectorStore of the English passages
     rows: np.ndarray  # English passage row -> chunk number
     lexical: object  # bm25s.BM25 over english_tokens of the English passages, same rows
-    sentence_vectors: np.ndarray  # float16, aligned with the Thai sentence rows (zeros where none)
+    sentence_vectors: np.ndarray  # float16, one row per rendered sentence
+    sentence_rows: np.ndarray  # Thai sentence row -> row of sentence_vectors, or -1 (no rendering)
 
 
 def chunk_params(config: Config) -> chunking.ChunkParams:
@@ -367,12 +375,13 @@ def _build_english(
         )
         present = [t for t in texts if t in english_of]
         vectors = embedding.encode(embed_model, [english_of[t] for t in present], query=False, progress=progress)
-    sentence_vectors = np.zeros((len(texts), vectors.shape[1]), dtype=np.float16)
+    sentence_rows = np.full(len(texts), -1, dtype=np.int32)
     position = {t: i for i, t in enumerate(texts)}
-    sentence_vectors[[position[t] for t in present]] = vectors.astype(np.float16)
+    sentence_rows[[position[t] for t in present]] = np.arange(len(present), dtype=np.int32)
     store.persist(str(staging / VECTORS_EN))
     np.save(staging / ROWS_EN, np.asarray(rows, dtype=np.int32))
-    np.save(staging / SENTENCES_EN, sentence_vectors)
+    np.save(staging / SENTENCES_EN, vectors.astype(np.float16))
+    np.save(staging / SENTENCE_ROWS_EN, sentence_rows)
     lexical = bm25s.BM25()
     lexical.index([english_tokens(t) for t in passages], show_progress=False)
     lexical.save(str(staging / LEXICAL_EN))
@@ -398,15 +407,17 @@ def _load_english(folder: Path, manifest: dict, chunks: Chunks) -> English | Non
     rows = np.load(folder / ROWS_EN)
     lexical = bm25s.BM25.load(str(folder / LEXICAL_EN), mmap=False, show_progress=False)
     sentence_vectors = np.load(folder / SENTENCES_EN)
+    sentence_rows = np.load(folder / SENTENCE_ROWS_EN)
     if (
         store._faiss_index.ntotal != len(rows)
         or (len(rows) and rows.max() >= len(chunks))
-        or len(sentence_vectors) != manifest["sentences"]
+        or len(sentence_rows) != manifest["sentences"]
+        or (len(sentence_rows) and sentence_rows.max() >= len(sentence_vectors))
     ):
         raise IndexCorruptError(
             f"The English side of the index in {folder} is inconsistent: run `assistant index` to rebuild it."
         )
-    return English(renderings, store, rows, lexical, sentence_vectors)
+    return English(renderings, store, rows, lexical, sentence_vectors, sentence_rows)
 
 
 def checksums(folder: Path) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 
 from assistant import chunking, corpus, index, translation
@@ -127,6 +128,16 @@ def test_document_without_rendering_is_quoted_in_thai_with_a_note(config, embed_
     answer = Answerer(Retriever(loaded), own).answer("What is ภูเขาไฟโอฮอสเดลซาลาโด?", answer_language="en")
     assert answer.answer.startswith(PHRASES["en"]["untranslated"]) and "ภูเขาไฟโอฮอสเดลซาลาโด" in answer.answer
     assert answer.citations[0].translation is None
+    # English sentence vectors are kept for rendered sentences only; an unrendered one scores by its Thai.
+    english = loaded.english
+    rendered = sum(len(r.sentences) for r in english.renderings.values())
+    assert len(english.sentence_vectors) <= rendered < loaded.manifest["sentences"]
+    volcano = next(c for c in loaded.chunks if c.doc_id == "volcano")
+    assert (english.sentence_rows[list(volcano.sentence_rows)] == -1).all()
+    vector = np.asarray(loaded.embed_model.get_query_embedding("volcano"), dtype=np.float32)
+    np.testing.assert_array_equal(
+        loaded.sentence_scores(volcano, vector, "en"), loaded.sentence_scores(volcano, vector, "th")
+    )
     # The name is in the sentence before the one with the country: a typed sentence may lean on it.
     border = Answerer(Retriever(loaded), own).answer("ภูเขาไฟโอฮอสเดลซาลาโดอยู่บนพรมแดนของประเทศใด")
     assert not border.refused, border.refusal_reason
