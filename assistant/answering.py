@@ -391,15 +391,19 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if kind not in extraction.SHORT_KINDS:
         return None
     thai, base = candidate["thai"], candidate["span"][0]
-    words, lang = candidate["question_words"], language(question)
-    found = _anchored(extraction.spans(thai, kind, index.entities, question), thai, kind, words, lang)
+    lang = language(question)
+    found = _anchored(
+        extraction.spans(thai, kind, index.entities, question), thai, kind, question, lang, index.entities
+    )
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
         (a, b), shown = found[0], thai[found[0][0] : found[0][1]]
     else:
         english = candidate["english"]
-        english_found = _anchored(extraction.spans(english, kind, index.entities, question), english, kind, words, lang)
+        english_found = _anchored(
+            extraction.spans(english, kind, index.entities, question), english, kind, question, lang, index.entities
+        )
         if len(english_found) != 1:
             return None
         shown = english[english_found[0][0] : english_found[0][1]]
@@ -410,17 +414,36 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     return {"text": shown.strip(), "citation": citation.n, "start": base + a, "end": base + b}
 
 
-def _anchored(found: list[tuple[int, int]], text: str, kind: str, words: set[str], lang: str) -> list:
-    """Of several dates or numbers in a sentence, the one whose clause holds the most of the question's
-    words, when exactly one does ("When did Chile withdraw?" in "Venezuela joined in 1973 and withdrew in
-    2006, while Chile withdrew in 1976": 1976). A span's clause is the text between the span before it
-    and itself. Names are left alone: several names are a list ("Bolivia, Colombia, Ecuador and Peru")."""
+def _anchored(found: list[tuple[int, int]], text: str, kind: str, question: str, lang: str, entities) -> list:
+    """Of several dates or numbers in a sentence, the one whose clause best holds the question's words,
+    when exactly one does ("When did Chile withdraw?" in "Venezuela joined in 1973 and withdrew in 2006,
+    while Chile withdrew in 1976": 1976). A span's clause is the text between the span before it and
+    itself. Names are left alone: several names are a list ("Bolivia, Colombia, Ecuador and Peru").
+
+    - Words every clause holds tell none apart ("ปี" in "ปีไหน").
+    - A clause that names nobody takes the name before it as its subject ("เวเนซุเอลาเข้าร่วมในปี 1973
+      และถอนตัวในปี 2006": Venezuela withdrew in 2006).
+    - A word of a name counts half: the verb tells the clauses apart. "When did Venezuela withdraw?"
+      meets "withdrew" nowhere (Snowball does not stem it to "withdraw"), and Venezuela is the subject
+      of both first clauses: a tie, so no short answer rather than 1973.
+    """
     if len(found) < 2 or kind not in ("date", "number", "distance"):
         return found
+    words = content_words(question, lang)
+    named = {w for forms in _names(question, entities) for f in forms for w in content_words(f, lang)}
     ends = [0] + [b for _, b in found[:-1]]
-    held = [len(covered(words, lang, text[e:a], text[e:a])) for e, (a, _) in zip(ends, found)]
-    best = max(held)
-    return [found[held.index(best)]] if best and held.count(best) == 1 else found
+    clauses, subject = [], set()
+    for e, (a, _) in zip(ends, found):
+        clause = text[e:a]
+        held = covered(words, lang, clause, clause)
+        if _names(clause, entities):
+            subject = held & named
+        clauses.append(held | subject)
+    common = set.intersection(*clauses)
+    clauses = [c - common for c in clauses]
+    scores = [sum(0.5 if w in named else 1.0 for w in c) for c in clauses]
+    best = max(scores)
+    return [found[scores.index(best)]] if best and scores.count(best) == 1 else found
 
 
 def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:

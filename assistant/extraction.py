@@ -58,7 +58,9 @@ LOOSE_KINDS = {**ENTITY_KINDS, "person": ("person", "organisation", "country")}
 
 _MONTHS_TH = "มกราคม|กุมภาพันธ์|มีนาคม|เมษายน|พฤษภาคม|มิถุนายน|กรกฎาคม|สิงหาคม|กันยายน|ตุลาคม|พฤศจิกายน|ธันวาคม"
 _MONTHS_EN = "January|February|March|April|May|June|July|August|September|October|November|December"
-_YEAR = r"(?<![\d,.])(?:1[5-9]\d\d|2[0-5]\d\d)(?:\s*[-–]\s*(?:1[5-9]\d\d|2[0-5]\d\d))?(?![\d,])"
+# A comma after a year is punctuation ("withdrew in 2006, while …"); before a digit, a thousands
+# separator ("2,006 km").
+_YEAR = r"(?<![\d,.])(?:1[5-9]\d\d|2[0-5]\d\d)(?:\s*[-–]\s*(?:1[5-9]\d\d|2[0-5]\d\d))?(?!\d|,\d)"
 _DATE = re.compile(
     rf"(?:(?:วันที่\s*)?\d{{1,2}}\s*(?:{_MONTHS_TH})\s*)?(?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}"
     rf"(?:\s*\((?:(?:ค|พ)\.ศ\.\s*)?{_YEAR}\))?"

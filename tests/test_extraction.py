@@ -33,6 +33,9 @@ def test_dates_keep_both_calendars_together():
     text = "ก่อตั้งเมื่อวันที่ 14 ธันวาคม ค.ศ. 2004 (พ.ศ. 2547) ที่กรุงฮาวานา"
     assert _texts(text, "date") == ["วันที่ 14 ธันวาคม ค.ศ. 2004 (พ.ศ. 2547)"]
     assert _texts("signed on 26 May 1969 and renamed in 1996", "date") == ["26 May 1969", "1996"]
+    # A comma after a year is punctuation; between digits, a thousands separator.
+    assert _texts("joined in 1973 and withdrew in 2006, while Chile", "date") == ["1973", "2006"]
+    assert _texts("a road of 2,006 km", "date") == []
 
 
 def test_numbers_are_not_years_and_distances_need_a_unit():
