@@ -423,9 +423,9 @@ def _anchored(found: list[tuple[int, int]], text: str, kind: str, question: str,
     - Words every clause holds tell none apart ("ปี" in "ปีไหน").
     - A clause that names nobody takes the name before it as its subject ("เวเนซุเอลาเข้าร่วมในปี 1973
       และถอนตัวในปี 2006": Venezuela withdrew in 2006).
-    - A word of a name counts half: the verb tells the clauses apart. "When did Venezuela withdraw?"
-      meets "withdrew" nowhere (Snowball does not stem it to "withdraw"), and Venezuela is the subject
-      of both first clauses: a tie, so no short answer rather than 1973.
+    - A word of a name counts half: the verb tells the clauses apart. "When did Venezuela leave?"
+      meets neither "joined" nor "withdrew", and Venezuela is the subject of both first clauses: a tie,
+      so no short answer rather than 1973.
     """
     if len(found) < 2 or kind not in ("date", "number", "distance"):
         return found

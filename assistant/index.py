@@ -33,7 +33,8 @@ from assistant.types import Chunk, Document
 # 4: English number words as digits in the English BM25 ("four" meets "4").
 # 5: English sentence vectors only for rendered sentences, with a row map (a corpus mostly without
 #    renderings held a zero vector per sentence: 122 MB at 100,000 passages).
-FORMAT_VERSION = 5
+# 6: English words lemmatized (simplemma) before stemming ("withdrew" meets "withdraw").
+FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"

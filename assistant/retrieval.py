@@ -19,7 +19,7 @@ RRF_K = 60
 # at 0.6 it does not (project evaluation, 100 questions).
 LEXICAL_WEIGHT = {"th": 1.0, "en": 0.6}
 # English questions also search the English renderings: dense (English to English) and an English BM25
-# (Snowball stems). Weights in the fusion, tuned on the dev split of eval/questions.jsonl.
+# (dictionary forms, Snowball stems). Weights in the fusion, tuned on the dev split of eval/questions.jsonl.
 ENGLISH_DENSE_WEIGHT = 1.0
 ENGLISH_LEXICAL_WEIGHT = 1.0
 CANDIDATES = 100  # per retriever, before fusion
@@ -55,12 +55,12 @@ class Query:
 
 # Words that say what kind of answer is wanted, not what it is about ("how many", "กี่ประเทศ"): the
 # extraction module reads the kind; a passage or sentence is not asked to contain them (English as
-# Snowball stems).
+# `english_tokens` gives them).
 QUESTION_WORDS = frozenset({"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "mani", "much", "far", "long", "kind"})
 
 
 def content_words(text: str, lang: str) -> set[str]:
-    """Words that carry meaning: Thai words (newmm, stop words dropped) or English Snowball stems."""
+    """Words that carry meaning: Thai words (newmm, stop words dropped) or English stems (`english_tokens`)."""
     return set(lexical_tokens(text) if lang == "th" else english_tokens(text)) - QUESTION_WORDS
 
 

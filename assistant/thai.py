@@ -162,6 +162,18 @@ _LATIN_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 
 
 @lru_cache(maxsize=1)
+def _english_lemmas():
+    """Dictionary forms before stemming: Snowball leaves irregular forms apart ("withdrew" and
+    "withdraw", "took" and "take"). simplemma's memory-frugal backend: 6 MB and 165 ms to load here,
+    against 24 MB and 280 ms for the default one."""
+    from functools import partial
+
+    from simplemma import lemmatize
+
+    return partial(lemmatize, lang="en", low_memory=True)
+
+
+@lru_cache(maxsize=1)
 def _english_stemmer():
     import Stemmer
 
@@ -169,14 +181,17 @@ def _english_stemmer():
 
 
 def english_tokens(text: str) -> list[str]:
-    """Tokens for the English BM25 over the renderings: words lower-cased, stop words dropped, Snowball
-    stems ("negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
+    """Tokens for the English BM25 over the renderings: words lower-cased, stop words dropped, number
+    words as digits, dictionary forms (simplemma) then Snowball stems ("withdrew" -> "withdraw",
+    "negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
     stop = _stopwords()
     # Accents folded, so "Bogotá", "Asunción" and "Chávez" meet "Bogota", "Asuncion" and "Chavez".
     folded = "".join(
         ch for ch in unicodedata.normalize("NFKD", normalise(text).lower()) if not unicodedata.combining(ch)
     )
-    words = [_NUMBERS.get(w, w) for w in _LATIN_WORD.findall(folded) if w not in stop]
+    lemma = _english_lemmas()
+    # lower() again: the dictionary capitalises names ("venezuela" -> "Venezuela").
+    words = [lemma(_NUMBERS.get(w, w)).lower() for w in _LATIN_WORD.findall(folded) if w not in stop]
     return _english_stemmer().stemWords(words)
 
 

@@ -23,6 +23,9 @@ def test_english_tokens_stem_fold_accents_and_write_number_words_as_digits():
     assert thai.english_tokens("Which four countries signed in Asunción?") == ["4", "countri", "sign", "asuncion"]
     assert thai.english_tokens("It has 4 member countries") == ["4", "member", "countri"]
     assert "one" in thai.english_tokens("one of the members")  # a pronoun as often as a number
+    # Dictionary forms before stemming: irregular forms meet, names stay lower-case.
+    assert thai.english_tokens("Venezuela withdrew; it took") == thai.english_tokens("venezuela withdraw; it take")
+    assert thai.english_tokens("Venezuela withdrew") == ["venezuela", "withdraw"]
 
 
 def test_sentence_spans_do_not_break_after_abbreviation():
