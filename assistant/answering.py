@@ -391,10 +391,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if kind not in extraction.SHORT_KINDS:
         return None
     thai, base = candidate["thai"], candidate["span"][0]
-    lang = language(question)
-    found = _anchored(
-        extraction.spans(thai, kind, index.entities, question), thai, kind, question, lang, index.entities
-    )
+    found = _anchored(extraction.spans(thai, kind, index.entities, question), thai, candidate, question, index.entities)
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
@@ -402,7 +399,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     else:
         english = candidate["english"]
         english_found = _anchored(
-            extraction.spans(english, kind, index.entities, question), english, kind, question, lang, index.entities
+            extraction.spans(english, kind, index.entities, question), english, candidate, question, index.entities
         )
         if len(english_found) != 1:
             return None
@@ -414,7 +411,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     return {"text": shown.strip(), "citation": citation.n, "start": base + a, "end": base + b}
 
 
-def _anchored(found: list[tuple[int, int]], text: str, kind: str, question: str, lang: str, entities) -> list:
+def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:
     """Of several dates or numbers in a sentence, the one whose clause best holds the question's words,
     when exactly one does ("When did Chile withdraw?" in "Venezuela joined in 1973 and withdrew in 2006,
     while Chile withdrew in 1976": 1976). A span's clause is the text between the span before it and
@@ -427,9 +424,9 @@ def _anchored(found: list[tuple[int, int]], text: str, kind: str, question: str,
       meets neither "joined" nor "withdrew", and Venezuela is the subject of both first clauses: a tie,
       so no short answer rather than 1973.
     """
-    if len(found) < 2 or kind not in ("date", "number", "distance"):
+    if len(found) < 2 or candidate["kind"] not in ("date", "number", "distance"):
         return found
-    words = content_words(question, lang)
+    words, lang = candidate["question_words"], language(question)  # the words `_choose` scored with
     named = {w for forms in _names(question, entities) for f in forms for w in content_words(f, lang)}
     ends = [0] + [b for _, b in found[:-1]]
     clauses, subject = [], set()
