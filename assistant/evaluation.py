@@ -33,7 +33,9 @@ METRICS = (
 LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
 SPLITS = ("dev", "test")
 TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what")
-CHECKS = ("answer_ok", "hit@1", "refusal")  # what a baseline diff compares per question
+# What a baseline diff compares per question. short_answer: a correct one where one is expected, none
+# where none is (a wrong short answer, or one to an unanswerable question, fails it).
+CHECKS = ("answer_ok", "hit@1", "refusal", "short_answer")
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,11 @@ def _checks(o: Outcome, record: dict | None) -> dict[str, tuple[bool, bool]]:
         pairs["hit@1"] = (record.get("hit_rank") == 1, o.hit_rank == 1)
     if isinstance(record.get("refused"), bool) and o.refusal_ok is not None:
         pairs["refusal"] = (record["refused"] == (not o.answerable), o.refusal_ok)
+    if o.refused is not None and (o.short_expected or o.short_answer or record.get("short_answer")):
+        pairs["short_answer"] = (
+            record.get("short_answer_ok") is True if o.short_expected else record.get("short_answer") is None,
+            o.short_answer_ok is True if o.short_expected else o.short_answer is None,
+        )
     return pairs
 
 

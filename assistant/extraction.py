@@ -28,14 +28,16 @@ _KINDS = [
     (
         "place",
         r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|"
-        r"ที่ไหน|ที่ใด|แห่งใด|เมืองใด|กรุงใด|เมืองไหน",
+        r"ที่ไหน|ที่ใด|แห่งใด|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)",
     ),
     (
         "organisation",
         r"\bwhich (?:\w+ )?"
         r"(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
         r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
-        r"องค์กรใด|องค์การใด|กลุ่มใด|กลุ่มไหน|กลุ่มอะไร|องค์กรอะไร|ความตกลงใด|สนธิสัญญาใด|พิธีสารใด|พรรคใด|พรรคไหน|พรรคอะไร",
+        # Thai puts the modifier between the noun and its question word: องค์กรความร่วมมือใด, พรรคการเมืองใด.
+        r"(?:องค์กร|องค์การ|กลุ่ม|ความตกลง|สนธิสัญญา|พิธีสาร|พรรค)"
+        r"(?:ความร่วมมือ|การเมือง|เศรษฐกิจ|ระหว่างประเทศ)?(?:ใด|ไหน|อะไร)",
     ),
     ("reason", r"\bwhy\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ"),
     ("manner", r"\bhow\b|อย่างไร|ยังไง"),

@@ -34,12 +34,12 @@ def _chunk(text, i=0):
     return Chunk(f"d#{i}", "d", "d.txt", "D", 1, 0, len(text), text, ((0, len(text)),))
 
 
-def _answer(passages, answer="", refused=False, cited=()):
+def _answer(passages, answer="", refused=False, cited=(), short_answer=None):
     hits = tuple(Hit(_chunk(p, i), 1.0 / (i + 1), 0.9, i, None) for i, p in enumerate(passages))
     citations = tuple(
         Citation(n, f"d#{n}", "d.txt", "D", t, 0, len(t), 0, len(t), 0.9) for n, t in enumerate(cited, start=1)
     )
-    return Answer("q", answer, refused, citations, "th", "q", hits)
+    return Answer("q", answer, refused, citations, "th", "q", hits, short_answer=short_answer)
 
 
 def test_ranks_and_ndcg_exact():
@@ -306,6 +306,7 @@ def test_baseline_diff_fixed_regressed_unchanged_and_deltas():
         "answer_ok": {"fixed": 1, "regressed": 1, "unchanged": 0},
         "hit@1": {"fixed": 1, "regressed": 1, "unchanged": 0},
         "refusal": {"fixed": 1, "regressed": 0, "unchanged": 2},
+        "short_answer": {"fixed": 0, "regressed": 0, "unchanged": 0},
     }
     assert d["regressed"] == [{"id": "b", "question": "question b", "checks": ["answer_ok", "hit@1"]}]
     assert [(c["id"], c["checks"]) for c in d["fixed"]] == [("a", ["answer_ok", "hit@1"]), ("c", ["refusal"])]
@@ -317,6 +318,36 @@ def test_baseline_diff_fixed_regressed_unchanged_and_deltas():
     text = report.diff_text(d, "all")
     assert "Regressed (1):\n  b (answer_ok, hit@1): question b" in text
     assert "| hit@1 | 1 | 1 | 0 |" in text and "| hit@1 | 1.000 | 0.500 | -0.500 |" in text
+
+
+def test_baseline_diff_short_answers():
+    """A short answer found or lost where one is expected, and a wrong one given, count per question."""
+    expected = evaluation.Question("a", "en", "When?", answers=("1991",), evidence=("1991",), short=("1991",))
+    lost = evaluation.Question("b", "en", "When?", answers=("1991",), evidence=("1991",), short=("1991",))
+    unexpected = evaluation.Question("c", "en", "What?", answers=("x",), evidence=("x",))
+    short = {"text": "1991", "citation": 1, "start": 0, "end": 4}
+    outcomes = [
+        evaluation.judge(expected, _answer(["1991"], "1991 [1]", short_answer=short), 1.0),
+        evaluation.judge(lost, _answer(["1991"], "1991 [1]"), 1.0),
+        evaluation.judge(unexpected, _answer(["x"], "x [1]", short_answer=short), 1.0),
+    ]
+    previous = {
+        "questions": [
+            {"id": "a", "hit_rank": 1, "answer_ok": True, "refused": False, "short_answer": None},
+            {
+                "id": "b",
+                "hit_rank": 1,
+                "answer_ok": True,
+                "refused": False,
+                "short_answer": "1991",
+                "short_answer_ok": True,
+            },
+            {"id": "c", "hit_rank": 1, "answer_ok": True, "refused": False, "short_answer": None},
+        ]
+    }
+    d = evaluation.diff(previous, outcomes, evaluation.report(outcomes))
+    assert d["checks"]["short_answer"] == {"fixed": 1, "regressed": 2, "unchanged": 0}
+    assert [(c["id"], c["checks"]) for c in d["regressed"]] == [("b", ["short_answer"]), ("c", ["short_answer"])]
 
 
 @pytest.mark.parametrize(

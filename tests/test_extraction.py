@@ -17,6 +17,11 @@ from assistant import extraction
         ("Which airline has its South American hub in Lima?", "company"),
         ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
         ("Where was ALBA founded?", "place"),
+        ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "place"),
+        # Thai puts a modifier between the noun and its question word; "การเมืองใด" is not "เมืองใด".
+        ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "organisation"),
+        ("ประธานาธิบดีเปรูใกล้ชิดกับพรรคการเมืองใด", "organisation"),
+        ("กลุ่มเศรษฐกิจทั้งสองมีเป้าหมายอะไร", None),
         ("Why did Brazil support UNASUR?", "reason"),
         ("ALBA คืออะไร", None),
     ],
