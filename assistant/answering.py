@@ -173,6 +173,10 @@ class Answerer:
         index = retriever.index
         kind = extraction.expected_kind(question)
         words = content_words(question, lang)
+        asked = extraction.names_in(question, index.entities)  # never answers to the question
+        # What the question is about, a follow-up's earlier question included ("Where was its founding
+        # treaty signed?" after "What is UNASUR?" is about UNASUR).
+        about = extraction.names_in(query.text, index.entities) if query.text != question else asked
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
             chunk = hit.chunk
@@ -185,7 +189,7 @@ class Answerer:
                 thai = chunk.text[a - chunk.start : b - chunk.start]
                 english = rendering.sentences.get((a, b)) if rendering else None
                 typed = kind in extraction.SHORT_KINDS and any(
-                    extraction.spans(t, kind, index.entities, question, loose=True) for t in (thai, english) if t
+                    extraction.spans(t, kind, index.entities, asked, loose=True) for t in (thai, english) if t
                 )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
                 score = (
@@ -204,6 +208,8 @@ class Answerer:
                     "thai": thai,
                     "english": english,
                     "question_words": words,
+                    "asked": asked,
+                    "about": about,
                 }
         ranked = sorted(candidates.values(), key=lambda c: -c["score"])
         if not ranked:
@@ -239,7 +245,7 @@ class Answerer:
         # The names must be in the passages quoted from (with their documents' titles), not merely among
         # those retrieved: "When did Colombia join APEC?" quoted the Andean Community's members while
         # APEC sat in another passage. On dev: refusal recall 0.696 -> 0.761, precision 0.970 -> 0.972.
-        names = _names(question, retriever.index.entities)
+        names = chosen[0]["asked"]
         texts = " ".join(_titled(retriever.index, c["hit"].chunk) for c in chosen).lower()
         missing = [
             next((f for f in forms if extraction.occurrences(question, f)), forms[0])
@@ -280,8 +286,15 @@ class Answerer:
         # Only the best sentence, and only when it holds most of the question's words, may give a short
         # answer: a lone name or number in a sentence about something else is not the answer (on dev,
         # taking it from the second sentence gave MERCOSUR's founding date to "When was ALBA founded?").
+        # Nor when its passage does not name what the question is about: on dev, "Where was its founding
+        # treaty signed?" after "What is UNASUR?" quoted MERCOSUR's founding and offered "Asunción".
         first = chosen[0]
-        eligible = first["typed"] and len(first["words"]) >= SHORT_MIN_WORD_SHARE * len(first["question_words"])
+        titled = _titled(index, first["hit"].chunk).lower()
+        eligible = (
+            first["typed"]
+            and len(first["words"]) >= SHORT_MIN_WORD_SHARE * len(first["question_words"])
+            and all(any(f.lower() in titled for f in forms) for forms in first["about"])
+        )
         short = _short_answer(index, first, citations[0], question, reply) if eligible else None
         return text, tuple(citations), short
 
@@ -363,27 +376,6 @@ def _titled(index, chunk) -> str:
     return f"{chunk.title} {chunk.text} {english}"
 
 
-def _names(question: str, entities) -> list[tuple[str, ...]]:
-    """The forms of each glossary name (countries, people, companies …) that the question mentions."""
-    lowered = question.lower()
-    names = []
-    for thai, english, kind in entities:
-        forms = (*thai, *english)
-        if kind != "term" and any(extraction.occurrences(question, f, lowered) for f in forms):
-            names.append(forms)
-    # A name whose forms sit inside a longer mentioned name ("Chile" in "LAN Chile") is not asked about.
-    return [
-        n
-        for n in names
-        if not any(
-            n is not m
-            and any(f.lower() in g.lower() for f in n for g in m)
-            and len(max(m, key=len)) > len(max(n, key=len))
-            for m in names
-        )
-    ]
-
-
 def _short_answer(index, candidate: dict, citation: Citation, question: str, reply: str) -> dict | None:
     """The one span of the quoted sentence that answers a date/number/name question, else None (never a
     guess). Offsets are into the source document; an English answer shows the English of that span."""
@@ -391,7 +383,8 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if kind not in extraction.SHORT_KINDS:
         return None
     thai, base = candidate["thai"], candidate["span"][0]
-    found = _anchored(extraction.spans(thai, kind, index.entities, question), thai, candidate, question, index.entities)
+    asked = candidate["asked"]
+    found = _anchored(extraction.spans(thai, kind, index.entities, asked), thai, candidate, question, index.entities)
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
@@ -399,7 +392,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     else:
         english = candidate["english"]
         english_found = _anchored(
-            extraction.spans(english, kind, index.entities, question), english, candidate, question, index.entities
+            extraction.spans(english, kind, index.entities, asked), english, candidate, question, index.entities
         )
         if len(english_found) != 1:
             return None
@@ -427,13 +420,13 @@ def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question
     if len(found) < 2 or candidate["kind"] not in ("date", "number", "distance"):
         return found
     words, lang = candidate["question_words"], language(question)  # the words `_choose` scored with
-    named = {w for forms in _names(question, entities) for f in forms for w in content_words(f, lang)}
+    named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
     ends = [0] + [b for _, b in found[:-1]]
     clauses, subject = [], set()
     for e, (a, _) in zip(ends, found):
         clause = text[e:a]
         held = covered(words, lang, clause, clause)
-        if _names(clause, entities):
+        if extraction.names_in(clause, entities):
             subject = held & named
         clauses.append(held | subject)
     common = set.intersection(*clauses)

@@ -140,7 +140,7 @@ def _first_heading(text: str) -> str | None:
 def glossary_rows(documents) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
     """(Thai forms, English forms, kind) for each table row of the `role: glossary` documents.
 
-    `kind` is the fourth column (country, place, company, person, organisation, event, term), or "term".
+    `kind` is the fourth column (country, city, place, company, person, organisation, event, term), or "term".
     """
     rows = []
     for doc in documents:

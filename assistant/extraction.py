@@ -50,7 +50,7 @@ ENTITY_KINDS = {
     "country": ("country",),
     "company": ("company",),
     "person": ("person",),
-    "place": ("place", "country"),
+    "place": ("city", "place", "country"),  # the most precise that the sentence holds
     "organisation": ("organisation",),
 }
 # A "who" question may be answered by a country or an organisation ("Who pushed for the FTAA?" The
@@ -95,11 +95,12 @@ def expected_kind(question: str) -> str | None:
     return min(found)[2] if found else None
 
 
-def spans(text: str, kind: str, entities=(), exclude: str = "", loose: bool = False) -> list[tuple[int, int]]:
+def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> list[tuple[int, int]]:
     """Non-overlapping spans of `text` that can answer a question of this kind, in text order.
 
     Entities are (Thai forms, English forms, entity kind) rows; a name the question itself mentions
-    (`exclude`) is not an answer to it. `loose` takes the LOOSE_KINDS reading of a "who" question.
+    (`asked`, from `names_in`) is not an answer to it. `loose` takes the LOOSE_KINDS reading of a "who"
+    question.
     """
     if kind == "date":
         found = [m.span() for m in _DATE.finditer(text)]
@@ -111,7 +112,7 @@ def spans(text: str, kind: str, entities=(), exclude: str = "", loose: bool = Fa
     elif kind in ENTITY_KINDS:
         found = []
         for wanted in (LOOSE_KINDS if loose else ENTITY_KINDS)[kind]:
-            found = _entity_spans(text, wanted, entities, exclude)
+            found = _entity_spans(text, wanted, entities, asked)
             if found:
                 break
     else:
@@ -123,15 +124,42 @@ def _is_year(number: str) -> bool:
     return bool(re.fullmatch(r"\s*(?:1[5-9]\d\d|2[0-5]\d\d)\s*", number))
 
 
-def _entity_spans(text: str, kind: str, entities, exclude: str) -> list[tuple[int, int]]:
-    lowered, mentioned = text.lower(), exclude.lower()
-    found = []
+def _entity_spans(text: str, kind: str, entities, asked) -> list[tuple[int, int]]:
+    """The names of this kind in the text, but not one inside a longer name of another kind ("Chile"
+    in "LAN Chile", "Asunción" in "Treaty of Asunción")."""
+    lowered = text.lower()
+    found, others = [], []
     for thai, english, entity_kind in entities:
-        if entity_kind != kind or any(f.lower() in mentioned for f in (*thai, *english)):
-            continue
-        for form in (*thai, *english):
-            found.extend(occurrences(text, form, lowered))
-    return found
+        forms = (*thai, *english)
+        wanted = entity_kind == kind and forms not in asked
+        for form in forms:
+            (found if wanted else others).extend(occurrences(text, form, lowered))
+    return [(a, b) for a, b in found if not any(x <= a and b <= y and y - x > b - a for x, y in others)]
+
+
+def names_in(text: str, entities) -> list[tuple[str, ...]]:
+    """The forms of each glossary name (countries, people, companies …) that a text mentions.
+
+    A name whose forms sit inside a longer mentioned name is not mentioned in its own right: "Chile"
+    in "LAN Chile", "Asunción" in "the Treaty of Asunción" (which then can answer "In which city was
+    the Treaty of Asunción signed?").
+    """
+    lowered = text.lower()
+    names = []
+    for thai, english, kind in entities:
+        forms = (*thai, *english)
+        if kind != "term" and any(occurrences(text, f, lowered) for f in forms):
+            names.append(forms)
+    return [
+        n
+        for n in names
+        if not any(
+            n is not m
+            and any(f.lower() in g.lower() for f in n for g in m)
+            and len(max(m, key=len)) > len(max(n, key=len))
+            for m in names
+        )
+    ]
 
 
 def occurrences(text: str, form: str, lowered: str | None = None) -> list[tuple[int, int]]:

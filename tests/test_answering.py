@@ -184,6 +184,10 @@ def test_json_shape(answerer):
         ("เวเนซุเอลาถอนตัวจากประชาคมแอนเดียนปีไหน", "2006", "andean-community.md"),
         # "withdraw" meets "withdrew" (dictionary forms before stemming); once this answered 1973.
         ("When did Venezuela withdraw from the Andean Community?", "2006", "andean-community.md"),
+        # A city over the continent beside it; Asunción inside "Treaty of Asunción" is not asked about.
+        ("In which city was the Treaty of Asunción signed?", "Asunción", "mercosur.md"),
+        ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "โบโกตา", "latin-america-integration.th.txt"),
+        ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "ALBA", "latin-america-integration.th.txt"),
     ],
 )
 def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, question, short, source):
@@ -210,6 +214,14 @@ def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, 
 )
 def test_no_short_answer_where_no_single_span_answers(answerer, question):
     assert answerer.answer(question).short_answer is None
+
+
+def test_no_short_answer_from_a_passage_about_something_else(answerer):
+    """A follow-up is about its earlier question's names too: a city from a passage that does not name
+    UNASUR is no answer to where UNASUR's treaty was signed."""
+    history = [{"role": "user", "content": "What is UNASUR?"}, {"role": "assistant", "content": "A union."}]
+    answer = answerer.answer("Where was its founding treaty signed?", history)
+    assert answer.short_answer is None or "Bras" in answer.short_answer["text"]
 
 
 @pytest.mark.parametrize(
