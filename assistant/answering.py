@@ -417,8 +417,10 @@ def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question
       meets neither "joined" nor "withdrew", and Venezuela is the subject of both first clauses: a tie,
       so no short answer rather than 1973.
     """
-    if len(found) < 2 or candidate["kind"] not in ("date", "number", "distance"):
+    if len(found) < 2:
         return found
+    if candidate["kind"] in extraction.ENTITY_KINDS:
+        return _anchored_name(found, text, candidate, question, entities)
     words, lang = candidate["question_words"], language(question)  # the words `_choose` scored with
     named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
     ends = [0] + [b for _, b in found[:-1]]
@@ -434,6 +436,76 @@ def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question
     scores = [sum(0.5 if w in named else 1.0 for w in c) for c in clauses]
     best = max(scores)
     return [found[scores.index(best)]] if best and scores.count(best) == 1 else found
+
+
+# Between two names of one list: "Bolivia, Colombia, Ecuador and Peru", "ชิลี เปรู และเม็กซิโก", "Chile,
+# Peru and Colombia, together with Mexico"; a name and its other form in brackets ("LAN Chile") too.
+_LISTED = re.compile(
+    r"[\s,;:()/–-]*(?:and|or|together with|as well as|along with|และ|หรือ|รวมทั้ง|รวมถึง|กับ)?[\s,;:()/–-]*",
+    re.IGNORECASE,
+)
+
+
+# The nouns that say what kind of name is asked for ("ประเทศใด", "Which company"): every candidate is one,
+# so they tell none apart (on dev, "ประเทศ" elsewhere in the sentence picked Peru as the winner of a war
+# the document does not say the outcome of).
+_KIND_NOUNS = (
+    "ประเทศ บริษัท สายการบิน องค์กร องค์การ กลุ่ม เมือง กรุง พรรค country countries nation company companies "
+    "firm airline organisation organization group city capital party"
+)
+
+
+def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:
+    """Of several names in a sentence, the one standing next to the question's words, when exactly one
+    does and it is not part of a list ("Which country wants to join APEC?" in "Chile, Peru and Mexico
+    are members of APEC, which Colombia wants to join": Colombia). A name's neighbourhood is the text
+    between it and the name before, or the name after, whichever holds more of the question's words
+    (the question may ask for the subject or the object); as in `_anchored`, words every neighbourhood
+    holds are ignored and a word of a name counts half. A list of names is one unit: when the best
+    unit is a list, or two units tie, there is no short answer."""
+    if extraction.asks_for_several(question):
+        return found
+    units = [[found[0]]]
+    for a, b in found[1:]:
+        if _LISTED.fullmatch(text[units[-1][-1][1] : a]):
+            units[-1].append((a, b))
+        else:
+            units.append([(a, b)])
+    if len(units) < 2:
+        return found
+    words, lang = candidate["question_words"], language(question)
+    named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
+    named |= content_words(_KIND_NOUNS, lang)
+    edges = [0] + [u[0][0] for u in units[1:]] + [len(text)]
+    ends = [0] + [u[-1][1] for u in units]
+    sides = []
+    for i, unit in enumerate(units):
+        before, after = (
+            text[ends[i] : unit[0][0]],
+            text[unit[-1][1] : edges[i + 1] if i + 1 < len(units) else len(text)],
+        )
+        sides.append([covered(words, lang, t, t) for t in (before, after)])
+    if extraction.asks_for_subject(question):
+        sides = [[after] for _, after in sides]
+    common = set.intersection(*(set().union(*pair) for pair in sides))
+    scores = [max(len(side - common - named) for side in pair) for pair in sides]
+    best = max(scores)
+    if not best or scores.count(best) != 1:
+        return found
+    unit = units[scores.index(best)]
+    rows = {_entity_of(text[a:b], entities) for a, b in unit}
+    if len(rows) != 1 or None in rows:
+        return found
+    # The name as the glossary gives it first ("LAN Chile" rather than "national airline" beside it).
+    thai, english, _ = entities[rows.pop()]
+    first = {thai[0].lower(), english[0].lower()} if english else {thai[0].lower()}
+    return [next((s for s in unit if text[s[0] : s[1]].lower() in first), unit[0])]
+
+
+def _entity_of(name: str, entities) -> int | None:
+    """The glossary row a name is a form of."""
+    lowered = name.lower()
+    return next((i for i, (th, en, _) in enumerate(entities) if any(f.lower() == lowered for f in (*th, *en))), None)
 
 
 def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:

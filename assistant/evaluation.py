@@ -33,8 +33,8 @@ METRICS = (
 LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
 SPLITS = ("dev", "test")
 TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what")
-# What a baseline diff compares per question. short_answer: a correct one where one is expected, none
-# where none is (a wrong short answer, or one to an unanswerable question, fails it).
+# What a baseline diff compares per question. short_answer: a short answer given must be right (as
+# short_answer_precision judges it), and one must be given where the question expects one.
 CHECKS = ("answer_ok", "hit@1", "refusal", "short_answer")
 
 
@@ -390,8 +390,8 @@ def _checks(o: Outcome, record: dict | None) -> dict[str, tuple[bool, bool]]:
         pairs["refusal"] = (record["refused"] == (not o.answerable), o.refusal_ok)
     if o.refused is not None and (o.short_expected or o.short_answer or record.get("short_answer")):
         pairs["short_answer"] = (
-            record.get("short_answer_ok") is True if o.short_expected else record.get("short_answer") is None,
-            o.short_answer_ok is True if o.short_expected else o.short_answer is None,
+            record.get("short_answer_ok") is True if record.get("short_answer") else not o.short_expected,
+            o.short_answer_ok is True if o.short_answer else not o.short_expected,
         )
     return pairs
 

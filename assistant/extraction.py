@@ -95,6 +95,41 @@ def expected_kind(question: str) -> str | None:
     return min(found)[2] if found else None
 
 
+_SEVERAL = re.compile(
+    r"บ้าง|\b(?:which|what)\s+(?:[\w-]+\s+){0,2}"
+    r"(?:countries|nations|companies|firms|airlines|organi[sz]ations|groups|groupings|blocs|cities|people)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_for_several(question: str) -> bool:
+    """Whether the question asks for a list ("ประเทศใดบ้าง", "Which countries …"): one name of several
+    is then not its answer."""
+    return bool(_SEVERAL.search(question))
+
+
+# A question that opens with its question word, a verb next, asks for a subject ("Which country wants to
+# join APEC?", "ประเทศใดต้องการเข้าร่วม…", "Who pushed for the FTAA?"); after an auxiliary ("Which
+# country was …", "Who is …") it may ask for either.
+_SUBJECT_EN = re.compile(
+    r"\s*(?:who|(?:which|what)\s+(?:[\w'-]+\s+){0,3}?"
+    r"(?:countr(?:y|ies)|nations?|compan(?:y|ies)|firms?|airlines?|business|organi[sz]ations?|groups?|groupings?"
+    r"|blocs?|alliances?|agreements?|treat(?:y|ies)|protocols?|part(?:y|ies)|cit(?:y|ies)|capitals?|towns?))"
+    r"\s+(?!(?:is|was|were|are|did|does|do|can|will|would|should|had)\b)\w",
+    re.IGNORECASE,
+)
+_SUBJECT_TH = re.compile(
+    r"\s*(?:ใคร|ผู้ใด|(?:ประเทศ|บริษัท|สายการบิน|องค์กร|องค์การ|กลุ่ม|ความตกลง|สนธิสัญญา|พรรค|เมือง)\S{0,12}?(?:ใด|ไหน))"
+    r"(?!(?:คือ|เป็น))"
+)
+
+
+def asks_for_subject(question: str) -> bool:
+    """Whether the name asked for is the subject of what the question says: it then stands before those
+    words in the text, not after them."""
+    return bool(_SUBJECT_EN.match(question) or _SUBJECT_TH.match(question))
+
+
 def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> list[tuple[int, int]]:
     """Non-overlapping spans of `text` that can answer a question of this kind, in text order.
 

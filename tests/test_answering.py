@@ -188,6 +188,13 @@ def test_json_shape(answerer):
         ("In which city was the Treaty of Asunción signed?", "Asunción", "mercosur.md"),
         ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "โบโกตา", "latin-america-integration.th.txt"),
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "ALBA", "latin-america-integration.th.txt"),
+        # Of several names, the one beside the question's words: after it when the question asks for a
+        # subject ("Chile, Peru and Mexico are members of APEC, which Colombia wants to join").
+        ("Which country wants to join APEC?", "Colombia", "latin-america-integration.th.txt"),
+        ("ประเทศใดต้องการเข้าร่วมเป็นสมาชิกเอเปค", "โคลอมเบีย", "latin-america-integration.th.txt"),
+        ("บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู", "ISA", "latin-america-integration.th.txt"),
+        ("Which airline has its South American hub in Lima?", "LAN Chile", "latin-america-integration.th.txt"),
+        ("Which country became a full member of MERCOSUR in 2024?", "Bolivia", "mercosur.md"),
     ],
 )
 def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, question, short, source):
@@ -207,7 +214,10 @@ def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, 
         "ALBA คืออะไร",
         "Why did Brazil support UNASUR?",
         "hello",
-        "บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู",  # three companies
+        # A list is asked for: one of its names is no answer.
+        "Which four countries make up the Andean Community today?",
+        # The sentence names Chile and Peru in the war, but not who won it.
+        "ประเทศใดเป็นฝ่ายชนะในสงครามแปซิฟิก",
         # Two clauses, each with Venezuela as subject and neither with a word of the question: no guess.
         "When did Venezuela leave the Andean Community?",
     ],

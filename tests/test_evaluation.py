@@ -324,12 +324,12 @@ def test_baseline_diff_short_answers():
     """A short answer found or lost where one is expected, and a wrong one given, count per question."""
     expected = evaluation.Question("a", "en", "When?", answers=("1991",), evidence=("1991",), short=("1991",))
     lost = evaluation.Question("b", "en", "When?", answers=("1991",), evidence=("1991",), short=("1991",))
-    unexpected = evaluation.Question("c", "en", "What?", answers=("x",), evidence=("x",))
+    unexpected = evaluation.Question("c", "en", "What?", answerable=False)
     short = {"text": "1991", "citation": 1, "start": 0, "end": 4}
     outcomes = [
         evaluation.judge(expected, _answer(["1991"], "1991 [1]", short_answer=short), 1.0),
         evaluation.judge(lost, _answer(["1991"], "1991 [1]"), 1.0),
-        evaluation.judge(unexpected, _answer(["x"], "x [1]", short_answer=short), 1.0),
+        evaluation.judge(unexpected, _answer(["x"], "1991 [1]", short_answer=short), 1.0),
     ]
     previous = {
         "questions": [
@@ -342,7 +342,7 @@ def test_baseline_diff_short_answers():
                 "short_answer": "1991",
                 "short_answer_ok": True,
             },
-            {"id": "c", "hit_rank": 1, "answer_ok": True, "refused": False, "short_answer": None},
+            {"id": "c", "hit_rank": None, "answer_ok": None, "refused": False, "short_answer": None},
         ]
     }
     d = evaluation.diff(previous, outcomes, evaluation.report(outcomes))

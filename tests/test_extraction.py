@@ -66,6 +66,25 @@ def test_names_come_from_the_glossary_and_the_question_own_names_are_not_answers
     assert _texts(text, "person", entities, loose=True) == ["FTAA"]  # organisations before countries
 
 
+@pytest.mark.parametrize(
+    "question, subject, several",
+    [
+        ("Which country wants to join APEC?", True, False),
+        ("Which Peruvian company owns the largest cement company in Chile?", True, False),
+        ("Who pushed for the FTAA?", True, False),
+        ("ประเทศใดต้องการเข้าร่วมเป็นสมาชิกเอเปค", True, False),
+        ("Who is Peru's president?", False, False),  # after an auxiliary: either
+        ("Which country was Alan Garcia president of?", False, False),
+        ("บราซิลหันไปสนับสนุนการรวมตัวของกลุ่มใดแทน", False, False),
+        ("Which four countries make up the Andean Community today?", True, True),
+        ("แล้วต่อมามีประเทศไหนเข้าร่วมบ้าง", False, True),
+    ],
+)
+def test_what_a_name_question_asks_for(question, subject, several):
+    assert extraction.asks_for_subject(question) == subject
+    assert extraction.asks_for_several(question) == several
+
+
 def test_occurrences_are_whole_words():
     assert extraction.occurrences("Peru and the Peruvian company", "peru") == [(0, 4)]
     assert extraction.occurrences("ชิลีและเปรู", "เปรู") == [(7, 11)]
