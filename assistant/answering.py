@@ -467,7 +467,10 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
         return found
     units = [[found[0]]]
     for a, b in found[1:]:
-        if _LISTED.fullmatch(text[units[-1][-1][1] : a]):
+        gap = text[units[-1][-1][1] : a]
+        # ", and" after a single name joins clauses ("Chile, and Ecuador lies …"); after a list, it ends
+        # the list ("Colombia, Ecuador, and Peru").
+        if _LISTED.fullmatch(gap) and not (len(units[-1]) == 1 and re.fullmatch(r",\s*and\s+", gap)):
             units[-1].append((a, b))
         else:
             units.append([(a, b)])
@@ -487,6 +490,8 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
         sides.append([covered(words, lang, t, t) for t in (before, after)])
     if extraction.asks_for_subject(question):
         sides = [[after] for _, after in sides]
+    elif lang == "th":  # "…อยู่ในประเทศอะไร": the name follows the words it answers
+        sides = [[before] for before, _ in sides]
     common = set.intersection(*(set().union(*pair) for pair in sides))
     scores = [max(len(side - common - named) for side in pair) for pair in sides]
     best = max(scores)
@@ -513,8 +518,12 @@ def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tu
     if kind in extraction.ENTITY_KINDS:
         for forms_th, forms_en, _ in entities:
             if any(f.lower() == english.lower() for f in forms_en):
-                spans = [s for s in thai_spans if thai[s[0] : s[1]] in forms_th]
-                return spans[0] if len(spans) == 1 else None
+                # The Thai form, else the name as the Thai text writes it in Latin script ("นาย Alan
+                # Garcia Perez").
+                for forms in ({f.lower() for f in forms_th}, {f.lower() for f in forms_en}):
+                    spans = [s for s in thai_spans if thai[s[0] : s[1]].lower() in forms]
+                    if spans:
+                        return spans[0] if len(spans) == 1 else None
         return None
     numbers = set(extraction.digits(english))
     numbers |= {str(int(n) + 543) for n in numbers if len(n) == 4}  # a CE year in English, BE in Thai

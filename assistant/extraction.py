@@ -22,13 +22,14 @@ _KINDS = [
     (
         "company",
         r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
-        r"บริษัทใด|บริษัทไหน|บริษัทอะไร|สายการบินใด|สายการบินอะไร",
+        r"(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)",
     ),
+    # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.
+    ("city", r"\b(?:which|what) (?:city|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
     ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
     (
         "place",
-        r"\bwhere\b|\bwhich (?:city|capital|town)\b|\bwhat (?:city|capital)\b|"
-        r"ที่ไหน|ที่ใด|แห่งใด|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)",
+        r"\bwhere\b|ที่ไหน|ที่ใด|แห่งใด",
     ),
     (
         "organisation",
@@ -44,12 +45,13 @@ _KINDS = [
 ]
 _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS]
 # Kinds a short answer can be: one span of the sentence answers the question.
-SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "place", "organisation")
+SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "city", "place", "organisation")
 # Entity kinds (the glossary's fourth column) that answer each kind of question, in order of preference.
 ENTITY_KINDS = {
     "country": ("country",),
     "company": ("company",),
     "person": ("person",),
+    "city": ("city",),
     "place": ("city", "place", "country"),  # the most precise that the sentence holds
     "organisation": ("organisation",),
 }

@@ -195,6 +195,16 @@ def test_json_shape(answerer):
         ("บริษัทใดของโคลอมเบียเข้าไปจัดการระบบไฟฟ้าในเปรู", "ISA", "latin-america-integration.th.txt"),
         ("Which airline has its South American hub in Lima?", "LAN Chile", "latin-america-integration.th.txt"),
         ("Which country became a full member of MERCOSUR in 2024?", "Bolivia", "mercosur.md"),
+        # ", and" after one name joins two clauses ("… Santiago, Chile, and Ecuador lies …").
+        ("Which country lies between Colombia and Peru?", "Ecuador", "latin-america-integration.th.txt"),
+        # Thai puts the name asked for after the words it answers: "…เป็นเจ้าของบริษัทปูนซีเมนต์ที่ใหญ่ที่สุดในชิลี".
+        ("บริษัทปูนซีเมนต์ที่ใหญ่ที่สุดซึ่ง Brescia เป็นเจ้าของอยู่ในประเทศอะไร", "ชิลี", "latin-america-integration.th.txt"),
+        # The Thai text writes the name in Latin script ("นาย Alan Garcia Perez").
+        (
+            "Who came up with the idea behind the current integration effort?",
+            "Alan Garcia Perez",
+            "latin-america-integration.th.txt",
+        ),
     ],
 )
 def test_short_answer_is_one_span_of_the_quoted_sentence(answerer, built_index, question, short, source):
@@ -241,6 +251,9 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         ("When did Colombia join APEC?", "APEC"),  # APEC is in the corpus, but not where the quote would come from
         ("Colombia เข้าร่วม APEC เมื่อใด", ""),
         ("Who founded Brescia?", ""),
+        # A city is asked for; the sentence about the office names only a region and countries (a country
+        # answered "where" before city questions were told apart).
+        ("สำนักงานร่วมทางการค้าของโคลอมเบียกับชิลีตั้งอยู่ในเมืองอะไรของเอเชีย", ""),
     ],
 )
 def test_refusals_say_why(answerer, question, reason):

@@ -17,7 +17,9 @@ from assistant import extraction
         ("Which airline has its South American hub in Lima?", "company"),
         ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
         ("Where was ALBA founded?", "place"),
-        ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "place"),
+        ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "city"),
+        ("In which city was the Treaty of Asunción signed?", "city"),
+        ("สายการบินไหนใช้กรุงลิมาเป็นศูนย์กลางในอเมริกาใต้", "company"),
         # Thai puts a modifier between the noun and its question word; "การเมืองใด" is not "เมืองใด".
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "organisation"),
         ("ประธานาธิบดีเปรูใกล้ชิดกับพรรคการเมืองใด", "organisation"),
