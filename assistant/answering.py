@@ -224,7 +224,7 @@ class Answerer:
         # The sentence holding what was asked for leads, even when the other is closer to the question.
         chosen.sort(key=lambda c: not c["typed"])
         if kind not in extraction.SHORT_KINDS:
-            chosen[0] = _run_on(index, chosen[0])
+            chosen[0] = _run_on(index, _run_back(index, chosen[0], hits[:ANSWER_PASSAGES]))
             chosen[1:] = [c for c in chosen[1:] if not _inside(c, chosen[0])]
         return chosen
 
@@ -348,6 +348,35 @@ def _run_on(index, candidate: dict) -> dict:
         "thai": chunk.text[a - chunk.start : end - chunk.start],
         "english": f"{candidate['english']} {english}" if candidate["english"] and english else None,
     }
+
+
+# Words that open a Thai clause continuing the one before: crfcut cut "[cause] | ทำให้ [effect]".
+_CONTINUES = re.compile(r"\s*(?:ทำให้|ซึ่ง|โดย|จึง|และ|แต่|เพราะ|เนื่องจาก)")
+
+
+def _run_back(index, candidate: dict, hits: list[Hit]) -> dict:
+    """The candidate with the sentence before it joined on, when it opens by continuing that one; from
+    another retrieved passage holding both if its own starts with it ("อะไรทำให้…มีทิศทางที่แตกต่างไป"
+    asks for the cause, which the sentence before "ทำให้การรวมกลุ่ม…แตกต่างไปจากเดิม" gives)."""
+    if not _CONTINUES.match(candidate["thai"]):
+        return candidate
+    (a, b), doc = candidate["span"], candidate["hit"].chunk.doc_id
+    for hit in [candidate["hit"], *hits]:
+        chunk = hit.chunk
+        before = [s for s in chunk.sentences if s[1] <= a]
+        if chunk.doc_id != doc or not before or (a, b) not in chunk.sentences:
+            continue
+        start = before[-1][0]
+        rendering = index.rendering(chunk)
+        english = rendering.sentences.get(before[-1]) if rendering else None
+        return {
+            **candidate,
+            "hit": hit,
+            "span": (start, b),
+            "thai": chunk.text[start - chunk.start : b - chunk.start],
+            "english": f"{english} {candidate['english']}" if candidate["english"] and english else None,
+        }
+    return candidate
 
 
 def _with_previous(index, candidate: dict, lang: str) -> set[str]:

@@ -236,6 +236,15 @@ def test_no_short_answer_where_no_single_span_answers(answerer, question):
     assert answerer.answer(question).short_answer is None
 
 
+def test_a_quote_that_opens_mid_clause_takes_the_sentence_before(answerer):
+    """crfcut cut "[cause] | ทำให้การรวมกลุ่ม…แตกต่างไปจากเดิม"; the passage ranked first starts at
+    "ทำให้", so the quote comes from the one holding the cause too."""
+    answer = answerer.answer("อะไรทำให้การรวมกลุ่มของลาตินอเมริกามีทิศทางที่แตกต่างไปจากเดิม")
+    first = answer.citations[0]
+    assert "รัฐบาลฝ่ายซ้าย" in first.sentence and "ทำให้การรวมกลุ่ม" in first.sentence
+    assert first.start <= first.sentence_start < first.sentence_end <= first.end
+
+
 def test_no_short_answer_from_a_passage_about_something_else(answerer):
     """A follow-up is about its earlier question's names too: a city from a passage that does not name
     UNASUR is no answer to where UNASUR's treaty was signed."""
