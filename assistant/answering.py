@@ -188,7 +188,7 @@ class Answerer:
                     continue
                 thai = chunk.text[a - chunk.start : b - chunk.start]
                 english = rendering.sentences.get((a, b)) if rendering else None
-                typed = kind in extraction.SHORT_KINDS and any(
+                typed = kind in extraction.TYPED_KINDS and any(
                     extraction.spans(t, kind, index.entities, asked, loose=True) for t in (thai, english) if t
                 )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
@@ -261,7 +261,7 @@ class Answerer:
             if c["typed"]
             and len(_with_previous(retriever.index, c, lang)) >= config.refusal_typed_word_share * len(words)
         ]
-        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed:
+        if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed:
             return f"the passages hold no {kind} that answers it"
         return None
 

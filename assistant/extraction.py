@@ -46,6 +46,16 @@ _KINDS = [
 _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS]
 # Kinds a short answer can be: one span of the sentence answers the question.
 SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "city", "place", "organisation")
+# Kinds whose answer a sentence visibly holds or lacks: the short kinds, and a reason (a word that gives
+# one: "เพราะ", "เป็นผลมาจาก", "because", "stems from"), which is quoted but never cut out as a short answer.
+TYPED_KINDS = (*SHORT_KINDS, "reason")
+_REASON = re.compile(
+    r"เพราะ|เนื่องจาก|ทำให้|เพื่อ|จึง|สาเหตุ|ผลมาจาก|เป็นผล|ในฐานะ|ทางเลือก|แทน|"
+    r"\bbecause\b|\bdue to\b|\bowing to\b|\bas a result\b|\bso that\b|\bin order to\b|\blea(?:d|ds|ding) to\b|"
+    r"\bresult(?:s|ed)? (?:from|in)\b|\breasons?\b|\bstem(?:s|med)? from\b|\binstead\b|\balternative\b|"
+    r"\btherefore\b|\bthus\b|\bhence\b|\bpurpose\b|\bas an? (?:\w+ )?(?:forum|way|means|counterweight)\b",
+    re.IGNORECASE,
+)
 # Entity kinds (the glossary's fourth column) that answer each kind of question, in order of preference.
 ENTITY_KINDS = {
     "country": ("country",),
@@ -146,6 +156,8 @@ def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> l
     elif kind == "number":
         found = [m.span() for m in _COUNT.finditer(text) if not _is_year(m.group())]
         found += [m.span() for m in _WORD_NUMBERS.finditer(text)]
+    elif kind == "reason":
+        found = [m.span() for m in _REASON.finditer(text)]
     elif kind in ENTITY_KINDS:
         found = []
         for wanted in (LOOSE_KINDS if loose else ENTITY_KINDS)[kind]:

@@ -87,6 +87,12 @@ def test_what_a_name_question_asks_for(question, subject, several):
     assert extraction.asks_for_several(question) == several
 
 
+def test_a_reason_is_a_word_that_gives_one():
+    assert _texts("ความสัมพันธ์ซึ่งเป็นผลมาจากสงครามแปซิฟิก", "reason") == ["เป็นผล"]
+    assert _texts("relations, which stem from the War of the Pacific", "reason") == ["stem from"]
+    assert _texts("Venezuela joined in 1973 and withdrew in 2006, while Chile withdrew in 1976.", "reason") == []
+
+
 def test_occurrences_are_whole_words():
     assert extraction.occurrences("Peru and the Peruvian company", "peru") == [(0, 4)]
     assert extraction.occurrences("ชิลีและเปรู", "เปรู") == [(7, 11)]
