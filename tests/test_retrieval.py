@@ -77,6 +77,16 @@ def test_evidence_rerank_lifts_the_passage_that_answers(built_index, monkeypatch
     assert hit_rank([h.chunk.text for h in fused_only], evidence) > 1
 
 
+def test_rerank_lifts_the_passage_holding_what_is_asked_for(built_index, monkeypatch):
+    """The definition outranks the members' history on words; only the latter holds a country and 1976."""
+    import assistant.retrieval as retrieval
+
+    question, evidence = "Which country pulled out of the Andean Community in 1976?", ["ส่วนชิลีถอนตัวในปี ค.ศ. 1976"]
+    assert hit_rank([h.chunk.text for h in Retriever(built_index).search(question, top_k=5)], evidence) == 1
+    monkeypatch.setattr(retrieval, "TYPE_WEIGHT", 0.0)
+    assert hit_rank([h.chunk.text for h in Retriever(built_index).search(question, top_k=5)], evidence) > 1
+
+
 @pytest.mark.parametrize("mode", ["dense", "lexical"])
 def test_comparison_modes_are_not_reranked(built_index, monkeypatch, mode):
     import assistant.retrieval as retrieval
