@@ -527,19 +527,13 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     if not best or scores.count(best) != 1:
         return found
     unit = units[scores.index(best)]
-    rows = {_entity_of(text[a:b], entities) for a, b in unit}
+    rows = {entities.row(text[a:b]) for a, b in unit}
     if len(rows) != 1 or None in rows:
         return found
     # The name as the glossary gives it first ("LAN Chile" rather than "national airline" beside it).
     thai, english, _ = entities[rows.pop()]
     first = {thai[0].lower(), english[0].lower()} if english else {thai[0].lower()}
     return [next((s for s in unit if text[s[0] : s[1]].lower() in first), unit[0])]
-
-
-def _entity_of(name: str, entities) -> int | None:
-    """The glossary row a name is a form of."""
-    lowered = name.lower()
-    return next((i for i, (th, en, _) in enumerate(entities) if any(f.lower() == lowered for f in (*th, *en))), None)
 
 
 def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:

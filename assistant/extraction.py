@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import cached_property, lru_cache
 
 # Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
 # narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
@@ -173,42 +175,69 @@ def _is_year(number: str) -> bool:
     return bool(re.fullmatch(r"\s*(?:1[5-9]\d\d|2[0-5]\d\d)\s*", number))
 
 
+class Entities(Sequence):
+    """The glossary's names: (Thai forms, English forms, kind) rows (`corpus.glossary_rows`), found in a
+    text by one regular expression over every form, longest first, so that a name inside a longer one
+    is not found on its own ("Chile" in "LAN Chile", "Asunción" in "Treaty of Asunción")."""
+
+    def __init__(self, rows=()):
+        self.rows = [(tuple(thai), tuple(english), kind) for thai, english, kind in rows]
+        # The texts searched are mostly the same passages and sentences, question after question; one
+        # search over some 250 forms costs about 0.3 ms.
+        self.find = lru_cache(maxsize=4096)(self._find)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    @cached_property
+    def _matcher(self) -> tuple[re.Pattern | None, dict[str, int]]:
+        row_of: dict[str, int] = {}
+        for i, (thai, english, _) in enumerate(self.rows):
+            for form in (*thai, *english):
+                row_of.setdefault(form.lower(), i)
+        # A Latin-script name must not sit inside a longer word ("Peru" in "Peruvian" is not Peru).
+        parts = [
+            rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])" if form.isascii() else re.escape(form)
+            for form in sorted(row_of, key=len, reverse=True)
+        ]
+        return (re.compile("|".join(parts), re.IGNORECASE) if parts else None), row_of
+
+    def _find(self, text: str) -> tuple[tuple[int, int, int], ...]:
+        """(start, end, row) of each name in the text, in text order (as `find`)."""
+        pattern, row_of = self._matcher
+        return tuple((m.start(), m.end(), row_of[m.group().lower()]) for m in pattern.finditer(text)) if pattern else ()
+
+    def row(self, name: str) -> int | None:
+        """The row a name is a form of."""
+        return self._matcher[1].get(name.lower())
+
+
+def as_entities(entities) -> Entities:
+    return entities if isinstance(entities, Entities) else Entities(entities)
+
+
 def _entity_spans(text: str, kind: str, entities, asked) -> list[tuple[int, int]]:
-    """The names of this kind in the text, but not one inside a longer name of another kind ("Chile"
-    in "LAN Chile", "Asunción" in "Treaty of Asunción")."""
-    lowered = text.lower()
-    found, others = [], []
-    for thai, english, entity_kind in entities:
-        forms = (*thai, *english)
-        wanted = entity_kind == kind and forms not in asked
-        for form in forms:
-            (found if wanted else others).extend(occurrences(text, form, lowered))
-    return [(a, b) for a, b in found if not any(x <= a and b <= y and y - x > b - a for x, y in others)]
+    entities = as_entities(entities)
+    return [
+        (a, b)
+        for a, b, i in entities.find(text)
+        if entities[i][2] == kind and (*entities[i][0], *entities[i][1]) not in asked
+    ]
 
 
 def names_in(text: str, entities) -> list[tuple[str, ...]]:
-    """The forms of each glossary name (countries, people, companies …) that a text mentions.
-
-    A name whose forms sit inside a longer mentioned name is not mentioned in its own right: "Chile"
-    in "LAN Chile", "Asunción" in "the Treaty of Asunción" (which then can answer "In which city was
-    the Treaty of Asunción signed?").
-    """
-    lowered = text.lower()
-    names = []
-    for thai, english, kind in entities:
-        forms = (*thai, *english)
-        if kind != "term" and any(occurrences(text, f, lowered) for f in forms):
-            names.append(forms)
-    return [
-        n
-        for n in names
-        if not any(
-            n is not m
-            and any(f.lower() in g.lower() for f in n for g in m)
-            and len(max(m, key=len)) > len(max(n, key=len))
-            for m in names
-        )
-    ]
+    """The forms of each glossary name (countries, people, companies …) that a text mentions, not
+    counting one inside a longer name (see `Entities`): "Asunción" in "In which city was the Treaty of
+    Asunción signed?" is not asked about, so it can answer."""
+    entities, names = as_entities(entities), []
+    for _, _, i in entities.find(text):
+        thai, english, kind = entities[i]
+        if kind != "term" and (*thai, *english) not in names:
+            names.append((*thai, *english))
+    return names
 
 
 def occurrences(text: str, form: str, lowered: str | None = None) -> list[tuple[int, int]]:

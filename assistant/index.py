@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant import chunking, corpus, embedding, translation, vector_cache
+from assistant import chunking, corpus, embedding, extraction, translation, vector_cache
 from assistant.config import Config
 from assistant.errors import (
     AssistantError,
@@ -147,7 +147,7 @@ class Index:
     embed_model: object
     disk: tuple = ()  # `disk_state` of the folder when it was loaded and verified
     english: English | None = None  # the renderings' side, when any document has one
-    entities: list = field(default_factory=list)  # corpus.glossary_rows: (Thai forms, English forms, kind)
+    entities: extraction.Entities = field(default_factory=extraction.Entities)  # the glossary's names
 
     def sentence_scores(self, chunk: Chunk, vector: np.ndarray, lang: str = "th") -> np.ndarray:
         """Cosine of each of the passage's sentences with a (query) vector; with `lang="en"`, the best
@@ -567,7 +567,7 @@ def load(config: Config, embed_model=None) -> Index:
         sentence_vectors = np.load(folder / SENTENCES)
         terms = {k: tuple(v) for k, v in json.loads((folder / GLOSSARY).read_text(encoding="utf-8")).items()}
         english = _load_english(folder, manifest, chunks)
-        entities = [(tuple(t), tuple(e), k) for t, e, k in json.loads((folder / ENTITIES).read_text(encoding="utf-8"))]
+        entities = extraction.Entities(json.loads((folder / ENTITIES).read_text(encoding="utf-8")))
     except AssistantError:
         raise
     except Exception as error:  # any unreadable part: FAISS, JSON, numpy or BM25 files

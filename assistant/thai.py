@@ -184,6 +184,12 @@ def english_tokens(text: str) -> list[str]:
     """Tokens for the English BM25 over the renderings: words lower-cased, stop words dropped, number
     words as digits, dictionary forms (simplemma) then Snowball stems ("withdrew" -> "withdraw",
     "negotiations", "negotiating" -> "negoti"), so an English question meets English text halfway."""
+    return list(_english_tokens(text))
+
+
+# Answering reads the same renderings' sentences question after question (0.2 ms each).
+@lru_cache(maxsize=8192)
+def _english_tokens(text: str) -> tuple[str, ...]:
     stop = _stopwords()
     # Accents folded, so "Bogotá", "Asunción" and "Chávez" meet "Bogota", "Asuncion" and "Chavez".
     folded = "".join(
@@ -192,7 +198,7 @@ def english_tokens(text: str) -> list[str]:
     lemma = _english_lemmas()
     # lower() again: the dictionary capitalises names ("venezuela" -> "Venezuela").
     words = [lemma(_NUMBERS.get(w, w)).lower() for w in _LATIN_WORD.findall(folded) if w not in stop]
-    return _english_stemmer().stemWords(words)
+    return tuple(_english_stemmer().stemWords(words))
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

@@ -93,6 +93,21 @@ def test_a_reason_is_a_word_that_gives_one():
     assert _texts("Venezuela joined in 1973 and withdrew in 2006, while Chile withdrew in 1976.", "reason") == []
 
 
+def test_entities_find_the_longest_name_as_a_whole_word():
+    entities = extraction.Entities(
+        [
+            (("ชิลี",), ("Chile",), "country"),
+            (("สายการบินแห่งชาติของชิลี",), ("LAN Chile",), "company"),
+            (("เปรู",), ("Peru",), "country"),
+        ]
+    )
+    text = "LAN Chile flies to Peruvian towns in peru"
+    assert entities.find(text) == ((0, 9, 1), (37, 41, 2))
+    assert [row for *_, row in entities.find("สายการบินแห่งชาติของชิลีบินไปเปรู")] == [1, 2]
+    assert entities.row("lan chile") == 1 and entities.row("Bolivia") is None
+    assert extraction.names_in(text, entities) == [("สายการบินแห่งชาติของชิลี", "LAN Chile"), ("เปรู", "Peru")]
+
+
 def test_occurrences_are_whole_words():
     assert extraction.occurrences("Peru and the Peruvian company", "peru") == [(0, 4)]
     assert extraction.occurrences("ชิลีและเปรู", "เปรู") == [(7, 11)]
