@@ -323,7 +323,11 @@ def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     assert result.stderr.count("Below the floor") == 1  # answer_match (0.5) and th:hit@1 (1.0) hold
     assert "Split: test, 3 of 4 questions." in result.stdout
     assert "Regressed (1):\n  z (answer_ok): Where is LAN Chile's South American hub?" in result.stdout
-    assert "Fixed (2):\n  a (answer_ok): บราซิลยุติการเจรจาอะไร\n  c (refusal): Who won" in result.stdout
+    # z's short answer is new (the baseline had none), so z is fixed on that check too.
+    assert (
+        "Fixed (3):\n  a (answer_ok): บราซิลยุติการเจรจาอะไร\n  z (short_answer): Where is LAN Chile's "
+        "South American hub?\n  c (refusal): Who won" in result.stdout
+    )
     assert "| answer_ok | 1 | 1 | 0 |" in result.stdout and "| answer_match | 1.000 | 0.500 | -0.500 |" in result.stdout
     assert "| type | questions |" in result.stdout and "| where | 1 |" in result.stdout
     data = json.loads(out.read_text(encoding="utf-8"))
