@@ -245,6 +245,18 @@ def test_a_quote_that_opens_mid_clause_takes_the_sentence_before(answerer):
     assert first.start <= first.sentence_start < first.sentence_end <= first.end
 
 
+def test_a_quote_cut_mid_sentence_runs_on_to_its_end(answerer):
+    """crfcut cut "…นำโดยประธานาธิบดีอูโก" | "ชาเวซ (Hugo Chávez) …", and the passage ranked first ends at
+    the cut: the quote continues in the next passage, whose text holds both parts."""
+    answer = answerer.answer("When was ALBA founded?")
+    first = answer.citations[0]
+    assert "ชาเวซ" in first.sentence and "2004" in first.sentence
+    assert first.start <= first.sentence_start < first.sentence_end <= first.end
+    assert "Hugo Chávez" in answer.answer and answer.answer.split(" [1]")[0].rstrip().endswith(".")
+    assert "2004" in answer.short_answer["text"]
+    assert first.sentence_start <= answer.short_answer["start"] < answer.short_answer["end"] <= first.sentence_end
+
+
 def test_no_short_answer_from_a_passage_about_something_else(answerer):
     """A follow-up is about its earlier question's names too: a city from a passage that does not name
     UNASUR is no answer to where UNASUR's treaty was signed."""
