@@ -27,7 +27,7 @@ _KINDS = [
         r"(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)",
     ),
     # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.
-    ("city", r"\b(?:which|what) (?:city|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
+    ("city", r"\b(?:which|what) (?:[\w-]+ ){0,2}(?:city|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
     ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
     (
         "place",

@@ -278,6 +278,7 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         # A city is asked for; the sentence about the office names only a region and countries (a country
         # answered "where" before city questions were told apart).
         ("สำนักงานร่วมทางการค้าของโคลอมเบียกับชิลีตั้งอยู่ในเมืองอะไรของเอเชีย", ""),
+        ("In which Asian city did Colombia and Chile open their joint trade office?", ""),
     ],
 )
 def test_refusals_say_why(answerer, question, reason):

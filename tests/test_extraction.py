@@ -19,6 +19,7 @@ from assistant import extraction
         ("Where was ALBA founded?", "place"),
         ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "city"),
         ("In which city was the Treaty of Asunción signed?", "city"),
+        ("In which Asian city did Colombia open an office?", "city"),
         ("สายการบินไหนใช้กรุงลิมาเป็นศูนย์กลางในอเมริกาใต้", "company"),
         # Thai puts a modifier between the noun and its question word; "การเมืองใด" is not "เมืองใด".
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "organisation"),
