@@ -8,41 +8,32 @@ from functools import cached_property, lru_cache
 
 # Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
 # narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
+# "Which …" / "What …" with up to two words before the noun ("Which four countries", "In which Asian
+# city"), but not "What kind of organisation is …", which asks for a description.
+_WH = r"\b(?:which|what) (?!(?:kind|type|sort)s? of )(?:[\w-]+ ){0,2}"
 _KINDS = [
     ("distance", r"\bhow far\b|\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร"),
     (
         "date",
-        r"\bwhen\b|\bwhat year\b|\bwhich year\b|\bin what year\b|\bsince when\b|\bwhat date\b|"
+        r"\bwhen\b|\b(?:what|which) (?:year|decade|period)\b|\bsince when\b|\bwhat date\b|"
         r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด",
     ),
     ("number", r"\bhow many\b|\bhow much\b|\bwhat percentage\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์"),
-    (
-        "country",
-        r"\bwhich (?:[\w-]+ ){0,2}countr|\bwhat (?:[\w-]+ ){0,2}countr|\bwhich (?:[\w-]+ ){0,2}nation|"
-        r"ประเทศใด|ประเทศไหน|ประเทศอะไร|ชาติใด",
-    ),
-    (
-        "company",
-        r"\bwhich (?:\w+ )?(?:company|firm|airline|business)|\bwhat (?:\w+ )?(?:company|firm|airline)|"
-        r"(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)",
-    ),
+    ("country", rf"{_WH}(?:countr|nation)|ประเทศ(?:สมาชิก)?(?:ใด|ไหน|อะไร)|ชาติใด"),
+    ("company", rf"{_WH}(?:company|companies|firm|airline|business)|(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)"),
     # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.
-    ("city", r"\b(?:which|what) (?:[\w-]+ ){0,2}(?:city|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
+    ("city", rf"{_WH}(?:city|cities|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
     ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
-    (
-        "place",
-        r"\bwhere\b|ที่ไหน|ที่ใด|แห่งใด",
-    ),
+    ("place", r"\bwhere\b|ที่ไหน|ที่ใด|แห่งใด"),
     (
         "organisation",
-        r"\bwhich (?:\w+ )?"
-        r"(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
-        r"\bwhat (?:\w+ )?(?:organi[sz]ation|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
+        rf"{_WH}(?:organi[sz]ation|group|grouping|bloc|alliance|agreement|treaty|protocol|party)|"
         # Thai puts the modifier between the noun and its question word: องค์กรความร่วมมือใด, พรรคการเมืองใด.
         r"(?:องค์กร|องค์การ|กลุ่ม|ความตกลง|สนธิสัญญา|พิธีสาร|พรรค)"
         r"(?:ความร่วมมือ|การเมือง|เศรษฐกิจ|ระหว่างประเทศ)?(?:ใด|ไหน|อะไร)",
     ),
-    ("reason", r"\bwhy\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ"),
+    # "What made …" and "อะไรทำให้…" ask for a cause, "เพื่ออะไร" for a purpose.
+    ("reason", r"\bwhy\b|\bwhat (?:made|caused|led)\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ|อะไรทำให้|เพื่ออะไร"),
     ("manner", r"\bhow\b|อย่างไร|ยังไง"),
 ]
 _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS]

@@ -20,6 +20,12 @@ from assistant import extraction
         ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "city"),
         ("In which city was the Treaty of Asunción signed?", "city"),
         ("In which Asian city did Colombia open an office?", "city"),
+        ("What kind of organisation is UNASUR?", None),  # a description, not a name
+        ("Which two economic groupings did South America form in the 1990s?", "organisation"),
+        ("In which period did the groupings take shape?", "date"),
+        ("พันธมิตรแปซิฟิกมีประเทศสมาชิกอะไรบ้าง", "country"),
+        ("อะไรทำให้การรวมกลุ่มมีทิศทางที่แตกต่างไปจากเดิม", "reason"),
+        ("ทั้ง 3 ประเทศหวังจะเชื่อมโยงสินค้าเพื่ออะไร", "reason"),
         ("สายการบินไหนใช้กรุงลิมาเป็นศูนย์กลางในอเมริกาใต้", "company"),
         # Thai puts a modifier between the noun and its question word; "การเมืองใด" is not "เมืองใด".
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "organisation"),
