@@ -21,6 +21,7 @@ from assistant import extraction
         ("In which city was the Treaty of Asunción signed?", "city"),
         ("In which Asian city did Colombia open an office?", "city"),
         ("What kind of organisation is UNASUR?", None),  # a description, not a name
+        ("What do Peruvian business people think about foreign banks?", None),
         ("Which two economic groupings did South America form in the 1990s?", "organisation"),
         ("In which period did the groupings take shape?", "date"),
         ("พันธมิตรแปซิฟิกมีประเทศสมาชิกอะไรบ้าง", "country"),
