@@ -525,10 +525,11 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     """Of several names in a sentence, the one standing next to the question's words, when exactly one
     does and it is not part of a list ("Which country wants to join APEC?" in "Chile, Peru and Mexico
     are members of APEC, which Colombia wants to join": Colombia). A name's neighbourhood is the text
-    between it and the name before, or the name after, whichever holds more of the question's words
-    (the question may ask for the subject or the object); as in `_anchored`, words every neighbourhood
-    holds are ignored and a word of a name counts half. A list of names is one unit: when the best
-    unit is a list, or two units tie, there is no short answer."""
+    after it, up to the next name, when the question asks for a subject; the text before it, back to the
+    name before, for a Thai question ending in its question word; else whichever of the two holds more
+    of the question's words. Words every neighbourhood holds, the question's own names and the nouns of
+    the kind asked for tell nothing apart. A list of names is one unit: when the best unit is a list, or
+    two units tie, there is no short answer; nor for a question asking for several."""
     if extraction.asks_for_several(question):
         return found
     units = [[found[0]]]
@@ -545,14 +546,11 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     words, lang = candidate["question_words"], language(question)
     named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
     named |= content_words(_KIND_NOUNS, lang)
-    edges = [0] + [u[0][0] for u in units[1:]] + [len(text)]
-    ends = [0] + [u[-1][1] for u in units]
+    starts = [u[0][0] for u in units[1:]] + [len(text)]  # where the next unit starts
+    ends = [0] + [u[-1][1] for u in units]  # where the previous unit ends
     sides = []
     for i, unit in enumerate(units):
-        before, after = (
-            text[ends[i] : unit[0][0]],
-            text[unit[-1][1] : edges[i + 1] if i + 1 < len(units) else len(text)],
-        )
+        before, after = text[ends[i] : unit[0][0]], text[unit[-1][1] : starts[i]]
         sides.append([covered(words, lang, t, t) for t in (before, after)])
     if extraction.asks_for_subject(question):
         sides = [[after] for _, after in sides]
@@ -576,14 +574,14 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
 def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tuple[int, int] | None:
     """The span of the Thai sentence that an English short answer renders, or None when unsure."""
     if kind in extraction.ENTITY_KINDS:
-        for forms_th, forms_en, _ in entities:
-            if any(f.lower() == english.lower() for f in forms_en):
-                # The Thai form, else the name as the Thai text writes it in Latin script ("นาย Alan
-                # Garcia Perez").
-                for forms in ({f.lower() for f in forms_th}, {f.lower() for f in forms_en}):
-                    spans = [s for s in thai_spans if thai[s[0] : s[1]].lower() in forms]
-                    if spans:
-                        return spans[0] if len(spans) == 1 else None
+        row = entities.row(english)
+        if row is None:
+            return None
+        # The Thai form, else the name as the Thai text writes it in Latin script ("นาย Alan Garcia Perez").
+        for forms in entities[row][:2]:
+            spans = [s for s in thai_spans if thai[s[0] : s[1]].lower() in {f.lower() for f in forms}]
+            if spans:
+                return spans[0] if len(spans) == 1 else None
         return None
     numbers = set(extraction.digits(english))
     numbers |= {str(int(n) + 543) for n in numbers if len(n) == 4}  # a CE year in English, BE in Thai
