@@ -6,12 +6,12 @@ import re
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
 
-# Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
-# narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
 # "Which …" / "What …" with up to two words before the noun ("Which four countries", "In which Asian
 # city"), but not "What kind of organisation is …", which asks for a description.
 _WH = r"\b(?:which|what) (?!(?:kind|type|sort)s? of )(?:[\w-]+ ){0,2}"
 _WHICH = r"\bwhich (?!(?:kind|type|sort)s? of )(?:[\w-]+ ){0,2}"
+# Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
+# narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
 _KINDS = [
     ("distance", r"\bhow far\b|\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร"),
     (
