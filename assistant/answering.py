@@ -450,7 +450,10 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
         return None
     thai, base = candidate["thai"], candidate["span"][0]
     asked = candidate["asked"]
-    found = _anchored(extraction.spans(thai, kind, index.entities, asked), thai, candidate, question, index.entities)
+    loose = not extraction.asks_for_a_person(question)
+    found = _anchored(
+        extraction.spans(thai, kind, index.entities, asked, loose=loose), thai, candidate, question, index.entities
+    )
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
@@ -458,7 +461,11 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     else:
         english = candidate["english"]
         english_found = _anchored(
-            extraction.spans(english, kind, index.entities, asked), english, candidate, question, index.entities
+            extraction.spans(english, kind, index.entities, asked, loose=loose),
+            english,
+            candidate,
+            question,
+            index.entities,
         )
         if len(english_found) != 1:
             return None

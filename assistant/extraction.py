@@ -60,9 +60,16 @@ ENTITY_KINDS = {
     "organisation": ("organisation",),
 }
 # A "who" question may be answered by a country or an organisation ("Who pushed for the FTAA?" The
-# United States): such a sentence can be quoted, but its name is not offered as a short answer, since a
-# person was asked for (on dev, the loose reading gave "Workers' Party" for "Who is Peru's president?").
+# United States). Such a sentence can always be quoted; its name is offered as a short answer only when
+# the question names no role a person holds (on dev, "Who is Peru's president?" got "Workers' Party").
 LOOSE_KINDS = {**ENTITY_KINDS, "person": ("person", "organisation", "country")}
+_ROLE = re.compile(r"president|leader|secretary|minister|ceo|founder|ประธานาธิบดี|ผู้นำ|เลขาธิการ|รัฐมนตรี", re.I)
+
+
+def asks_for_a_person(question: str) -> bool:
+    """Whether only a person answers the question: it names a role ("president", "ผู้นำ")."""
+    return bool(_ROLE.search(question))
+
 
 _MONTHS_TH = "มกราคม|กุมภาพันธ์|มีนาคม|เมษายน|พฤษภาคม|มิถุนายน|กรกฎาคม|สิงหาคม|กันยายน|ตุลาคม|พฤศจิกายน|ธันวาคม"
 _MONTHS_EN = "January|February|March|April|May|June|July|August|September|October|November|December"
