@@ -245,10 +245,11 @@ class Answerer:
         # The names must be in the passages quoted from (with their documents' titles), not merely among
         # those retrieved: "When did Colombia join APEC?" quoted the Andean Community's members while
         # APEC sat in another passage. On dev: refusal recall 0.696 -> 0.761, precision 0.970 -> 0.972.
-        names = chosen[0]["asked"]
+        names, entities = chosen[0]["asked"], retriever.index.entities
         texts = " ".join(_titled(retriever.index, c["hit"].chunk) for c in chosen).lower()
+        written = {row: question[a:b] for a, b, row in entities.find(question)}  # each name as the question writes it
         missing = [
-            next((f for f in forms if extraction.occurrences(question, f)), forms[0])
+            written.get(entities.row(forms[0]), forms[0])
             for forms in names
             if not any(f.lower() in texts for f in forms)
         ]
@@ -372,18 +373,23 @@ def _run_on(index, candidate: dict) -> dict:
     "sentence" mid-clause, and the answer to a why, how or what question runs on into the next one
     ("…ความคืบหน้า" | "น้อยมาก"). On dev, for the 42 such questions answered, the quote held the answer
     for 34 with the sentence alone and for 38 with the next one joined (the previous one added none)."""
-    chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
-    following = [s for s in chunk.sentences if s[0] >= b]
-    if not following:
-        return candidate
-    end = following[0][1]
+    hit, (a, b) = candidate["hit"], candidate["span"]
+    following = [s for s in hit.chunk.sentences if s[0] >= b]
+    return _spanning(index, candidate, hit, (a, following[0][1])) if following else candidate
+
+
+def _spanning(index, candidate: dict, hit: Hit, span: tuple[int, int]) -> dict:
+    """The candidate quoting another span of a passage: its Thai, and its English when every sentence in
+    it has a rendering."""
+    chunk, (a, b) = hit.chunk, span
     rendering = index.rendering(chunk)
-    english = rendering.sentences.get(following[0]) if rendering else None
+    quoted = [s for s in chunk.sentences if a <= s[0] and s[1] <= b]
     return {
         **candidate,
-        "span": (a, end),
-        "thai": chunk.text[a - chunk.start : end - chunk.start],
-        "english": f"{candidate['english']} {english}" if candidate["english"] and english else None,
+        "hit": hit,
+        "span": span,
+        "thai": chunk.text[a - chunk.start : b - chunk.start],
+        "english": rendering.passage(quoted) if rendering else None,
     }
 
 
@@ -403,16 +409,7 @@ def _run_back(index, candidate: dict, hits: list[Hit]) -> dict:
         before = [s for s in chunk.sentences if s[1] <= a]
         if chunk.doc_id != doc or not before or (a, b) not in chunk.sentences:
             continue
-        start = before[-1][0]
-        rendering = index.rendering(chunk)
-        english = rendering.sentences.get(before[-1]) if rendering else None
-        return {
-            **candidate,
-            "hit": hit,
-            "span": (start, b),
-            "thai": chunk.text[start - chunk.start : b - chunk.start],
-            "english": f"{english} {candidate['english']}" if candidate["english"] and english else None,
-        }
+        return _spanning(index, candidate, hit, (before[-1][0], b))
     return candidate
 
 

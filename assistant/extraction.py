@@ -239,26 +239,6 @@ def names_in(text: str, entities) -> list[tuple[str, ...]]:
     return names
 
 
-def occurrences(text: str, form: str, lowered: str | None = None) -> list[tuple[int, int]]:
-    """Where a name stands in the text, ignoring case, as a whole word (see `_word_edges`)."""
-    lowered, form = text.lower() if lowered is None else lowered, form.lower()
-    found, start = [], lowered.find(form)
-    while start >= 0:
-        end = start + len(form)
-        if _word_edges(text, start, end):
-            found.append((start, end))
-        start = lowered.find(form, end)
-    return found
-
-
-def _word_edges(text: str, start: int, end: int) -> bool:
-    """A Latin-script name must not sit inside a longer word ("Peru" in "Peruvian" is not Peru)."""
-    before = text[start - 1] if start else " "
-    after = text[end] if end < len(text) else " "
-    latin = text[start:end].isascii()
-    return not latin or (not before.isascii() or not before.isalnum()) and (not after.isascii() or not after.isalnum())
-
-
 def _longest(found: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Drop spans inside longer ones (and exact repeats), keep text order."""
     kept: list[tuple[int, int]] = []

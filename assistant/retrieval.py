@@ -32,7 +32,7 @@ CANDIDATES = 100  # per retriever, before fusion
 # that answers it. A grid on the dev split (sentence 0–6, coverage 0–2, depth 3–20) lifted hit@1 from
 # 0.827 to 0.894 (English 0.824 -> 0.863, Thai 0.830 -> 0.924); sentence 0–3 with coverage 1–2 all
 # score 0.885–0.894, and of those this one gave the best answer_match downstream (0.875 against 0.837).
-# + TYPE_WEIGHT if the passage (or its rendering) holds a span of the kind the question asks for (a
+# + TYPE_WEIGHT if the passage's Thai text holds a span of the kind the question asks for (a
 #   year for "when", a country for "which country"): "Which country pulled out of the Andean Community in
 #   1976?" ranked the Andean Community's definition over its members' history. On dev, 0.1–0.7 all
 #   lifted hit@1 0.894 -> 0.913 (English 0.863 -> 0.902) with nothing regressed; 0.05 half of that, 1.0

@@ -116,9 +116,10 @@ def test_entities_find_the_longest_name_as_a_whole_word():
     assert extraction.names_in(text, entities) == [("สายการบินแห่งชาติของชิลี", "LAN Chile"), ("เปรู", "Peru")]
 
 
-def test_occurrences_are_whole_words():
-    assert extraction.occurrences("Peru and the Peruvian company", "peru") == [(0, 4)]
-    assert extraction.occurrences("ชิลีและเปรู", "เปรู") == [(7, 11)]
+def test_names_are_whole_words():
+    peru = extraction.Entities([(("เปรู",), ("Peru",), "country")])
+    assert peru.find("Peru and the Peruvian company") == ((0, 4, 0),)
+    assert peru.find("ชิลีและเปรู") == ((7, 11, 0),)
 
 
 def test_digits_apply_scale_words():
