@@ -270,14 +270,12 @@ class Answerer:
         """The answer text in the reply language, one citation per sentence, and the short answer."""
         parts, citations = [], []
         untranslated = False
-        quoted = []  # (candidate, its span run on to the end of its sentence); none inside another
+        quoted = []  # (candidate, passage, span run on to the end of its sentence); none inside another
         for candidate in chosen:
-            hit, (a, b) = _whole(index, candidate, hits)
-            doc = hit.chunk.doc_id
-            if not any(h.chunk.doc_id == doc and x <= a and b <= y for _, h, (x, y) in quoted):
-                quoted.append((candidate, hit, (a, b)))
-        for n, (candidate, hit, (a, b)) in enumerate(quoted, start=1):
-            chunk = hit.chunk
+            for chunk, (a, b) in _whole(index, candidate, hits):
+                if not any(c.doc_id == chunk.doc_id and x <= a and b <= y for _, c, (x, y) in quoted):
+                    quoted.append((candidate, chunk, (a, b)))
+        for n, (candidate, chunk, (a, b)) in enumerate(quoted, start=1):
             translation = translation_of(index, chunk, (a, b))
             citation = citation_for(chunk, n, (a, b), candidate["score"], translation)
             citations.append(citation)
@@ -339,33 +337,43 @@ def translation_of(index, chunk, span: tuple[int, int]) -> dict | None:
 _ENDS = (".", "?", "!", ".)", '."', ":")
 
 
-def _whole(index, candidate: dict, hits: list[Hit]) -> tuple[Hit, tuple[int, int]]:
-    """The quote's passage and span, run on to the end of its sentence where the English rendering shows
-    that the chunker cut it mid-sentence ("…led by President Hugo" | "Chávez, …"; 19 of the 67 rendered
-    sentences end that way): within its passage, else in another retrieved passage of the document that
-    holds the quote and what follows. The scoring and the short answer keep the cut."""
-    hit, (a, b) = candidate["hit"], candidate["span"]
-    rendering = index.rendering(hit.chunk)
+def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
+    """The quote as (passage, span) parts, run on to the end of its sentence where the English rendering
+    shows that the chunker cut it mid-sentence ("…led by President Hugo" | "Chávez, …"; 19 of the 67
+    rendered sentences end that way). One part when a passage holds the quote and what follows (its own,
+    another retrieved one, or the next one of its document); else two, split where a sentence ends, the
+    last sentence quoted from a passage that holds its end; else the cut quote. The scoring and the short answer keep the cut."""
+    chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
+    rendering = index.rendering(chunk)
     if rendering is None:
-        return hit, (a, b)
+        return [(chunk, (a, b))]
     ends = {span[1]: english for span, english in rendering.sentences.items()}
 
     def cut(end: int) -> bool:
         return bool(ends.get(end)) and not ends[end].rstrip().endswith(_ENDS)
 
+    def run_on(start: int) -> tuple | None:
+        for other in [chunk, *(h.chunk for h in hits), index.chunks.following(chunk)]:
+            if other is None or other.doc_id != chunk.doc_id or not other.start <= start < b <= other.end:
+                continue
+            end = b
+            for s in (s for s in other.sentences if s[0] >= b):
+                if not cut(end):
+                    break
+                end = s[1]
+            if end > b:
+                return other, (start, end)
+        return None
+
     if not cut(b):
-        return hit, (a, b)
-    for other in [hit, *hits]:
-        chunk, end = other.chunk, b
-        if chunk.doc_id != hit.chunk.doc_id or not chunk.start <= a < b <= chunk.end:
-            continue
-        for s in (s for s in chunk.sentences if s[0] >= b):
-            if not cut(end):
-                break
-            end = s[1]
-        if end > b:
-            return other, (a, end)
-    return hit, (a, b)
+        return [(chunk, (a, b))]
+    if whole := run_on(a):
+        return [whole]
+    last = [s for s in chunk.sentences if a < s[0] and s[1] == b]
+    before = max((s[1] for s in chunk.sentences if last and s[1] <= last[0][0]), default=None)
+    if before and not cut(before) and (tail := run_on(last[0][0])):
+        return [(chunk, (a, before)), tail]
+    return [(chunk, (a, b))]
 
 
 def _run_on(index, candidate: dict) -> dict:

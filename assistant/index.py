@@ -74,6 +74,7 @@ class Chunks(Sequence):
     def __init__(self, documents: list[dict], arrays: dict[str, np.ndarray]):
         self.documents = documents
         self.arrays = {name: np.asarray(arrays[name]) for name in self.FIELDS}
+        self._positions: dict[str, int] | None = None  # doc_id -> its row in `documents`, made on first use
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], documents: dict[str, Document], sentence_row: dict[str, int]) -> Chunks:
@@ -122,6 +123,15 @@ class Chunks(Sequence):
             sentences=tuple(zip(a["sentence_start"][lo:hi].tolist(), a["sentence_end"][lo:hi].tolist())),
             sentence_rows=tuple(a["sentence_row"][lo:hi].tolist()),
         )
+
+    def following(self, chunk: Chunk) -> Chunk | None:
+        """The passage after this one in its document (they share a sentence), or None."""
+        if self._positions is None:
+            self._positions = {d["doc_id"]: i for i, d in enumerate(self.documents)}
+        number = int(chunk.chunk_id.rsplit("#", 1)[1]) + 1
+        a = self.arrays
+        rows = np.flatnonzero((a["doc"] == self._positions[chunk.doc_id]) & (a["number"] == number))
+        return self[int(rows[0])] if len(rows) else None
 
     def save(self, folder: Path) -> None:
         (folder / DOCUMENTS).write_text(json.dumps(self.documents, ensure_ascii=False), encoding="utf-8")

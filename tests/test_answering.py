@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from assistant.answering import PHRASES, is_follow_up, retrieval_query, validate
@@ -267,6 +269,19 @@ def test_a_quote_cut_mid_sentence_runs_on_to_its_end(answerer):
     assert "2004" in answer.short_answer["text"]
     assert first.sentence_start <= answer.short_answer["start"] < answer.short_answer["end"] <= first.sentence_end
 
+def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
+    """The quote (ALBA's definition, run on into "founded … led by President Hugo") ends at a cut, and no
+    passage holds both its sentences and the cut one's end: each sentence cites a passage holding it."""
+    answer = answerer.answer("How did ALBA come into being?", answer_language="en")
+    assert "Hugo Chávez, and Cuba" in answer.answer
+    assert re.search(r"Caribbean\. \[1\] It was founded .+\. \[2\]$", answer.answer)
+    first, second = answer.citations[:2]
+    assert first.chunk_id != second.chunk_id and "ชาเวซ" in second.sentence
+    for citation in (first, second):
+        assert citation.start <= citation.sentence_start < citation.sentence_end <= citation.end
+        assert citation.translation["sentence"] in answer.answer
+
+
 
 def test_no_short_answer_from_a_passage_about_something_else(answerer):
     """A follow-up is about its earlier question's names too: a city from a passage that does not name
@@ -312,9 +327,12 @@ def test_an_explanation_runs_on_into_the_next_sentence(answerer, built_index, an
 
 
 def test_a_typed_answer_quotes_its_sentence_alone(answerer):
+    """Not the sentence before or after; only the rest of its own, cut at "…ประธานาธิบดีอูโก" by the chunker
+    (the piece after the cut holds the next sentence too, rendered as one)."""
     answer = answerer.answer("ALBA ก่อตั้งขึ้นเมื่อใด")
     assert answer.citations[0].sentence.startswith("ก่อตั้งเมื่อวันที่ 14 ธันวาคม")
-    assert answer.citations[0].sentence.endswith("ประธานาธิบดีอูโก")
+    assert "ประธานาธิบดีอูโก ชาเวซ" in answer.citations[0].sentence
+    assert answer.citations[0].sentence.endswith("ค.ศ. 2009") and len(answer.citations) == 1
 
 
 def test_history_becomes_turns_in_one_place():
