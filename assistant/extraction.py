@@ -66,6 +66,16 @@ LOOSE_KINDS = {**ENTITY_KINDS, "person": ("person", "organisation", "country")}
 _ROLE = re.compile(r"president|leader|secretary|minister|ceo|founder|ประธานาธิบดี|ผู้นำ|เลขาธิการ|รัฐมนตรี", re.I)
 
 
+# "Where" is answered by a place the sentence puts something in or at ("in Havana", "ที่กรุงฮาวานา"), not
+# by any place it names ("ALBA's founding countries were Venezuela and Cuba").
+_LOCATIVE = re.compile(
+    r"(?:\b(?:in|at|near|from|to|into|outside|inside|based in|headquartered in)\s+(?:the\s+)?"
+    r"(?:(?:city|capital|town|country|region|province) of\s+)?"
+    r"|(?:ที่|ณ|ใน|จาก|ไปยัง|ตั้งอยู่|แห่ง)\s*(?:กรุง|นคร|เมือง|ประเทศ|ภูมิภาค|จังหวัด)?\s*)$",
+    re.IGNORECASE,
+)
+
+
 def asks_for_a_person(question: str) -> bool:
     """Whether only a person answers the question: it names a role ("president", "ผู้นำ")."""
     return bool(_ROLE.search(question))
@@ -163,6 +173,8 @@ def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> l
         found = []
         for wanted in (LOOSE_KINDS if loose else ENTITY_KINDS)[kind]:
             found = _entity_spans(text, wanted, entities, asked)
+            if kind == "place":
+                found = [(a, b) for a, b in found if _LOCATIVE.search(text, max(0, a - 24), a)]
             if found:
                 break
     else:

@@ -283,6 +283,20 @@ def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
 
 
 
+@pytest.mark.parametrize(
+    "question, history, expected",
+    [
+        ("Where was ALBA founded?", [], "Havana"),
+        ("ALBA ก่อตั้งขึ้นที่ไหน", [], "ฮาวานา"),
+        ("Where was it founded?", [{"role": "user", "content": "What is ALBA?"}], "Havana"),
+    ],
+)
+def test_where_is_answered_by_a_place_something_is_in(answerer, question, history, expected):
+    """Not by the countries that founded ALBA, named in a sentence closer to the question."""
+    answer = answerer.answer(question, history)
+    assert expected in answer.short_answer["text"] and expected in answer.answer
+
+
 def test_no_short_answer_from_a_passage_about_something_else(answerer):
     """A follow-up is about its earlier question's names too: a city from a passage that does not name
     UNASUR is no answer to where UNASUR's treaty was signed."""

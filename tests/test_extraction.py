@@ -69,6 +69,11 @@ def test_names_come_from_the_glossary_and_the_question_own_names_are_not_answers
     signed = "founded by the Treaty of Asunción, signed on 26 March 1991 in Asunción, Paraguay"
     assert _texts(signed, "place", entities, "In which city was the Treaty of Asunción signed?") == ["Asunción"]
     assert _texts("LAN Chile has its hub in Lima", "country", entities) == []
+    # "Where" takes a place something is in or at, not any place named.
+    assert _texts("ALBA's founding countries were Venezuela and Cuba.", "place", entities) == []
+    assert _texts("It was founded in 2004 in Havana by Venezuela", "place", entities) == ["Havana"]
+    assert _texts("ก่อตั้งเมื่อ ค.ศ. 2004 ที่กรุงฮาวานา โดยเวเนซุเอลา", "place", entities) == ["กรุงฮาวานา"]
+    assert _texts("ประเทศผู้ก่อตั้งคือเวเนซุเอลาและคิวบา", "place", entities) == []
     # A "who" question asks for a person; a country answers it only in the loose reading.
     question = "Who pushed for the FTAA?"
     assert _texts(text, "person", entities, question) == []
