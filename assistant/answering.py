@@ -270,20 +270,25 @@ class Answerer:
         """The answer text in the reply language, one citation per sentence, and the short answer."""
         parts, citations = [], []
         untranslated = False
-        quoted = []  # (candidate, passage, span run on to the end of its sentence); none inside another
+        quoted = []  # (candidate, passage, span, whether the next part continues its sentence)
         for candidate in chosen:
-            for chunk, (a, b) in _whole(index, candidate, hits):
-                if not any(c.doc_id == chunk.doc_id and x <= a and b <= y for _, c, (x, y) in quoted):
-                    quoted.append((candidate, chunk, (a, b)))
-        for n, (candidate, chunk, (a, b)) in enumerate(quoted, start=1):
+            whole = _whole(index, candidate, hits)
+            for i, (chunk, (a, b)) in enumerate(whole, start=1):
+                if not any(c.doc_id == chunk.doc_id and x <= a and b <= y for _, c, (x, y), _ in quoted):
+                    quoted.append((candidate, chunk, (a, b), i < len(whole) and _cut(index, chunk, b)))
+        held = []  # the markers of a sentence's earlier parts, shown at its end
+        for n, (candidate, chunk, (a, b), continued) in enumerate(quoted, start=1):
             translation = translation_of(index, chunk, (a, b))
             citation = citation_for(chunk, n, (a, b), candidate["score"], translation)
             citations.append(citation)
             if reply == "en" and translation and translation["sentence"]:
-                parts.append(f"{translation['sentence']} [{n}]")
+                sentence = translation["sentence"]
             else:
                 untranslated = untranslated or reply == "en"
-                parts.append(f"{citation.sentence} [{n}]")
+                sentence = citation.sentence
+            held.append(f"[{n}]")
+            parts.append(sentence if continued else f"{sentence} {' '.join(held)}")
+            held = held if continued else []
         text = " ".join(parts)
         if untranslated:
             text = f"{PHRASES['en']['untranslated']} {text}"
@@ -337,20 +342,20 @@ def translation_of(index, chunk, span: tuple[int, int]) -> dict | None:
 _ENDS = (".", "?", "!", ".)", '."', ":")
 
 
-def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
-    """The quote as (passage, span) parts, run on to the end of its sentence where the English rendering
-    shows that the chunker cut it mid-sentence ("…led by President Hugo" | "Chávez, …"; 19 of the 67
-    rendered sentences end that way). One part when a passage holds the quote and what follows (its own,
-    another retrieved one, or the next one of its document); else two, split where a sentence ends, the
-    last sentence quoted from a passage that holds its end; else the cut quote. The scoring and the short answer keep the cut."""
-    chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
+def _cut(index, chunk, end: int) -> bool:
+    """Whether the chunker cut a sentence at this offset: its English rendering ends mid-sentence
+    ("…led by President Hugo" | "Chávez, …"; 19 of the 67 rendered sentences end that way)."""
     rendering = index.rendering(chunk)
-    if rendering is None:
-        return [(chunk, (a, b))]
-    ends = {span[1]: english for span, english in rendering.sentences.items()}
+    english = rendering.ends.get(end) if rendering else None
+    return bool(english) and not english.rstrip().endswith(_ENDS)
 
-    def cut(end: int) -> bool:
-        return bool(ends.get(end)) and not ends[end].rstrip().endswith(_ENDS)
+
+def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
+    """The quote as (passage, span) parts, run on to the end of its sentence where the chunker cut it
+    (`_cut`): one part when a passage holds the quote and what follows (its own, another retrieved one,
+    or the next one of its document); else two, the last piece of the quote and the rest of its
+    sentence from a passage that holds them. The scoring and the short answer keep the cut."""
+    chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
 
     def run_on(start: int) -> tuple | None:
         for other in [chunk, *(h.chunk for h in hits), index.chunks.following(chunk)]:
@@ -358,20 +363,20 @@ def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
                 continue
             end = b
             for s in (s for s in other.sentences if s[0] >= b):
-                if not cut(end):
+                if not _cut(index, chunk, end):
                     break
                 end = s[1]
             if end > b:
                 return other, (start, end)
         return None
 
-    if not cut(b):
+    if not _cut(index, chunk, b):
         return [(chunk, (a, b))]
     if whole := run_on(a):
         return [whole]
     last = [s for s in chunk.sentences if a < s[0] and s[1] == b]
-    before = max((s[1] for s in chunk.sentences if last and s[1] <= last[0][0]), default=None)
-    if before and not cut(before) and (tail := run_on(last[0][0])):
+    if last and (tail := run_on(last[0][0])):
+        before = max(s[1] for s in chunk.sentences if s[1] <= last[0][0])
         return [(chunk, (a, before)), tail]
     return [(chunk, (a, b))]
 

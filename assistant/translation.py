@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,11 @@ class Rendering:
     doc_id: str
     title: str
     sentences: dict[tuple[int, int], str]
+
+    @cached_property
+    def ends(self) -> dict[int, str]:
+        """Each sentence's English by the offset where its source sentence ends."""
+        return {end: english for (_, end), english in self.sentences.items()}
 
     def passage(self, spans) -> str | None:
         """The English of consecutive source sentences, or None when one of them has no rendering."""

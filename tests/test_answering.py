@@ -283,6 +283,16 @@ def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
 
 
 
+def test_a_sentence_split_across_passages_is_quoted_whole_with_both_citations_at_its_end(answerer):
+    """crfcut and the chunker cut "Brazil ended the negotiations … (UNASUR)(3)" | "as a forum …," |
+    "while Venezuela …": no passage holds all three pieces. The sentence is read whole, each part cites
+    the passage holding it, and the markers stand where the sentence ends."""
+    answer = answerer.answer("What did Brazil stop negotiating?", answer_language="en")
+    assert re.match(r"Among the key examples, Brazil ended .+ \(UNASUR\)\(3\) as a forum .+ countries\. \[1\] \[2\]", answer.answer)
+    first, second = answer.citations[:2]
+    assert first.sentence_end < second.sentence_end and first.chunk_id != second.chunk_id
+
+
 @pytest.mark.parametrize(
     "question, history, expected",
     [
