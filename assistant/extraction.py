@@ -165,7 +165,13 @@ def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> l
     elif kind == "distance":
         found = [m.span() for m in _DISTANCE.finditer(text)]
     elif kind == "number":
-        found = [m.span() for m in _COUNT.finditer(text) if not _is_year(m.group())]
+        # A day of the month is no count ("signed on 26 May 1969" does not say how many signed).
+        dates = [m.span() for m in _DATE.finditer(text)]
+        found = [
+            m.span()
+            for m in _COUNT.finditer(text)
+            if not _is_year(m.group()) and not any(a <= m.start() < b for a, b in dates)
+        ]
         found += [m.span() for m in _WORD_NUMBERS.finditer(text)]
     elif kind == "reason":
         found = [m.span() for m in _REASON.finditer(text)]
