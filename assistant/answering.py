@@ -262,7 +262,7 @@ class Answerer:
             if c["typed"]
             and len(_with_previous(retriever.index, c, lang)) >= config.refusal_typed_word_share * len(words)
         ]
-        if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed:
+        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed:
             return f"the passages hold no {kind} that answers it"
         return None
 

@@ -322,8 +322,8 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         ("When did Colombia join APEC?", "APEC"),  # APEC is in the corpus, but not where the quote would come from
         ("Colombia เข้าร่วม APEC เมื่อใด", ""),
         ("Who founded Brescia?", ""),
-        # The document says when Chile withdrew, not why: the sentence saying when gives no reason, and
-        # the sentences that give one are about others (answered with "withdrew in 1976" before).
+        # The document says when Chile withdrew, not why: the sentences that would be quoted give others'
+        # reasons, in passages that do not name Chile (answered with "withdrew in 1976" once).
         ("Why did Chile leave the Andean Community?", ""),
         # A city is asked for; the sentence about the office names only a region and countries (a country
         # answered "where" before city questions were told apart).
