@@ -174,7 +174,9 @@ def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> l
         ]
         found += [m.span() for m in _WORD_NUMBERS.finditer(text)]
     elif kind == "reason":
-        found = [m.span() for m in _REASON.finditer(text)]
+        # Not inside a name: "Bolivarian Alternative for the Americas" gives no reason.
+        names = [(a, b) for a, b, _ in as_entities(entities).find(text)]
+        found = [m.span() for m in _REASON.finditer(text) if not any(a <= m.start() < b for a, b in names)]
     elif kind in ENTITY_KINDS:
         found = []
         for wanted in (LOOSE_KINDS if loose else ENTITY_KINDS)[kind]:

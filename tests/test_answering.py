@@ -269,6 +269,7 @@ def test_a_quote_cut_mid_sentence_runs_on_to_its_end(answerer):
     assert "2004" in answer.short_answer["text"]
     assert first.sentence_start <= answer.short_answer["start"] < answer.short_answer["end"] <= first.sentence_end
 
+
 def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
     """The quote (ALBA's definition, run on into "founded … led by President Hugo") ends at a cut, and no
     passage holds both its sentences and the cut one's end: each sentence cites a passage holding it."""
@@ -282,13 +283,14 @@ def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
         assert citation.translation["sentence"] in answer.answer
 
 
-
 def test_a_sentence_split_across_passages_is_quoted_whole_with_both_citations_at_its_end(answerer):
     """crfcut and the chunker cut "Brazil ended the negotiations … (UNASUR)(3)" | "as a forum …," |
     "while Venezuela …": no passage holds all three pieces. The sentence is read whole, each part cites
     the passage holding it, and the markers stand where the sentence ends."""
     answer = answerer.answer("What did Brazil stop negotiating?", answer_language="en")
-    assert re.match(r"Among the key examples, Brazil ended .+ \(UNASUR\)\(3\) as a forum .+ countries\. \[1\] \[2\]", answer.answer)
+    assert re.match(
+        r"Among the key examples, Brazil ended .+ \(UNASUR\)\(3\) as a forum .+ countries\. \[1\] \[2\]", answer.answer
+    )
     first, second = answer.citations[:2]
     assert first.sentence_end < second.sentence_end and first.chunk_id != second.chunk_id
 
@@ -305,6 +307,13 @@ def test_where_is_answered_by_a_place_something_is_in(answerer, question, histor
     """Not by the countries that founded ALBA, named in a sentence closer to the question."""
     answer = answerer.answer(question, history)
     assert expected in answer.short_answer["text"] and expected in answer.answer
+
+
+def test_the_quote_comes_from_a_passage_naming_what_is_asked_about(answerer):
+    """ALBA's founding sentences scored higher (a "เพื่อ" in ALBA's Thai name read as a purpose)."""
+    answer = answerer.answer("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร")
+    assert answer.citations and all(c.source == "pacific-alliance.md" for c in answer.citations)
+    assert "การรวมกลุ่มที่ลึกซึ้ง" in answer.answer
 
 
 def test_no_short_answer_from_a_passage_about_something_else(answerer):

@@ -100,9 +100,13 @@ def test_what_a_name_question_asks_for(question, subject, several):
     assert extraction.asks_for_several(question) == several
 
 
-def test_a_reason_is_a_word_that_gives_one():
+def test_a_reason_is_a_word_that_gives_one(built_index):
     assert _texts("ความสัมพันธ์ซึ่งเป็นผลมาจากสงครามแปซิฟิก", "reason") == ["เป็นผล"]
     assert _texts("relations, which stem from the War of the Pacific", "reason") == ["stem from"]
+    # Not a word inside a name.
+    renamed = "It was originally named the Bolivarian Alternative for the Americas"
+    assert _texts(renamed, "reason", built_index.entities) == []
+    assert _texts("พันธมิตรโบลิวาร์เพื่อประชาชนแห่งอเมริกาของเรา", "reason", built_index.entities) == []
     assert _texts("Venezuela joined in 1973 and withdrew in 2006, while Chile withdrew in 1976.", "reason") == []
 
 
