@@ -296,7 +296,9 @@ class Answerer:
             and len(first["words"]) >= SHORT_MIN_WORD_SHARE * len(first["question_words"])
             and _names(index, first["hit"].chunk, first["about"])
         )
-        short = _short_answer(index, first, citations[0], question, reply) if eligible else None
+        # The citation of the part of the quote that holds the sentence the short answer comes from.
+        own = next((c for c in citations if c.sentence_start <= first["span"][0] < c.sentence_end), citations[0])
+        short = _short_answer(index, first, own, question, reply) if eligible else None
         return text, tuple(citations), short
 
 
@@ -369,14 +371,17 @@ def _cut(index, chunk, end: int) -> bool:
 
 
 def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
-    """The quote as (passage, span) parts, run on to the end of its sentence where the chunker cut it
-    (`_cut`): one part when a passage holds the quote and what follows (its own, another retrieved one,
-    or the next one of its document); else two, the last piece of the quote and the rest of its
-    sentence from a passage that holds them. The scoring and the short answer keep the cut."""
+    """The quote as (passage, span) parts, widened to whole sentences where the chunker cut one (`_cut`).
+
+    At its end: one part when a passage holds the quote and the rest of its sentence (its own, another
+    retrieved one, or the next one of its document); else the rest comes as a second part, the quote's
+    last piece with it, from a passage that holds them. At its start ("and which has led some Peruvian
+    politicians …" continues "…the maritime boundary dispute,"): the piece before it leads, from its own
+    passage or the one before. The scoring and the short answer keep the cut."""
     chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
 
     def run_on(start: int) -> tuple | None:
-        for other in [chunk, *(h.chunk for h in hits), index.chunks.following(chunk)]:
+        for other in [chunk, *(h.chunk for h in hits), index.chunks.neighbour(chunk, 1)]:
             if other is None or other.doc_id != chunk.doc_id or not other.start <= start < b <= other.end:
                 continue
             end = b
@@ -388,15 +393,30 @@ def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
                 return other, (start, end)
         return None
 
-    if not _cut(index, chunk, b):
-        return [(chunk, (a, b))]
-    if whole := run_on(a):
-        return [whole]
-    last = [s for s in chunk.sentences if a < s[0] and s[1] == b]
-    if last and (tail := run_on(last[0][0])):
-        before = max(s[1] for s in chunk.sentences if s[1] <= last[0][0])
-        return [(chunk, (a, before)), tail]
-    return [(chunk, (a, b))]
+    parts = [(chunk, (a, b))]
+    if _cut(index, chunk, b):
+        last = [s for s in chunk.sentences if a < s[0] and s[1] == b]
+        if whole := run_on(a):
+            parts = [whole]
+        elif last and (tail := run_on(last[0][0])):
+            parts = [(chunk, (a, max(s[1] for s in chunk.sentences if s[1] <= last[0][0]))), tail]
+    while lead := _lead(index, *parts[0]):
+        parts = lead + parts[1:]
+    return parts
+
+
+def _lead(index, chunk, span: tuple[int, int]) -> list[tuple] | None:
+    """The part (or parts) a quote takes on at its start when the chunker cut its sentence just before it:
+    the piece before it joined on in its own passage, else that piece from the passage before."""
+    a, b = span
+    for other in [chunk, index.chunks.neighbour(chunk, -1)]:
+        before = [s for s in other.sentences if s[1] <= a] if other else []
+        if not before:
+            continue
+        if a - before[-1][1] > 2 or not _cut(index, other, before[-1][1]):
+            return None
+        return [(chunk, (before[-1][0], b))] if other is chunk else [(other, before[-1]), (chunk, span)]
+    return None
 
 
 def _run_on(index, candidate: dict) -> dict:

@@ -124,11 +124,12 @@ class Chunks(Sequence):
             sentence_rows=tuple(a["sentence_row"][lo:hi].tolist()),
         )
 
-    def following(self, chunk: Chunk) -> Chunk | None:
-        """The passage after this one in its document (they share a sentence), or None."""
+    def neighbour(self, chunk: Chunk, step: int) -> Chunk | None:
+        """The passage after (step 1) or before (step -1) this one in its document, or None; neighbours
+        share a sentence."""
         if self._positions is None:
             self._positions = {d["doc_id"]: i for i, d in enumerate(self.documents)}
-        number = int(chunk.chunk_id.rsplit("#", 1)[1]) + 1
+        number = int(chunk.chunk_id.rsplit("#", 1)[1]) + step
         a = self.arrays
         rows = np.flatnonzero((a["doc"] == self._positions[chunk.doc_id]) & (a["number"] == number))
         return self[int(rows[0])] if len(rows) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from llama_index.core import MockEmbedding
@@ -27,3 +28,10 @@ class Interrupted(MockEmbedding):
 def imported_modules(stderr: str) -> set[str]:
     """Every module a process imported, from its PYTHONPROFILEIMPORTTIME report."""
     return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def cited(answer: str, quoted: str, n: int) -> bool:
+    """Whether the answer text quotes this and marks it [n]: right after it, or at the end of its sentence
+    with the markers of the sentence's other parts when the chunker cut the sentence ("… [1] [2]")."""
+    at = answer.find(quoted)
+    return at >= 0 and bool(re.match(rf"(?: [^\[]+)? (?:\[\d+\] )*\[{n}\]", answer[at + len(quoted) :]))

@@ -1,6 +1,7 @@
 import re
 
 import pytest
+from helpers import cited
 
 from assistant.answering import PHRASES, is_follow_up, retrieval_query, validate
 from assistant.errors import InvalidQuestionError
@@ -35,7 +36,7 @@ def test_answer_quotes_the_source_and_cites_it(answerer, built_index, question, 
         sentence = c.text[c.sentence_start - c.start : c.sentence_end - c.start]
         assert sentence == c.sentence
         quoted = c.translation["sentence"] if answer.answer_language == "en" else sentence
-        assert f"{quoted} [{c.n}]" in answer.answer
+        assert cited(answer.answer, quoted, c.n), answer.answer
     assert any(expected in c.text or expected in c.translation["text"] for c in answer.citations)
 
 
@@ -293,6 +294,16 @@ def test_a_sentence_split_across_passages_is_quoted_whole_with_both_citations_at
     )
     first, second = answer.citations[:2]
     assert first.sentence_end < second.sentence_end and first.chunk_id != second.chunk_id
+
+
+def test_a_quote_that_starts_mid_sentence_takes_the_piece_before_from_the_passage_before(answerer):
+    """The passage ranked first opens with "and which has led some Peruvian politicians to oppose …": the
+    cause ("the maritime boundary dispute") is the piece before it, at the end of the passage before."""
+    question = "Why are some Peruvian politicians against selling natural gas and electricity to Chile?"
+    answer = answerer.answer(question, answer_language="en")
+    assert answer.answer.startswith("There are, however, some important obstacles")
+    assert "the maritime boundary dispute, which Peru has taken to an international court and which" in answer.answer
+    assert len({c.chunk_id for c in answer.citations}) == len(answer.citations) >= 2
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import cited
 
 from assistant import chunking, corpus, index, translation
 from assistant.thai import has_thai
@@ -101,10 +102,7 @@ def test_english_question_gets_an_english_answer_citing_the_thai(answerer, quest
     assert english in answer.answer and not has_thai(answer.answer), answer.answer
     assert any(thai in c.sentence for c in answer.citations), [c.sentence for c in answer.citations]
     for c in answer.citations:
-        # Its marker follows it, at the end of its sentence when the chunker cut the sentence in two.
-        assert c.translation["lang"] == "en" and c.translation["sentence"] in answer.answer
-        after = answer.answer[answer.answer.index(c.translation["sentence"]) + len(c.translation["sentence"]) :]
-        assert re.match(rf"(?: [^\[]+)? (?:\[\d+\] )*\[{c.n}\]", after), answer.answer
+        assert c.translation["lang"] == "en" and cited(answer.answer, c.translation["sentence"], c.n), answer.answer
         assert c.translation["sentence"] in c.translation["text"]
 
 
