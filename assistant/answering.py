@@ -279,6 +279,11 @@ class Answerer:
             else:
                 untranslated = untranslated or reply == "en"
                 sentence = citation.sentence
+            # A quote that still begins or ends inside a sentence says so, as quotations do.
+            if not held and _piece_before(index, chunk, a):
+                sentence = f"… {sentence}"
+            if not continued and _cut(index, chunk, b):
+                sentence = f"{sentence} …"
             held.append(f"[{n}]")
             parts.append(sentence if continued else f"{sentence} {' '.join(held)}")
             held = held if continued else []
@@ -400,22 +405,21 @@ def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
             parts = [whole]
         elif last and (tail := run_on(last[0][0])):
             parts = [(chunk, (a, max(s[1] for s in chunk.sentences if s[1] <= last[0][0]))), tail]
-    while lead := _lead(index, *parts[0]):
-        parts = lead + parts[1:]
+    first, (a, b) = parts[0]
+    if before := _piece_before(index, first, a):
+        other, (x, _) = before
+        parts[:1] = [(first, (x, b))] if other is first else [before, parts[0]]
     return parts
 
 
-def _lead(index, chunk, span: tuple[int, int]) -> list[tuple] | None:
-    """The part (or parts) a quote takes on at its start when the chunker cut its sentence just before it:
-    the piece before it joined on in its own passage, else that piece from the passage before."""
-    a, b = span
+def _piece_before(index, chunk, start: int) -> tuple | None:
+    """The piece of a sentence before `start` when the chunker cut the sentence there, as (passage, span):
+    from this passage, else the one before it; None where a sentence begins."""
     for other in [chunk, index.chunks.neighbour(chunk, -1)]:
-        before = [s for s in other.sentences if s[1] <= a] if other else []
-        if not before:
-            continue
-        if a - before[-1][1] > 2 or not _cut(index, other, before[-1][1]):
-            return None
-        return [(chunk, (before[-1][0], b))] if other is chunk else [(other, before[-1]), (chunk, span)]
+        before = [s for s in other.sentences if s[1] <= start] if other else []
+        if before:
+            cut = start - before[-1][1] <= 2 and _cut(index, other, before[-1][1])
+            return (other, before[-1]) if cut else None
     return None
 
 

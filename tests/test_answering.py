@@ -306,6 +306,14 @@ def test_a_quote_that_starts_mid_sentence_takes_the_piece_before_from_the_passag
     assert len({c.chunk_id for c in answer.citations}) == len(answer.citations) >= 2
 
 
+def test_a_quote_still_inside_a_sentence_says_so(answerer):
+    """One piece is taken on at each end at most (each is another citation); where the sentence goes on
+    beyond that, an ellipsis says so."""
+    answer = answerer.answer("How far is Bogotá from Santiago?")
+    assert answer.answer.startswith("… and which has led") and "4,000 kilometres" in answer.answer
+    assert not answer.citations[0].translation["sentence"].startswith("…")
+
+
 @pytest.mark.parametrize(
     "question, history, expected",
     [
