@@ -257,6 +257,12 @@ class Answerer:
         ]
         if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed:
             return f"the passages hold no {kind} that answers it"
+        # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
+        # the passage is very close to the question (answerable questions often paraphrase).
+        said = words - {w for forms in names for f in forms for w in content_words(f, lang)}
+        held = set().union(*(c["words"] for c in chosen))
+        if said and not said & held and best < config.refusal_paraphrase_similarity:
+            return "the passages hold none of what the question asks about its names"
         return None
 
     def _compose(self, index, chosen: list[dict], question: str, reply: str, hits: list[Hit]):

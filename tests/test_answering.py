@@ -357,6 +357,8 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         # answered "where" before city questions were told apart).
         ("สำนักงานร่วมทางการค้าของโคลอมเบียกับชิลีตั้งอยู่ในเมืองอะไรของเอเชีย", ""),
         ("In which Asian city did Colombia and Chile open their joint trade office?", ""),
+        # The Pacific Alliance's passages say where it was declared and signed, nothing of a headquarters.
+        ("Where is the Pacific Alliance headquartered?", "none of what the question asks"),
     ],
 )
 def test_refusals_say_why(answerer, question, reason):
