@@ -59,10 +59,15 @@ class Query:
         return content_words(self.text, self.lang)
 
 
-# Words that say what kind of answer is wanted, not what it is about ("how many", "กี่ประเทศ"): the
-# extraction module reads the kind; a passage or sentence is not asked to contain them (English as
-# `english_tokens` gives them).
-QUESTION_WORDS = frozenset({"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "mani", "much", "far", "long", "kind"})
+# Words that say what kind of answer is wanted, not what it is about ("how many", "กี่ประเทศ", the "ทำ" of
+# "ทำอะไร" as English "do"), or that speak of the documents themselves ("ที่เอกสารพูดถึง"): a passage or
+# sentence is not asked to contain them, and the extraction module reads the kind (English as
+# `english_tokens` gives them). Without "ทำ", "บริษัท ISA ของโคลอมเบียทำอะไรในเปรู" was refused for a quote
+# that says "บริหารจัดการ"; on dev the document words moved one question's evidence to rank 1.
+QUESTION_WORDS = frozenset(
+    {"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "ทำ", "เอกสาร", "พูดถึง", "กล่าวถึง"}
+    | {"mani", "much", "far", "long", "kind", "mention"}
+)
 
 
 def content_words(text: str, lang: str) -> set[str]:

@@ -14,6 +14,8 @@ ANSWERABLE = [
     ("Which party is Peru's current president close to?", "Workers"),
     ("How far is Bogotá from Santiago?", "4,000 kilometres"),
     ("MERCOSUR ก่อตั้งขึ้นโดยสนธิสัญญาใด", "อาซุนซิออน"),
+    # "ทำ" (do) says nothing the quote must hold: "บริหารจัดการ" answers it.
+    ("บริษัท ISA ของโคลอมเบียทำอะไรในเปรู", "จัดการระบบไฟฟ้า"),
 ]
 UNANSWERABLE = [
     "สูตรต้มยำกุ้งมีอะไรบ้าง",
