@@ -86,6 +86,17 @@ def test_passages_are_spans_of_their_documents_with_their_sentence_vectors(built
     assert float(stored @ fresh) > 0.999  # float16 storage keeps the vector
 
 
+def test_a_passage_knows_its_neighbours_in_its_document(built_index):
+    chunks = list(built_index.chunks)
+    for before, after in zip(chunks, chunks[1:]):
+        if before.doc_id == after.doc_id:
+            assert built_index.chunks.neighbour(before, 1) == after
+            assert built_index.chunks.neighbour(after, -1) == before
+        else:  # none across documents
+            assert built_index.chunks.neighbour(before, 1) is None
+            assert built_index.chunks.neighbour(after, -1) is None
+
+
 def test_hnsw_index_finds_what_exact_search_finds(small, embed_model):
     flat = index.load(small, embed_model)
     assert flat.manifest["vector_index"] == "flat" and flat.manifest["hnsw"] is None
