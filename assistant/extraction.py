@@ -13,7 +13,13 @@ _WHICH = r"\bwhich (?!(?:kind|type|sort)s? of )(?:[\w-]+ ){0,2}"
 # Question words, Thai and English, to the kind of span that answers them; the first match wins, so the
 # narrower patterns ("how far", "ประเทศใด") come before the broader ("how", "อะไร").
 _KINDS = [
-    ("distance", r"\bhow far\b|\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร"),
+    # "How far is Bogotá from Santiago?" asks for a distance; "How far does it want to take integration?"
+    # for an extent, which no number answers (on dev three such questions were refused for want of one).
+    (
+        "distance",
+        r"\bhow far (?:is|are|was|were)\b|\bhow far\b(?=.*\b(?:from|apart|away|between|distance)\b)|"
+        r"\bhow many (?:km|kilomet)|ห่าง.*(?:เท่าไร|เท่าใด|แค่ไหน)|ไกล.*(?:เท่าไร|แค่ไหน)|กี่กิโลเมตร",
+    ),
     (
         "date",
         r"\bwhen\b|\b(?:what|which) (?:year|decade|period)\b|\bsince when\b|\bwhat date\b|"

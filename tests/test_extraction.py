@@ -17,6 +17,9 @@ from assistant import extraction
         ("Which airline has its South American hub in Lima?", "company"),
         ("Who leads Venezuela when ALBA was founded?", "person"),  # the first question word decides
         ("Where was ALBA founded?", "place"),
+        ("How far is Bogotá from Santiago?", "distance"),
+        ("Roughly how far apart are the two capitals?", "distance"),
+        ("How far does the Andean Community want to take its integration?", "manner"),  # an extent
         ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "city"),
         ("In which city was the Treaty of Asunción signed?", "city"),
         ("In which Asian city did Colombia open an office?", "city"),
