@@ -144,7 +144,8 @@ class Answerer:
         if reason:
             answer_text, citations, short = PHRASES[reply]["refusal"], (), None
         else:
-            on_topic = [c for c in ranked if _names(index, c["hit"].chunk, c["about"])]
+            naming = {h.chunk.chunk_id: _names(index, h.chunk, ranked[0]["about"]) for h in hits[:ANSWER_PASSAGES]}
+            on_topic = [c for c in ranked if naming[c["hit"].chunk.chunk_id]]
             chosen = _pick(index, on_topic or ranked, hits)
             answer_text, citations, short = self._compose(index, chosen, question, reply, hits)
         done = time.perf_counter()
@@ -182,6 +183,7 @@ class Answerer:
         kind = extraction.expected_kind(question)
         words = content_words(question, lang)
         asked = extraction.names_in(question, index.entities)  # never answers to the question
+        named = {w for forms in asked for f in forms for w in content_words(f, lang)}  # their words
         # What the question is about, a follow-up's earlier question included ("Where was its founding
         # treaty signed?" after "What is UNASUR?" is about UNASUR).
         about = extraction.names_in(query.text, index.entities) if query.text != question else asked
@@ -217,6 +219,7 @@ class Answerer:
                     "english": english,
                     "question_words": words,
                     "asked": asked,
+                    "named": named,
                     "about": about,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
@@ -259,7 +262,7 @@ class Answerer:
             return f"the passages hold no {kind} that answers it"
         # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
         # the passage is very close to the question (answerable questions often paraphrase).
-        said = words - {w for forms in names for f in forms for w in content_words(f, lang)}
+        said = words - chosen[0]["named"]
         held = set().union(*(c["words"] for c in chosen))
         if said and not said & held and best < config.refusal_paraphrase_similarity:
             return "the passages hold none of what the question asks about its names"
@@ -391,8 +394,13 @@ def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
     passage or the one before. The scoring and the short answer keep the cut."""
     chunk, (a, b) = candidate["hit"].chunk, candidate["span"]
 
+    def passages():  # the next passage of the document only when no other will do
+        yield chunk
+        yield from (h.chunk for h in hits)
+        yield index.chunks.neighbour(chunk, 1)
+
     def run_on(start: int) -> tuple | None:
-        for other in [chunk, *(h.chunk for h in hits), index.chunks.neighbour(chunk, 1)]:
+        for other in passages():
             if other is None or other.doc_id != chunk.doc_id or not other.start <= start < b <= other.end:
                 continue
             end = b
@@ -421,11 +429,12 @@ def _whole(index, candidate: dict, hits: list[Hit]) -> list[tuple]:
 def _piece_before(index, chunk, start: int) -> tuple | None:
     """The piece of a sentence before `start` when the chunker cut the sentence there, as (passage, span):
     from this passage, else the one before it; None where a sentence begins."""
-    for other in [chunk, index.chunks.neighbour(chunk, -1)]:
+    other, before = chunk, [s for s in chunk.sentences if s[1] <= start]
+    if not before:  # `start` opens its passage: the piece is in the one before
+        other = index.chunks.neighbour(chunk, -1)
         before = [s for s in other.sentences if s[1] <= start] if other else []
-        if before:
-            cut = start - before[-1][1] <= 2 and _cut(index, other, before[-1][1])
-            return (other, before[-1]) if cut else None
+    if before and start - before[-1][1] <= 2 and _cut(index, other, before[-1][1]):
+        return other, before[-1]
     return None
 
 
@@ -552,8 +561,7 @@ def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question
         return found
     if candidate["kind"] in extraction.ENTITY_KINDS:
         return _anchored_name(found, text, candidate, question, entities)
-    words, lang = candidate["question_words"], language(question)  # the words `_rank` scored with
-    named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
+    words, lang, named = candidate["question_words"], language(question), candidate["named"]  # as `_rank` scored
     ends = [0] + [b for _, b in found[:-1]]
     clauses, subject = [], set()
     for e, (a, _) in zip(ends, found):
@@ -609,8 +617,7 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     if len(units) < 2:
         return found
     words, lang = candidate["question_words"], language(question)
-    named = {w for forms in candidate["asked"] for f in forms for w in content_words(f, lang)}
-    named |= content_words(_KIND_NOUNS, lang)
+    named = candidate["named"] | content_words(_KIND_NOUNS, lang)
     starts = [u[0][0] for u in units[1:]] + [len(text)]  # where the next unit starts
     ends = [0] + [u[-1][1] for u in units]  # where the previous unit ends
     sides = []
