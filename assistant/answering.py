@@ -187,6 +187,9 @@ class Answerer:
         # What the question is about, a follow-up's earlier question included ("Where was its founding
         # treaty signed?" after "What is UNASUR?" is about UNASUR).
         about = extraction.names_in(query.text, index.entities) if query.text != question else asked
+        # Only a person answers a question naming a role ("Who was Paraguay's president when …"), and only
+        # one the glossary gives that role in the country asked about (`extraction.role_holders`).
+        holders = extraction.role_holders(question, index.entities)
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
             chunk = hit.chunk
@@ -201,11 +204,17 @@ class Answerer:
                 typed = kind in extraction.TYPED_KINDS and any(
                     extraction.spans(t, kind, index.entities, asked, loose=True) for t in (thai, english) if t
                 )
+                fits = typed and (
+                    holders is None
+                    or any(
+                        extraction.spans(t, kind, index.entities, asked, holders=holders) for t in (thai, english) if t
+                    )
+                )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
                 score = (
                     float(similarity)
                     - RANK_PENALTY * rank
-                    + TYPE_BONUS * typed
+                    + TYPE_BONUS * fits
                     + WORD_WEIGHT * (len(held) / len(words) if words else 0.0)
                 )
                 candidates[key] = {
@@ -213,6 +222,7 @@ class Answerer:
                     "hit": hit,
                     "score": score,
                     "typed": typed,
+                    "fits": fits,  # typed, a role question strictly
                     "words": held,
                     "kind": kind,
                     "thai": thai,
@@ -221,6 +231,7 @@ class Answerer:
                     "asked": asked,
                     "named": named,
                     "about": about,
+                    "follow_up": query.text != question,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
 
@@ -236,7 +247,15 @@ class Answerer:
             return f"low similarity ({best:.2f})"
         words = chosen[0]["question_words"]
         share = len(set().union(*(c["words"] for c in chosen))) / len(words) if words else 0.0
-        if share < config.refusal_min_word_share:
+        # A follow-up says little of its own ("When did it pull out?"), and the passage often says that
+        # little in other words ("withdrew"), so its word share is no evidence. It is answered when a quoted
+        # sentence holds what it asks for (a date) in a passage naming what the conversation is about.
+        anchored = (
+            chosen[0]["follow_up"]
+            and chosen[0]["kind"] in extraction.SHORT_KINDS
+            and any(c["fits"] and c["about"] and _names(retriever.index, c["hit"].chunk, c["about"]) for c in chosen)
+        )
+        if share < config.refusal_min_word_share and not anchored:
             return f"the passages share too few of the question's words ({share:.2f})"
         # The names must be in the passages quoted from (with their documents' titles), not merely among
         # those retrieved: "When did Colombia join APEC?" quoted the Andean Community's members while
@@ -255,10 +274,10 @@ class Answerer:
         typed = [
             c
             for c in chosen
-            if c["typed"]
+            if c["fits"]
             and len(_with_previous(retriever.index, c, lang)) >= config.refusal_typed_word_share * len(words)
         ]
-        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed:
+        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed and not anchored:
             return f"the passages hold no {kind} that answers it"
         # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
         # the passage is very close to the question (answerable questions often paraphrase).
@@ -517,9 +536,14 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
         return None
     thai, base = candidate["thai"], candidate["span"][0]
     asked = candidate["asked"]
-    loose = not extraction.asks_for_a_person(question)
+    holders = extraction.role_holders(question, index.entities)
+    loose = holders is None
     found = _anchored(
-        extraction.spans(thai, kind, index.entities, asked, loose=loose), thai, candidate, question, index.entities
+        extraction.spans(thai, kind, index.entities, asked, loose=loose, holders=holders),
+        thai,
+        candidate,
+        question,
+        index.entities,
     )
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
@@ -528,7 +552,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     else:
         english = candidate["english"]
         english_found = _anchored(
-            extraction.spans(english, kind, index.entities, asked, loose=loose),
+            extraction.spans(english, kind, index.entities, asked, loose=loose, holders=holders),
             english,
             candidate,
             question,

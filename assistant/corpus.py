@@ -137,10 +137,11 @@ def _first_heading(text: str) -> str | None:
     return None
 
 
-def glossary_rows(documents) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
-    """(Thai forms, English forms, kind) for each table row of the `role: glossary` documents.
+def glossary_rows(documents) -> list[tuple[tuple[str, ...], tuple[str, ...], str, str]]:
+    """(Thai forms, English forms, kind, note) for each table row of the `role: glossary` documents.
 
-    `kind` is the fourth column (country, city, place, company, person, organisation, event, term), or "term".
+    `kind` is the fourth column (country, city, place, company, person, organisation, event, term), or "term";
+    `note` the third ("ประธานาธิบดีของเวเนซุเอลา"), or "".
     """
     rows = []
     for doc in documents:
@@ -157,7 +158,7 @@ def glossary_rows(documents) -> list[tuple[tuple[str, ...], tuple[str, ...], str
             thai = tuple(t.strip() for t in cells[0].split(",") if t.strip())
             latin = tuple(t.strip() for t in cells[1].split(",") if t.strip().strip("-"))
             kind = cells[3].strip().lower() if len(cells) > 3 and cells[3].strip() else "term"
-            rows.append((thai, latin, kind))
+            rows.append((thai, latin, kind, cells[2].strip() if len(cells) > 2 else ""))
     return rows
 
 
@@ -167,7 +168,7 @@ def glossary(documents) -> dict[str, tuple[str, ...]]:
     Lets an English question reach Thai passages through the lexical retriever.
     """
     terms: dict[str, set[str]] = {}
-    for thai, latin, _ in glossary_rows(documents):
+    for thai, latin, *_ in glossary_rows(documents):
         for name in latin:
             terms.setdefault(name.lower(), set()).update(thai)
     return {k: tuple(sorted(v)) for k, v in sorted(terms.items())}

@@ -30,7 +30,7 @@ _KINDS = [
     ("company", rf"{_WH}(?:company|companies|firm|airline)|{_WHICH}business|(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)"),
     # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.
     ("city", rf"{_WH}(?:city|cities|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
-    ("person", r"\bwho\b|\bwhom\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
+    ("person", r"\bwho\b|\bwhom\b|\bwhose\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
     ("place", r"\bwhere\b|ที่ไหน|ที่ใด|แห่งใด"),
     (
         "organisation",
@@ -85,6 +85,30 @@ _LOCATIVE = re.compile(
 def asks_for_a_person(question: str) -> bool:
     """Whether only a person answers the question: it names a role ("president", "ผู้นำ")."""
     return bool(_ROLE.search(question))
+
+
+# A question about who holds a role now ("Who is …", "ปัจจุบัน"), which a former holder does not answer.
+_NOW = re.compile(r"\bwho(?: is|'s)\b|\bcurrent(?:ly)?\b|\bnow\b|\btoday\b|ปัจจุบัน|ตอนนี้|ขณะนี้", re.IGNORECASE)
+_FORMER = re.compile(r"^(?:อดีต|former\b)", re.IGNORECASE)
+
+
+def role_holders(question: str, entities) -> set[int] | None:
+    """The glossary rows of the people who can answer a question naming a role, by their notes: one
+    that names the country the question asks about ("Who is Brazil's president?" is not answered by
+    Humala, "ประธานาธิบดีของเปรู"), and not a former holder when it asks who holds the role now. None
+    when the question names no role (any person then answers)."""
+    if not asks_for_a_person(question):
+        return None
+    entities = as_entities(entities)
+    countries = [entities[row][0] for _, _, row in entities.find(question) if entities[row][2] == "country"]
+    now = bool(_NOW.search(question))
+    return {
+        row
+        for row, (_, _, kind) in enumerate(entities)
+        if kind == "person"
+        and all(any(form in entities.notes[row] for form in forms) for forms in countries)
+        and not (now and _FORMER.match(entities.notes[row]))
+    }
 
 
 _MONTHS_TH = "มกราคม|กุมภาพันธ์|มีนาคม|เมษายน|พฤษภาคม|มิถุนายน|กรกฎาคม|สิงหาคม|กันยายน|ตุลาคม|พฤศจิกายน|ธันวาคม"
@@ -159,12 +183,14 @@ def asks_for_subject(question: str) -> bool:
     return bool(_SUBJECT_EN.match(question) or _SUBJECT_TH.match(question))
 
 
-def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> list[tuple[int, int]]:
+def spans(
+    text: str, kind: str, entities=(), asked=(), loose: bool = False, holders: set[int] | None = None
+) -> list[tuple[int, int]]:
     """Non-overlapping spans of `text` that can answer a question of this kind, in text order.
 
     Entities are (Thai forms, English forms, entity kind) rows; a name the question itself mentions
     (`asked`, from `names_in`) is not an answer to it. `loose` takes the LOOSE_KINDS reading of a "who"
-    question.
+    question; `holders` (from `role_holders`) are the only people that answer it.
     """
     if kind == "date":
         found = [m.span() for m in _DATE.finditer(text)]
@@ -186,7 +212,7 @@ def spans(text: str, kind: str, entities=(), asked=(), loose: bool = False) -> l
     elif kind in ENTITY_KINDS:
         found = []
         for wanted in (LOOSE_KINDS if loose else ENTITY_KINDS)[kind]:
-            found = _entity_spans(text, wanted, entities, asked)
+            found = _entity_spans(text, wanted, entities, asked, holders if wanted == "person" else None)
             if kind == "place":
                 found = [(a, b) for a, b in found if _LOCATIVE.search(text, max(0, a - 24), a)]
             if found:
@@ -203,10 +229,13 @@ def _is_year(number: str) -> bool:
 class Entities(Sequence):
     """The glossary's names: (Thai forms, English forms, kind) rows (`corpus.glossary_rows`), found in a
     text by one regular expression over every form, longest first, so that a name inside a longer one
-    is not found on its own ("Chile" in "LAN Chile", "Asunción" in "Treaty of Asunción")."""
+    is not found on its own ("Chile" in "LAN Chile", "Asunción" in "Treaty of Asunción"). A row's note
+    (optional fourth item) is in `notes`."""
 
     def __init__(self, rows=()):
-        self.rows = [(tuple(thai), tuple(english), kind) for thai, english, kind in rows]
+        rows = list(rows)
+        self.rows = [(tuple(thai), tuple(english), kind) for thai, english, kind, *_ in rows]
+        self.notes = [row[3] if len(row) > 3 else "" for row in rows]
         # The texts searched are mostly the same passages and sentences, question after question; one
         # search over some 250 forms costs about 0.3 ms.
         self.find = lru_cache(maxsize=4096)(self._find)
@@ -244,12 +273,12 @@ def as_entities(entities) -> Entities:
     return entities if isinstance(entities, Entities) else Entities(entities)
 
 
-def _entity_spans(text: str, kind: str, entities, asked) -> list[tuple[int, int]]:
+def _entity_spans(text: str, kind: str, entities, asked, rows: set[int] | None = None) -> list[tuple[int, int]]:
     entities = as_entities(entities)
     return [
         (a, b)
         for a, b, i in entities.find(text)
-        if entities[i][2] == kind and (*entities[i][0], *entities[i][1]) not in asked
+        if entities[i][2] == kind and (*entities[i][0], *entities[i][1]) not in asked and (rows is None or i in rows)
     ]
 
 

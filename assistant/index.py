@@ -34,7 +34,8 @@ from assistant.types import Chunk, Document
 # 5: English sentence vectors only for rendered sentences, with a row map (a corpus mostly without
 #    renderings held a zero vector per sentence: 122 MB at 100,000 passages).
 # 6: English words lemmatized (simplemma) before stemming ("withdrew" meets "withdraw").
-FORMAT_VERSION = 6
+# 7: the glossary's notes kept with its names (who holds which role where).
+FORMAT_VERSION = 7
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"

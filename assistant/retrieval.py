@@ -63,10 +63,12 @@ class Query:
 # "ทำอะไร" as English "do"), or that speak of the documents themselves ("ที่เอกสารพูดถึง"): a passage or
 # sentence is not asked to contain them, and the extraction module reads the kind (English as
 # `english_tokens` gives them). Without "ทำ", "บริษัท ISA ของโคลอมเบียทำอะไรในเปรู" was refused for a quote
-# that says "บริหารจัดการ"; on dev the document words moved one question's evidence to rank 1.
+# that says "บริหารจัดการ"; on dev the document words moved one question's evidence to rank 1. "What does
+# FTAA stand for?" and "ALBA ย่อมาจากอะไร" ask for a name written out, which no passage says "stands for"
+# anything (on dev one such question was refused).
 QUESTION_WORDS = frozenset(
-    {"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "ทำ", "เอกสาร", "พูดถึง", "กล่าวถึง"}
-    | {"mani", "much", "far", "long", "kind", "mention"}
+    {"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "ทำ", "เอกสาร", "พูดถึง", "กล่าวถึง", "ย่อ"}
+    | {"mani", "much", "far", "long", "kind", "mention", "stand", "acronym"}
 )
 
 

@@ -76,6 +76,11 @@ def test_glossary_maps_english_names_to_thai(config):
     assert terms["santos"] == ("ซานโตส", "ประธานาธิบดีซานโตส")
     assert terms["lan chile"] == ("สายการบินแห่งชาติของชิลี",)
     assert "english" not in terms  # the header row is not a pair
+    rows = {
+        english[0]: (kind, note)
+        for _, english, kind, note in corpus.glossary_rows(corpus.load(config.corpus_dir).documents)
+    }
+    assert rows["Hugo Chávez"] == ("person", "ประธานาธิบดีของเวเนซุเอลา")  # the third column is the note
 
 
 def test_content_hash_changes_with_any_file(corpus_copy):

@@ -37,6 +37,7 @@ from assistant import extraction
         ("กลุ่มเศรษฐกิจทั้งสองมีเป้าหมายอะไร", None),
         ("Why did Brazil support UNASUR?", "reason"),
         ("ALBA คืออะไร", None),
+        ("Whose idea was it in the first place?", "person"),
     ],
 )
 def test_expected_kind(question, kind):
@@ -137,3 +138,23 @@ def test_names_are_whole_words():
 def test_digits_apply_scale_words():
     assert extraction.digits("กว่า 4 พันกิโลเมตร") == ["4000"]
     assert extraction.digits("4,000 km and 1.5 million") == ["4000", "1500000"]
+
+
+def test_a_role_is_held_by_the_people_the_glossary_gives_it():
+    """A person answers a question naming a role only where the glossary's note gives them that role in
+    the country asked about, and not as a former holder when the question asks who holds it now."""
+    entities = extraction.Entities(
+        [
+            (("เปรู",), ("Peru",), "country", "ประเทศ"),
+            (("บราซิล",), ("Brazil",), "country", "ประเทศ"),
+            (("อลัน การ์เซีย",), ("Alan García",), "person", "อดีตประธานาธิบดีของเปรู"),
+            (("อูมาลา",), ("Humala",), "person", "ประธานาธิบดีของเปรูในเวลาที่เอกสารเขียน"),
+        ]
+    )
+    assert extraction.role_holders("Who founded ALBA?", entities) is None  # no role: anyone may answer
+    assert extraction.role_holders("Who is Peru's current president?", entities) == {3}
+    assert extraction.role_holders("Who was Peru's president in 2008?", entities) == {2, 3}
+    assert extraction.role_holders("ใครเป็นประธานาธิบดีของบราซิลในปัจจุบัน", entities) == set()
+    text = "Peru's former president (Alan García) and President Humala"
+    assert extraction.spans(text, "person", entities, holders={3}) == [(text.index("Humala"), len(text))]
+    assert extraction.Entities([(("เปรู",), ("Peru",), "country")]).notes == [""]  # the note is optional
