@@ -231,6 +231,7 @@ class Answerer:
                     "asked": asked,
                     "named": named,
                     "about": about,
+                    "holders": holders,
                     "follow_up": query.text != question,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
@@ -535,29 +536,20 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     if kind not in extraction.SHORT_KINDS:
         return None
     thai, base = candidate["thai"], candidate["span"][0]
-    asked = candidate["asked"]
-    holders = extraction.role_holders(question, index.entities)
-    loose = holders is None
-    found = _anchored(
-        extraction.spans(thai, kind, index.entities, asked, loose=loose, holders=holders),
-        thai,
-        candidate,
-        question,
-        index.entities,
-    )
+    holders = candidate["holders"]
+
+    def fitting(text: str) -> list[tuple[int, int]]:
+        found = extraction.spans(text, kind, index.entities, candidate["asked"], loose=holders is None, holders=holders)
+        return _anchored(found, text, candidate, question, index.entities)
+
+    found = fitting(thai)
     if reply != "en" or not candidate["english"]:
         if len(found) != 1:
             return None
         (a, b), shown = found[0], thai[found[0][0] : found[0][1]]
     else:
         english = candidate["english"]
-        english_found = _anchored(
-            extraction.spans(english, kind, index.entities, asked, loose=loose, holders=holders),
-            english,
-            candidate,
-            question,
-            index.entities,
-        )
+        english_found = fitting(english)
         if len(english_found) != 1:
             return None
         shown = english[english_found[0][0] : english_found[0][1]]
