@@ -190,6 +190,8 @@ class Answerer:
         # Only a person answers a question naming a role ("Who was Paraguay's president when …"), and only
         # one the glossary gives that role in the country asked about (`extraction.role_holders`).
         holders = extraction.role_holders(question, index.entities)
+        # A count must count what the question does ("กี่ดอลลาร์" is not answered by "2 ประเทศ").
+        unit = extraction.counted(question) if kind == "number" else None
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
             chunk = hit.chunk
@@ -205,9 +207,11 @@ class Answerer:
                     extraction.spans(t, kind, index.entities, asked, loose=True) for t in (thai, english) if t
                 )
                 fits = typed and (
-                    holders is None
+                    (holders is None and unit is None)
                     or any(
-                        extraction.spans(t, kind, index.entities, asked, holders=holders) for t in (thai, english) if t
+                        extraction.spans(t, kind, index.entities, asked, holders=holders, unit=unit)
+                        for t in (thai, english)
+                        if t
                     )
                 )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
@@ -232,6 +236,7 @@ class Answerer:
                     "named": named,
                     "about": about,
                     "holders": holders,
+                    "unit": unit,
                     "follow_up": query.text != question,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
@@ -247,7 +252,10 @@ class Answerer:
         if best < (config.refusal_threshold_th if lang == "th" else config.refusal_threshold_en):
             return f"low similarity ({best:.2f})"
         words = chosen[0]["question_words"]
-        share = len(set().union(*(c["words"] for c in chosen))) / len(words) if words else 0.0
+        # With the sentence before each (crfcut often leaves the subject there): "Who was Venezuela's
+        # president when ALBA was set up?" quotes a piece naming Chávez cut from the one naming ALBA.
+        held = set().union(*(_with_previous(retriever.index, c, lang) for c in chosen))
+        share = len(held) / len(words) if words else 0.0
         # A follow-up says little of its own ("When did it pull out?"), and the passage often says that
         # little in other words ("withdrew"), so its word share is no evidence. It is answered when a quoted
         # sentence holds what it asks for (a date) in a passage naming what the conversation is about.
@@ -272,18 +280,24 @@ class Answerer:
         if missing and config.refusal_requires_names:
             return f"the passages do not mention {', '.join(missing)}"
         kind = chosen[0]["kind"]
+        # A why question needs a sentence giving a reason too: "Why was Venezuela suspended?" quoted the
+        # dated suspension (on dev: refusal recall 0.780 -> 0.814, one answerable question refused, d030,
+        # whose reason is only "to compete"). The noun of the kind asked for ("เมืองไหน", "which country")
+        # is answered by a name: it counts when the sentence says it, not against it when it does not.
+        nouns = content_words(_KIND_NOUNS, lang)
         typed = [
             c
             for c in chosen
             if c["fits"]
-            and len(_with_previous(retriever.index, c, lang)) >= config.refusal_typed_word_share * len(words)
+            and len(held := _with_previous(retriever.index, c, lang))
+            >= config.refusal_typed_word_share * len(words - (nouns - held))
         ]
-        if config.refusal_requires_kind and kind in extraction.SHORT_KINDS and not typed and not anchored:
+        if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed and not anchored:
             return f"the passages hold no {kind} that answers it"
         # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
         # the passage is very close to the question (answerable questions often paraphrase).
         said = words - chosen[0]["named"]
-        held = set().union(*(c["words"] for c in chosen))
+        held = set().union(*(c["words"] for c in chosen))  # the quoted sentences' own
         if said and not said & held and best < config.refusal_paraphrase_similarity:
             return "the passages hold none of what the question asks about its names"
         return None
@@ -539,7 +553,9 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
     holders = candidate["holders"]
 
     def fitting(text: str) -> list[tuple[int, int]]:
-        found = extraction.spans(text, kind, index.entities, candidate["asked"], loose=holders is None, holders=holders)
+        found = extraction.spans(
+            text, kind, index.entities, candidate["asked"], holders is None, holders, candidate["unit"]
+        )
         return _anchored(found, text, candidate, question, index.entities)
 
     found = fitting(thai)

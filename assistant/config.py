@@ -67,7 +67,7 @@ class Config:
     refusal_threshold_en: float = 0.82
     # Further refusal signals: the quoted sentences must hold at least this share of the question's
     # content words; every name the question mentions must be in the passages; a question asking for a
-    # date, number or name needs a quoted sentence holding a span of that kind and, with the sentence
+    # date, number, name or reason needs a quoted sentence holding a span of that kind and, with the sentence
     # before it in its passage (crfcut often leaves the subject there), refusal_typed_word_share of the
     # question's words. Since sentence selection favours typed
     # sentences (answering.TYPE_BONUS), a typed sentence alone no longer says much: on dev, asking

@@ -30,7 +30,10 @@ _KINDS = [
     ("company", rf"{_WH}(?:company|companies|firm|airline)|{_WHICH}business|(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)"),
     # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.
     ("city", rf"{_WH}(?:city|cities|capital|town)\b|(?:เมือง|กรุง)(?:ใด|ไหน|อะไร)"),
-    ("person", r"\bwho\b|\bwhom\b|\bwhose\b|\bwhich president\b|ใคร|ผู้ใด|ประธานาธิบดีคนใด|บุคคลใด"),
+    (
+        "person",
+        rf"\bwho\b|\bwhom\b|\bwhose\b|{_WHICH}(?:president|leader|minister|secretary|founder)s?\b|ใคร|ผู้ใด|คน(?:ใด|ไหน)|บุคคลใด",
+    ),
     ("place", r"\bwhere\b|ที่ไหน|ที่ใด|แห่งใด"),
     (
         "organisation",
@@ -39,6 +42,8 @@ _KINDS = [
         r"(?:องค์กร|องค์การ|กลุ่ม|ความตกลง|สนธิสัญญา|พิธีสาร|พรรค)"
         r"(?:ความร่วมมือ|การเมือง|เศรษฐกิจ|ระหว่างประเทศ)?(?:ใด|ไหน|อะไร)",
     ),
+    # "Why is the Protocol of Ouro Preto important?" asks what it did, which no cause word gives.
+    ("significance", r"\bwhy (?:is|was|are|were)\b.*\b(?:important|significant)\b|ทำไม.*(?<!ความ)สำคัญ"),
     # "What made …" and "อะไรทำให้…" ask for a cause, "เพื่ออะไร" for a purpose.
     ("reason", r"\bwhy\b|\bwhat (?:made|caused|led)\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ|อะไรทำให้|เพื่ออะไร"),
     ("manner", r"\bhow\b|อย่างไร|ยังไง"),
@@ -47,11 +52,13 @@ _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern i
 # Kinds a short answer can be: one span of the sentence answers the question.
 SHORT_KINDS = ("date", "number", "distance", "country", "company", "person", "city", "place", "organisation")
 # Kinds whose answer a sentence visibly holds or lacks: the short kinds, and a reason (a word that gives
-# one: "เพราะ", "เป็นผลมาจาก", "because", "stems from"), which is quoted but never cut out as a short answer.
+# one: "เพราะ", "เป็นผลมาจาก", "because", "stems from", or a purpose: "วัตถุประสงค์", "aim"), which is
+# quoted but never cut out as a short answer.
 TYPED_KINDS = (*SHORT_KINDS, "reason")
 _REASON = re.compile(
-    r"เพราะ|เนื่องจาก|ทำให้|เพื่อ|จึง|สาเหตุ|ผลมาจาก|เป็นผล|ในฐานะ|ทางเลือก|แทน|"
+    r"เพราะ|เนื่องจาก|ทำให้|เพื่อ|จึง|สาเหตุ|ผลมาจาก|เป็นผล|ส่งผล|ในฐานะ|ทางเลือก|แทน|วัตถุประสงค์|เป้าหมาย|"
     r"\bbecause\b|\bdue to\b|\bowing to\b|\bas a result\b|\bso that\b|\bin order to\b|\blea(?:d|ds|ding) to\b|"
+    r"\baims?\b|\bobjectives?\b|\bgoals?\b|"
     r"\bresult(?:s|ed)? (?:from|in)\b|\breasons?\b|\bstem(?:s|med)? from\b|\binstead\b|\balternative\b|"
     r"\btherefore\b|\bthus\b|\bhence\b|\bpurpose\b|\bas an? (?:\w+ )?(?:forum|way|means|counterweight)\b",
     re.IGNORECASE,
@@ -69,7 +76,10 @@ ENTITY_KINDS = {
 # United States). Such a sentence can always be quoted; its name is offered as a short answer only when
 # the question names no role a person holds (on dev, "Who is Peru's president?" got "Workers' Party").
 LOOSE_KINDS = {**ENTITY_KINDS, "person": ("person", "organisation", "country")}
-_ROLE = re.compile(r"president|leader|secretary|minister|ceo|founder|ประธานาธิบดี|ผู้นำ|เลขาธิการ|รัฐมนตรี", re.I)
+_ROLE = re.compile(
+    r"president|leader|\bhead(?:s|ed)?\b|\bled\b|secretary|minister|ceo|founder|ประธานาธิบดี|ผู้นำ|หัวหน้า|เลขาธิการ|รัฐมนตรี",
+    re.I,
+)
 
 
 # "Where" is answered by a place the sentence puts something in or at ("in Havana", "ที่กรุงฮาวานา"), not
@@ -89,6 +99,7 @@ def asks_for_a_person(question: str) -> bool:
 
 # A question about who holds a role now ("Who is …", "ปัจจุบัน"), which a former holder does not answer.
 _NOW = re.compile(r"\bwho(?: is|'s)\b|\bcurrent(?:ly)?\b|\bnow\b|\btoday\b|ปัจจุบัน|ตอนนี้|ขณะนี้", re.IGNORECASE)
+_NEXT_TO = 16  # characters between a role's word and its country: "president of", "ประธานาธิบดีคนปัจจุบันของ"
 _FORMER = re.compile(r"^(?:อดีต|former\b)", re.IGNORECASE)
 
 
@@ -100,7 +111,14 @@ def role_holders(question: str, entities) -> set[int] | None:
     if not asks_for_a_person(question):
         return None
     entities = as_entities(entities)
-    countries = [entities[row][0] for _, _, row in entities.find(question) if entities[row][2] == "country"]
+    # The country of the role stands next to its word ("Venezuela's president", "ประธานาธิบดีของบราซิล"), not
+    # elsewhere in the question ("Which Colombian president wanted … from Mexico to Chile?").
+    roles = [m.span() for m in _ROLE.finditer(question)]
+    countries = [
+        entities[row][0]
+        for a, b, row in entities.find(question)
+        if entities[row][2] == "country" and any(a - _NEXT_TO <= y and x - _NEXT_TO <= b for x, y in roles)
+    ]
     now = bool(_NOW.search(question))
     return {
         row
@@ -109,6 +127,26 @@ def role_holders(question: str, entities) -> set[int] | None:
         and all(any(form in entities.notes[row] for form in forms) for forms in countries)
         and not (now and _FORMER.match(entities.notes[row]))
     }
+
+
+# What a "how many" question counts, by the unit a count names ("4 ประเทศ", "12 คน"); a count naming
+# another unit does not answer it ("การค้า…มีมูลค่าปีละกี่ดอลลาร์" is not "2 ประเทศ"), a bare number may.
+_COUNTED = [
+    ("percent", r"percent|per cent|ร้อยละ|เปอร์เซ็นต์|%", r"%|เปอร์เซ็นต์|per ?cent"),
+    ("people", r"\bhow many (?:\w+ )?people\b|employ|population|inhabitants|กี่คน|พนักงาน|ประชากร", r"คน|people"),
+    ("countries", r"countr|nation|member|\bstates\b|ประเทศ|สมาชิก", r"ประเทศ|countr(?:y|ies)|members?|สมาชิก"),
+]
+
+
+def counted(question: str) -> str:
+    """What a number question counts: "percent", "people", "countries", or "other" (dollars, decades…)."""
+    return next((unit for unit, asked, _ in _COUNTED if re.search(asked, question, re.IGNORECASE)), "other")
+
+
+def _counts(number: str, unit: str) -> bool:
+    """Whether a number span answers a question counting `unit`: a bare number, or one naming that unit."""
+    named = [u for u, _, written in _COUNTED if re.search(rf"(?:{written})\s*$", number, re.IGNORECASE)]
+    return not named or named == [unit]
 
 
 _MONTHS_TH = "มกราคม|กุมภาพันธ์|มีนาคม|เมษายน|พฤษภาคม|มิถุนายน|กรกฎาคม|สิงหาคม|กันยายน|ตุลาคม|พฤศจิกายน|ธันวาคม"
@@ -184,13 +222,20 @@ def asks_for_subject(question: str) -> bool:
 
 
 def spans(
-    text: str, kind: str, entities=(), asked=(), loose: bool = False, holders: set[int] | None = None
+    text: str,
+    kind: str,
+    entities=(),
+    asked=(),
+    loose: bool = False,
+    holders: set[int] | None = None,
+    unit: str | None = None,
 ) -> list[tuple[int, int]]:
     """Non-overlapping spans of `text` that can answer a question of this kind, in text order.
 
     Entities are (Thai forms, English forms, entity kind) rows; a name the question itself mentions
     (`asked`, from `names_in`) is not an answer to it. `loose` takes the LOOSE_KINDS reading of a "who"
-    question; `holders` (from `role_holders`) are the only people that answer it.
+    question; `holders` (from `role_holders`) are the only people that answer it; `unit` (from
+    `counted`) is what a number must count.
     """
     if kind == "date":
         found = [m.span() for m in _DATE.finditer(text)]
@@ -202,9 +247,12 @@ def spans(
         found = [
             m.span()
             for m in _COUNT.finditer(text)
-            if not _is_year(m.group()) and not any(a <= m.start() < b for a, b in dates)
+            if not _is_year(m.group())
+            and not any(a <= m.start() < b for a, b in dates)
+            and not _FOOTNOTE.match(text, max(0, m.start() - 2))
+            and (unit is None or _counts(m.group(), unit))
         ]
-        found += [m.span() for m in _WORD_NUMBERS.finditer(text)]
+        found += [m.span() for m in _WORD_NUMBERS.finditer(text) if unit is None or _counts(m.group(), unit)]
     elif kind == "reason":
         # Not inside a name: "Bolivarian Alternative for the Americas" gives no reason.
         names = [(a, b) for a, b, _ in as_entities(entities).find(text)]
@@ -220,6 +268,10 @@ def spans(
     else:
         return []
     return _longest(found)
+
+
+# A note's number after a name ("ALBA(4)", "(UNASUR)(3)") counts nothing.
+_FOOTNOTE = re.compile(r"[\w)]\(\d{1,2}\)")
 
 
 def _is_year(number: str) -> bool:

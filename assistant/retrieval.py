@@ -68,7 +68,7 @@ class Query:
 # anything (on dev one such question was refused).
 QUESTION_WORDS = frozenset(
     {"กี่", "ล่ะ", "ใด", "เพราะอะไร", "บ้าง", "ทำ", "เอกสาร", "พูดถึง", "กล่าวถึง", "ย่อ"}
-    | {"mani", "much", "far", "long", "kind", "mention", "stand", "acronym"}
+    | {"mani", "much", "far", "long", "kind", "mention", "stand", "acronym", "role", "play"}
 )
 
 

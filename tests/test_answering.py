@@ -186,6 +186,25 @@ def test_a_role_no_one_in_the_documents_holds_is_refused(answerer, question):
     assert answer.refused and answer.refusal_reason == "the passages hold no person that answers it"
 
 
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        # "เมือง" is answered by a city's name, not repeated: the founding sentence holds only "ALBA" of
+        # the question's other words, and was refused as holding no city that answers it.
+        ("ALBA ตั้งขึ้นที่เมืองไหน", "ฮาวานา"),
+        # The sentence naming Chávez is a piece cut from the one naming Venezuela and ALBA: the question's
+        # words count in the piece before it too ("set up" is not "founded", and it was refused).
+        ("Who was Venezuela's president when ALBA was set up?", "Chávez"),
+        # "Which … president" asks for a person, of Colombia, not of Mexico or Chile.
+        ("Which Colombian president wanted to link the power grids from Mexico to Chile?", "Santos"),
+    ],
+)
+def test_what_a_question_asks_for_is_found_in_other_words(answerer, question, expected):
+    answer = answerer.answer(question)
+    assert not answer.refused, answer.refusal_reason
+    assert expected in answer.answer
+
+
 def test_json_shape(answerer):
     data = answerer.answer("บราซิลยุติการเจรจาอะไร").to_dict()
     assert set(data) >= {
@@ -390,6 +409,16 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         ("In which Asian city did Colombia and Chile open their joint trade office?", ""),
         # The Pacific Alliance's passages say where it was declared and signed, nothing of a headquarters.
         ("Where is the Pacific Alliance headquartered?", "none of what the question asks"),
+        # The suspension is dated, its cause is not: a why question is answered only by a sentence that
+        # gives a reason ("เพราะ", "because", "stems from"), and those that do are about others.
+        ("Why was Venezuela suspended from MERCOSUR?", ""),
+        ("ทำไมเวเนซุเอลาถูกระงับสมาชิกภาพใน MERCOSUR", ""),
+        # "ALBA(4)" is a note's number, not four members.
+        ("How many members does ALBA have now?", "no number"),
+        # A sum of money is asked for; "the other 2 countries" had answered it.
+        ("การค้าระหว่างเปรูกับชิลีมีมูลค่าปีละกี่ดอลลาร์", "no number"),
+        # A role: the sentence naming the secretariat's city names no one ("Peru" had been the answer).
+        ("Who currently heads the Andean Community's secretariat?", "no person"),
     ],
 )
 def test_refusals_say_why(answerer, question, reason):

@@ -38,6 +38,13 @@ from assistant import extraction
         ("Why did Brazil support UNASUR?", "reason"),
         ("ALBA คืออะไร", None),
         ("Whose idea was it in the first place?", "person"),
+        ("Which Colombian president wanted to link the power grids from Mexico to Chile?", "person"),
+        ("ผู้นำเปรูคนไหนที่บอกว่าจะสนับสนุนการรวมกลุ่มกับทุกประเทศ", "person"),  # "คนไหน": which person
+        ("What did President Santos want to connect?", None),  # a role named, a thing asked for
+        # Asks what it did, not for a cause; "ให้ความสำคัญ" (gives priority to) is no such question.
+        ("Why is the Protocol of Ouro Preto important for MERCOSUR?", "significance"),
+        ("ทำไมพิธีสารโอรูเปรตูจึงสำคัญ", "significance"),
+        ("ทำไมแนวคิดของอลัน การ์เซียจึงให้ความสำคัญกับการค้ากับเอเชีย", "reason"),
     ],
 )
 def test_expected_kind(question, kind):
@@ -60,6 +67,9 @@ def test_dates_keep_both_calendars_together():
 
 def test_numbers_are_not_years_and_distances_need_a_unit():
     assert _texts("In 1991 the 4 countries signed", "number") == ["4 countries"]
+    # A note's number after a name counts nothing: "How many members does ALBA have?" was answered "4".
+    assert _texts("called ALBA(4), together with Cuba", "number") == []
+    assert _texts("Nations (UNASUR)(3) and 12 members", "number") == ["12 members"]
     assert _texts("อยู่ห่างกว่า 4 พันกิโลเมตร ในปี 2011", "distance") == ["กว่า 4 พันกิโลเมตร"]
     assert _texts("In 2011 there were 4 members", "distance") == []
 
@@ -106,12 +116,36 @@ def test_what_a_name_question_asks_for(question, subject, several):
 
 def test_a_reason_is_a_word_that_gives_one(built_index):
     assert _texts("ความสัมพันธ์ซึ่งเป็นผลมาจากสงครามแปซิฟิก", "reason") == ["เป็นผล"]
+    assert _texts("ซึ่งส่งผลกระทบให้นักการเมืองชาวเปรูบางคนคัดค้าน", "reason") == ["ส่งผล"]
+    assert _texts("วัตถุประสงค์ของ MERCOSUR คือการสร้างตลาดร่วม", "reason") == ["วัตถุประสงค์"]
+    assert _texts("Its aim is deep integration", "reason") == ["aim"]
     assert _texts("relations, which stem from the War of the Pacific", "reason") == ["stem from"]
     # Not a word inside a name.
     renamed = "It was originally named the Bolivarian Alternative for the Americas"
     assert _texts(renamed, "reason", built_index.entities) == []
     assert _texts("พันธมิตรโบลิวาร์เพื่อประชาชนแห่งอเมริกาของเรา", "reason", built_index.entities) == []
     assert _texts("Venezuela joined in 1973 and withdrew in 2006, while Chile withdrew in 1976.", "reason") == []
+
+
+@pytest.mark.parametrize(
+    "question, unit, answers",
+    [
+        ("How many countries founded MERCOSUR?", "countries", ["4 ประเทศ", "7"]),
+        ("How many people does ISA employ?", "people", ["12 คน", "7"]),
+        ("การค้าระหว่างชิลีกับเปรูมีมูลค่าปีละกี่ดอลลาร์", "other", ["7"]),  # no count of countries is a sum
+        ("How long would the power line be?", "other", ["7"]),
+        # "business people" is who the question is about; the count is of countries.
+        (
+            "How many other countries would Peruvian business people see Peru up against?",
+            "countries",
+            ["4 ประเทศ", "7"],
+        ),
+    ],
+)
+def test_a_count_counts_what_the_question_does(question, unit, answers):
+    assert extraction.counted(question) == unit
+    text = "อีก 4 ประเทศ กับ 12 คน และ 7"
+    assert [text[a:b] for a, b in extraction.spans(text, "number", unit=unit)] == answers
 
 
 def test_entities_find_the_longest_name_as_a_whole_word():
@@ -155,6 +189,10 @@ def test_a_role_is_held_by_the_people_the_glossary_gives_it():
     assert extraction.role_holders("Who is Peru's current president?", entities) == {3}
     assert extraction.role_holders("Who was Peru's president in 2008?", entities) == {2, 3}
     assert extraction.role_holders("ใครเป็นประธานาธิบดีของบราซิลในปัจจุบัน", entities) == set()
+    assert extraction.role_holders("ใครเป็นประธานาธิบดีคนปัจจุบันของเปรู", entities) == {3}
+    # The role's country stands next to its word; Brazil here is what the president did something about.
+    assert extraction.role_holders("Which Peruvian president wanted closer ties with Brazil?", entities) == {2, 3}
+    assert extraction.role_holders("Who currently heads the secretariat?", entities) == {3}
     text = "Peru's former president (Alan García) and President Humala"
     assert extraction.spans(text, "person", entities, holders={3}) == [(text.index("Humala"), len(text))]
     assert extraction.Entities([(("เปรู",), ("Peru",), "country")]).notes == [""]  # the note is optional
