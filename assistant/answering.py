@@ -284,7 +284,7 @@ class Answerer:
         # dated suspension (on dev: refusal recall 0.780 -> 0.814, one answerable question refused, d030,
         # whose reason is only "to compete"). The noun of the kind asked for ("เมืองไหน", "which country")
         # is answered by a name: it counts when the sentence says it, not against it when it does not.
-        nouns = content_words(_KIND_NOUNS, lang)
+        nouns = content_words(_KIND_NOUNS, lang) if kind in extraction.ENTITY_KINDS else set()
         typed = [
             c
             for c in chosen
