@@ -172,7 +172,7 @@ _WORD_NUMBERS = re.compile(
 
 
 def expected_kind(question: str) -> str | None:
-    """The kind of span the question asks for (see SHORT_KINDS, plus "reason" and "manner"), or None.
+    """The kind of span the question asks for (see SHORT_KINDS, plus "reason", "significance" and "manner"), or None.
 
     The question word that comes first decides ("Who led Venezuela when …" asks for a person); at the
     same place the narrower pattern wins ("how far" over "how").
