@@ -6,6 +6,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Protocol
 
 from assistant import extraction
@@ -254,8 +255,8 @@ class Answerer:
         words = chosen[0]["question_words"]
         # With the sentence before each (crfcut often leaves the subject there): "Who was Venezuela's
         # president when ALBA was set up?" quotes a piece naming Chávez cut from the one naming ALBA.
-        held = set().union(*(_with_previous(retriever.index, c, lang) for c in chosen))
-        share = len(held) / len(words) if words else 0.0
+        around = [_with_previous(retriever.index, c, lang) for c in chosen]  # each quote's, read once
+        share = len(set().union(*around)) / len(words) if words else 0.0
         # A follow-up says little of its own ("When did it pull out?"), and the passage often says that
         # little in other words ("withdrew"), so its word share is no evidence. It is answered when a quoted
         # sentence holds what it asks for (a date) in a passage naming what the conversation is about.
@@ -284,21 +285,19 @@ class Answerer:
         # dated suspension (on dev: refusal recall 0.780 -> 0.814, one answerable question refused, d030,
         # whose reason is only "to compete"). The noun of the kind asked for ("เมืองไหน", "which country")
         # is answered by a name: it counts when the sentence says it, not against it when it does not.
-        nouns = content_words(_KIND_NOUNS, lang) if kind in extraction.ENTITY_KINDS else set()
+        nouns = _kind_nouns(lang) if kind in extraction.ENTITY_KINDS else frozenset()
         typed = [
             c
-            for c in chosen
-            if c["fits"]
-            and len(held := _with_previous(retriever.index, c, lang))
-            >= config.refusal_typed_word_share * len(words - (nouns - held))
+            for c, held in zip(chosen, around)
+            if c["fits"] and len(held) >= config.refusal_typed_word_share * len(words - (nouns - held))
         ]
         if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed and not anchored:
             return f"the passages hold no {kind} that answers it"
         # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
         # the passage is very close to the question (answerable questions often paraphrase).
         said = words - chosen[0]["named"]
-        held = set().union(*(c["words"] for c in chosen))  # the quoted sentences' own
-        if said and not said & held and best < config.refusal_paraphrase_similarity:
+        quoted = set().union(*(c["words"] for c in chosen))  # the quoted sentences' own
+        if said and not said & quoted and best < config.refusal_paraphrase_similarity:
             return "the passages hold none of what the question asks about its names"
         return None
 
@@ -626,6 +625,12 @@ _KIND_NOUNS = (
 )
 
 
+@lru_cache(maxsize=2)
+def _kind_nouns(lang: str) -> frozenset[str]:
+    """The content words of `_KIND_NOUNS` in a language (newmm or the English stemmer, read once)."""
+    return frozenset(content_words(_KIND_NOUNS, lang))
+
+
 def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:
     """Of several names in a sentence, the one standing next to the question's words, when exactly one
     does and it is not part of a list ("Which country wants to join APEC?" in "Chile, Peru and Mexico
@@ -649,7 +654,7 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     if len(units) < 2:
         return found
     words, lang = candidate["question_words"], language(question)
-    named = candidate["named"] | content_words(_KIND_NOUNS, lang)
+    named = candidate["named"] | _kind_nouns(lang)
     starts = [u[0][0] for u in units[1:]] + [len(text)]  # where the next unit starts
     ends = [0] + [u[-1][1] for u in units]  # where the previous unit ends
     sides = []
