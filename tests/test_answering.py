@@ -308,16 +308,30 @@ def test_a_quote_cut_mid_sentence_runs_on_to_its_end(answerer):
 
 
 def test_a_quote_no_passage_holds_whole_is_cited_sentence_by_sentence(answerer):
-    """The quote (ALBA's definition, run on into "founded … led by President Hugo") ends at a cut, and no
-    passage holds both its sentences and the cut one's end: each sentence cites a passage holding it."""
-    answer = answerer.answer("How did ALBA come into being?", answer_language="en")
-    assert "Hugo Chávez, and Cuba" in answer.answer
-    assert re.search(r"Caribbean\. \[1\] It was founded .+\. \[2\]$", answer.answer)
+    """The quote ("In the 1990s, …" with the sentence before it, "However, very little …") ends at a cut, and
+    no passage holds both its sentences and the cut one's end: each sentence cites a passage holding it."""
+    answer = answerer.answer("What were South America's major economic groupings in the 1990s?", answer_language="en")
+    assert re.search(r"progress\. \[1\] In the 1990s, .+ different direction from before\. \[2\]$", answer.answer)
     first, second = answer.citations[:2]
-    assert first.chunk_id != second.chunk_id and "ชาเวซ" in second.sentence
+    assert first.chunk_id != second.chunk_id and "MERCOSUR" in second.sentence
     for citation in (first, second):
         assert citation.start <= citation.sentence_start < citation.sentence_end <= citation.end
         assert citation.translation["sentence"] in answer.answer
+
+
+def test_a_whole_sentence_runs_on_but_not_one_cut_into_the_next_passage(answerer):
+    """A what-question's quote takes the next sentence along when it is whole, not when the chunker cut it
+    and its end lies in the passage after ("…from Mexico to Chile" had run on into "However, some
+    private-sector groups …", cited from that next passage)."""
+    whole = answerer.answer("What happened to UNASUR's secretariat building?", answer_language="en")
+    assert whole.answer == (
+        "Its secretariat was housed in a building near Quito, Ecuador. The building has stood unused since 2019"
+        " and was handed back to Ecuador. [1]"
+    )
+    question = "What did President Santos of Colombia want to connect from Mexico to Chile?"
+    answer = answerer.answer(question, answer_language="en")
+    assert "electricity transmission grids from Mexico to Chile" in answer.answer
+    assert "private-sector" not in answer.answer and len(answer.citations) == 1
 
 
 def test_a_sentence_split_across_passages_is_quoted_whole_with_both_citations_at_its_end(answerer):
