@@ -283,13 +283,11 @@ class Answerer:
         kind = chosen[0]["kind"]
         # A why question needs a sentence giving a reason too: "Why was Venezuela suspended?" quoted the
         # dated suspension (on dev: refusal recall 0.780 -> 0.814, one answerable question refused, d030,
-        # whose reason is only "to compete"). The noun of the kind asked for ("เมืองไหน", "which country")
-        # is answered by a name: it counts when the sentence says it, not against it when it does not.
-        nouns = _kind_nouns(lang) if kind in extraction.ENTITY_KINDS else frozenset()
+        # whose reason is only "to compete").
         typed = [
             c
             for c, held in zip(chosen, around)
-            if c["fits"] and len(held) >= config.refusal_typed_word_share * len(words - (nouns - held))
+            if c["fits"] and len(held) >= config.refusal_typed_word_share * len(_asked_words(c, held, lang))
         ]
         if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed and not anchored:
             return f"the passages hold no {kind} that answers it"
@@ -340,7 +338,8 @@ class Answerer:
         first = chosen[0]
         eligible = (
             first["typed"]
-            and len(first["words"]) >= SHORT_MIN_WORD_SHARE * len(first["question_words"])
+            and len(first["words"])
+            >= SHORT_MIN_WORD_SHARE * len(_asked_words(first, first["words"], language(question)))
             and _names(index, first["hit"].chunk, first["about"])
         )
         # The citation of the part of the quote that holds the sentence the short answer comes from.
@@ -637,6 +636,14 @@ _KIND_NOUNS = (
 def _kind_nouns(lang: str) -> frozenset[str]:
     """The content words of `_KIND_NOUNS` in a language (newmm or the English stemmer, read once)."""
     return frozenset(content_words(_KIND_NOUNS, lang))
+
+
+def _asked_words(candidate: dict, held: set[str], lang: str) -> set[str]:
+    """The question's words a quote is measured against. The noun of the kind asked for ("เมืองไหน", "which
+    country") is answered by a name: it counts when the quote says it, not against it when it does not
+    ("ALBA ตั้งขึ้นที่เมืองไหน" is answered by "…ที่กรุงฮาวานา")."""
+    nouns = _kind_nouns(lang) if candidate["kind"] in extraction.ENTITY_KINDS else frozenset()
+    return candidate["question_words"] - (nouns - held)
 
 
 def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:
