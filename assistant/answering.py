@@ -149,7 +149,6 @@ class Answerer:
             on_topic = [c for c in ranked if naming[c["hit"].chunk.chunk_id]]
             chosen = _pick(index, on_topic or ranked, hits)
             answer_text, citations, short = self._compose(index, chosen, question, reply, hits)
-            hits = _cited_first(hits, citations)
         done = time.perf_counter()
         return Answer(
             question=question,
@@ -367,15 +366,6 @@ def _pick(index, ranked: list[dict], hits: list[Hit]) -> list[dict]:
         chosen[0] = _run_on(index, _run_back(index, chosen[0], hits[:ANSWER_PASSAGES]))
         chosen[1:] = [c for c in chosen[1:] if not _inside(c, chosen[0])]
     return chosen
-
-
-def _cited_first(hits: list[Hit], citations) -> list[Hit]:
-    """The retrieved passages, those the answer cites first, in the order it cites them: the answer's
-    sentence scores rank passages better than the fused retrieval scores alone (the type of span asked
-    for, the question's words, passages naming what it is about), and an LLM reads them in that order.
-    On dev: hit@1 0.890 -> 0.913 (9 questions fixed, 3 whose evidence passage came second to the one cited)."""
-    order = list(dict.fromkeys(c.chunk_id for c in citations))
-    return sorted(hits, key=lambda h: order.index(h.chunk.chunk_id) if h.chunk.chunk_id in order else len(order))
 
 
 def _names(index, chunk, names) -> bool:
