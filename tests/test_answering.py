@@ -237,6 +237,8 @@ def test_json_shape(answerer):
         # A city over the continent beside it; Asunción inside "Treaty of Asunción" is not asked about.
         ("In which city was the Treaty of Asunción signed?", "Asunción", "mercosur.md"),
         ("เมืองหลวงของโคลอมเบียคือเมืองอะไร", "โบโกตา", "latin-america-integration.th.txt"),
+        # "Roughly" is how the asker speaks, not a word the sentence must hold.
+        ("Roughly how far apart are the capitals of Colombia and Chile?", "4,000", "latin-america-integration.th.txt"),
         # The sentence says "กรุงฮาวานา", not "เมือง": the noun asked for does not count against it.
         ("ALBA ตั้งขึ้นที่เมืองไหน", "ฮาวานา", "alba.md"),
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "ALBA", "latin-america-integration.th.txt"),
