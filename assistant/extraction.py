@@ -25,7 +25,13 @@ _KINDS = [
         r"\bwhen\b|\b(?:what|which) (?:year|decade|period)\b|\bsince when\b|\bwhat date\b|"
         r"เมื่อใด|เมื่อไร|เมื่อไหร่|ปีใด|ปีไหน|ปีอะไร|ปี\s*ค\.ศ\.\s*ใด|ปี\s*พ\.ศ\.\s*ใด|วันที่เท่าไร|วันใด|ช่วงปีใด|ตั้งแต่ปีใด",
     ),
-    ("number", r"\bhow many\b|\bhow much\b|\bwhat percentage\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์"),
+    # "What's the actual percentage rate of …?" asks for a number as much as "how much" does.
+    (
+        "number",
+        r"\bhow many\b|\bhow much\b|\bhow long\b|กี่|เท่าไร|เท่าใด|จำนวนเท่า|กี่เปอร์เซ็นต์|"
+        r"\bwhat(?:'s| is| was| are| were)? (?:the )?(?:[\w-]+ ){0,2}"
+        r"(?:percentage|rate|number|amount|figure|total|population|share|size)s?\b",
+    ),
     ("country", rf"{_WH}countr|{_WHICH}nation|ประเทศ(?:สมาชิก)?(?:ใด|ไหน|อะไร)|ชาติใด"),
     ("company", rf"{_WH}(?:company|companies|firm|airline)|{_WHICH}business|(?:บริษัท|สายการบิน)(?:ใด|ไหน|อะไร)"),
     # A city asked for by name ("เมืองอะไร", "Which city"): a country is no answer to it.

@@ -429,6 +429,8 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         ("How many members does ALBA have now?", "no number"),
         # A sum of money is asked for; "the other 2 countries" had answered it.
         ("การค้าระหว่างเปรูกับชิลีมีมูลค่าปีละกี่ดอลลาร์", "no number"),
+        # "What is the rate" asks for a number, which the sentence on the common external tariff lacks.
+        ("What is the rate of MERCOSUR's common external tariff?", "no number"),
         # A role: the sentence naming the secretariat's city names no one ("Peru" had been the answer).
         ("Who currently heads the Andean Community's secretariat?", "no person"),
     ],

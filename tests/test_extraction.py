@@ -11,6 +11,8 @@ from assistant import extraction
         ("How far is Bogotá from Santiago?", "distance"),
         ("โบโกตาอยู่ห่างจากซานติอาโกเท่าไร", "distance"),
         ("MERCOSUR มีประเทศผู้ก่อตั้งกี่ประเทศ", "number"),
+        ("What's the actual percentage rate of MERCOSUR's common external tariff?", "number"),
+        ("What is the population of Peru?", "number"),
         ("Which country lies between Colombia and Peru?", "country"),
         ("Which four countries make up the Andean Community today?", "country"),
         ("Which South American countries founded UNASUR?", "country"),
