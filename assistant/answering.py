@@ -560,7 +560,7 @@ def _short_answer(index, candidate: dict, citation: Citation, question: str, rep
 
     def fitting(text: str) -> list[tuple[int, int]]:
         found = extraction.spans(
-            text, kind, index.entities, candidate["asked"], holders is None, holders, candidate["unit"]
+            text, kind, index.entities, candidate["asked"], holders=holders, unit=candidate["unit"]
         )
         return _anchored(found, text, candidate, question, index.entities)
 

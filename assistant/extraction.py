@@ -79,8 +79,10 @@ ENTITY_KINDS = {
     "organisation": ("organisation",),
 }
 # A "who" question may be answered by a country or an organisation ("Who pushed for the FTAA?" The
-# United States). Such a sentence can always be quoted; its name is offered as a short answer only when
-# the question names no role a person holds (on dev, "Who is Peru's president?" got "Workers' Party").
+# United States). Such a sentence can be quoted, but only a person is offered as a short answer: on dev,
+# "Who is Peru's president?" got "Workers' Party", and of five countries or organisations offered for
+# other who questions three were wrong ("ใครเป็นผู้ลงนามในปฏิญญาลิมา": the Pacific Alliance, for its
+# leaders). Short-answer precision 0.897 -> 0.922, coverage 0.653 -> 0.639.
 LOOSE_KINDS = {**ENTITY_KINDS, "person": ("person", "organisation", "country")}
 _ROLE = re.compile(
     r"president|leader|\bhead(?:s|ed)?\b|\bled\b|secretary|minister|ceo|founder|ประธานาธิบดี|ผู้นำ|หัวหน้า|เลขาธิการ|รัฐมนตรี",

@@ -143,15 +143,12 @@ def test_the_sentence_holding_what_was_asked_for_leads(answerer):
     ],
 )
 def test_who_may_be_answered_by_a_country(answerer, question):
-    """The United States is the answer: a country, quoted, and a short answer since no role a person
-    holds is asked for."""
+    """The United States is the answer: a country, quoted, but not offered as a short answer, which for a
+    who question is a person (a country or organisation offered was more often wrong than right)."""
     answer = answerer.answer(question)
     assert not answer.refused, answer.refusal_reason
     assert any(us in answer.answer for us in ("United States", "สหรัฐอเมริกา"))
-    short = answer.short_answer
-    assert short is None or short["text"] in ("United States", "สหรัฐอเมริกา", "สหรัฐฯ")
-    if answer.language == "en":
-        assert short is not None and short["text"] == "United States"
+    assert answer.short_answer is None
 
 
 @pytest.mark.parametrize(
