@@ -50,8 +50,14 @@ _KINDS = [
     ),
     # "Why is the Protocol of Ouro Preto important?" asks what it did, which no cause word gives.
     ("significance", r"\bwhy (?:is|was|are|were)\b.*\b(?:important|significant)\b|ทำไม.*(?<!ความ)สำคัญ"),
-    # "What made …" and "อะไรทำให้…" ask for a cause, "เพื่ออะไร" for a purpose.
-    ("reason", r"\bwhy\b|\bwhat (?:made|caused|led)\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ|อะไรทำให้|เพื่ออะไร"),
+    # "What made …" and "อะไรทำให้…" ask for a cause; "เพื่ออะไร", "เป้าหมายอะไร" and "What is the aim of …"
+    # for a purpose, which the reason words' purpose words answer ("วัตถุประสงค์คือ…", "Its aim is …").
+    (
+        "reason",
+        r"\bwhy\b|\bwhat (?:made|caused|led)\b|ทำไม|เหตุใด|เพราะอะไร|เพราะเหตุใด|สาเหตุ|อะไรทำให้|เพื่ออะไร|"
+        r"(?:เป้าหมาย|วัตถุประสงค์)(?:คือ)?(?:อะไร|ใด)|\bwhat (?:is|was|are|were) (?:the |its |their )?"
+        r"(?:main )?(?:aims?|goals?|purposes?|objectives?)\b|\bwhat for\b",
+    ),
     ("manner", r"\bhow\b|อย่างไร|ยังไง"),
 ]
 _KIND_PATTERNS = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS]

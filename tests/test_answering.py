@@ -16,6 +16,8 @@ ANSWERABLE = [
     ("MERCOSUR ก่อตั้งขึ้นโดยสนธิสัญญาใด", "อาซุนซิออน"),
     # "ทำ" (do) says nothing the quote must hold: "บริหารจัดการ" answers it.
     ("บริษัท ISA ของโคลอมเบียทำอะไรในเปรู", "จัดการระบบไฟฟ้า"),
+    # A purpose is asked for: the sentence stating the aim, not the members'.
+    ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่อเป้าหมายอะไร", "การรวมกลุ่มที่ลึกซึ้ง"),
 ]
 UNANSWERABLE = [
     "สูตรต้มยำกุ้งมีอะไรบ้าง",

@@ -36,7 +36,10 @@ from assistant import extraction
         # Thai puts a modifier between the noun and its question word; "การเมืองใด" is not "เมืองใด".
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "organisation"),
         ("ประธานาธิบดีเปรูใกล้ชิดกับพรรคการเมืองใด", "organisation"),
-        ("กลุ่มเศรษฐกิจทั้งสองมีเป้าหมายอะไร", None),
+        # A purpose is asked for, which purpose words answer ("วัตถุประสงค์คือ…", "Its aim is …").
+        ("กลุ่มเศรษฐกิจทั้งสองมีเป้าหมายอะไร", "reason"),
+        ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่อเป้าหมายอะไร", "reason"),
+        ("What is the main aim of ALBA?", "reason"),
         ("Why did Brazil support UNASUR?", "reason"),
         ("ALBA คืออะไร", None),
         ("Whose idea was it in the first place?", "person"),
