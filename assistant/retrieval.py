@@ -74,10 +74,13 @@ QUESTION_WORDS = frozenset(
     | {"จริง ๆ", "จริงๆ", "แน่", "กันแน่", "คร่าว ๆ", "คร่าวๆ"}
     | {"actual", "exact", "basic", "rough", "realli", "approxim", "precis"}
 )
+# Hedging phrases whose words mean something elsewhere ("Why was ALBA created in the first place?").
+_HEDGES = re.compile(r"\b(?:in the first place|by the way|at all)\b", re.IGNORECASE)
 
 
 def content_words(text: str, lang: str) -> set[str]:
     """Words that carry meaning: Thai words (newmm, stop words dropped) or English stems (`english_tokens`)."""
+    text = _HEDGES.sub(" ", text)
     return set(lexical_tokens(text) if lang == "th" else english_tokens(text)) - QUESTION_WORDS
 
 

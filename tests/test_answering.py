@@ -18,6 +18,8 @@ ANSWERABLE = [
     ("บริษัท ISA ของโคลอมเบียทำอะไรในเปรู", "จัดการระบบไฟฟ้า"),
     # A purpose is asked for: the sentence stating the aim, not the members'.
     ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่อเป้าหมายอะไร", "การรวมกลุ่มที่ลึกซึ้ง"),
+    # "in the first place" is a hedge: its "first" and "place" are not words the quote must hold.
+    ("Why was ALBA created in the first place?", "FTAA"),
 ]
 UNANSWERABLE = [
     "สูตรต้มยำกุ้งมีอะไรบ้าง",
