@@ -183,7 +183,10 @@ class Answerer:
         index = retriever.index
         kind = extraction.expected_kind(question)
         words = content_words(question, lang)
-        asked = extraction.names_in(question, index.entities)  # never answers to the question
+        # Never answers to the question, and each must be in a passage quoted; not so the choices it offers
+        # ("Among Chile, Peru, Colombia and Mexico, which two …").
+        offered = extraction.options(question, index.entities)
+        asked = [forms for forms in extraction.names_in(question, index.entities) if forms not in offered]
         named = {w for forms in asked for f in forms for w in content_words(f, lang)}  # their words
         # What the question is about, a follow-up's earlier question included ("Where was its founding
         # treaty signed?" after "What is UNASUR?" is about UNASUR).

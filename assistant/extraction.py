@@ -360,6 +360,27 @@ def names_in(text: str, entities) -> list[tuple[str, ...]]:
     return names
 
 
+# The choices a question offers: three or more names in a list after "among", "of", "ในบรรดา", "ในกลุ่ม"
+# ("Among Chile, Peru, Colombia and Mexico, which two …", "ในบรรดาชิลี เปรู โคลอมเบีย และเม็กซิโก ประเทศไหน …").
+_AMONG = re.compile(r"(?:\b(?:among|amongst|of|out of)\s+(?:the\s+)?|ในบรรดา\s*|ในกลุ่ม\s*)$", re.IGNORECASE)
+_IN_LIST = re.compile(r"\s*(?:,\s*)?(?:(?:and|or|และ|หรือ|กับ)\s*)?$", re.IGNORECASE)
+
+
+def options(text: str, entities) -> list[tuple[str, ...]]:
+    """The names a question offers as its choices (see `_AMONG`), as `names_in` gives them: they may answer
+    it, and a passage need not name them all."""
+    entities = as_entities(entities)
+    found = entities.find(text)
+    runs: list[list[tuple[int, int, int]]] = []
+    for a, b, row in found:
+        if runs and _IN_LIST.fullmatch(text[runs[-1][-1][1] : a]):
+            runs[-1].append((a, b, row))
+        else:
+            runs.append([(a, b, row)])
+    chosen = [run for run in runs if len(run) >= 3 and _AMONG.search(text[: run[0][0]])]
+    return [(*entities[row][0], *entities[row][1]) for run in chosen for _, _, row in run]
+
+
 def _longest(found: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Drop spans inside longer ones (and exact repeats), keep text order."""
     kept: list[tuple[int, int]] = []

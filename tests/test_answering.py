@@ -20,6 +20,8 @@ ANSWERABLE = [
     ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่อเป้าหมายอะไร", "การรวมกลุ่มที่ลึกซึ้ง"),
     # "in the first place" is a hedge: its "first" and "place" are not words the quote must hold.
     ("Why was ALBA created in the first place?", "FTAA"),
+    # The four countries are choices, not names every quoted passage must hold.
+    ("ในบรรดาชิลี เปรู โคลอมเบีย และเม็กซิโก ประเทศไหนที่ยังไม่ได้อยู่ในเอเปคแต่อยากเข้าร่วม", "โคลอมเบียต้องการเข้าร่วม"),
 ]
 UNANSWERABLE = [
     "สูตรต้มยำกุ้งมีอะไรบ้าง",

@@ -119,6 +119,21 @@ def test_what_a_name_question_asks_for(question, subject, several):
     assert extraction.asks_for_several(question) == several
 
 
+@pytest.mark.parametrize(
+    "question, offered",
+    [
+        ("Among Chile, Peru, Colombia and Mexico, which two have no FTA?", ["ชิลี", "เปรู", "โคลอมเบีย", "เม็กซิโก"]),
+        ("ในบรรดาชิลี เปรู โคลอมเบีย และเม็กซิโก ประเทศไหนอยากเข้าเอเปค", ["ชิลี", "เปรู", "โคลอมเบีย", "เม็กซิโก"]),
+        ("Of Chile, Peru and Mexico, which is not in APEC?", ["ชิลี", "เปรู", "เม็กซิโก"]),
+        # The names the question is about, not choices: no "among", or fewer than three.
+        ("What did the meetings between Chile, Peru, Colombia and Mexico lead to?", []),
+        ("Of Chile and Peru, which fought a war?", []),
+    ],
+)
+def test_the_choices_a_question_offers(built_index, question, offered):
+    assert [forms[0] for forms in extraction.options(question, built_index.entities)] == offered
+
+
 def test_a_reason_is_a_word_that_gives_one(built_index):
     assert _texts("ความสัมพันธ์ซึ่งเป็นผลมาจากสงครามแปซิฟิก", "reason") == ["เป็นผล"]
     assert _texts("ซึ่งส่งผลกระทบให้นักการเมืองชาวเปรูบางคนคัดค้าน", "reason") == ["ส่งผล"]
