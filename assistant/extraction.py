@@ -360,9 +360,14 @@ def names_in(text: str, entities) -> list[tuple[str, ...]]:
     return names
 
 
-# The choices a question offers: three or more names in a list after "among", "of", "ในบรรดา", "ในกลุ่ม"
-# ("Among Chile, Peru, Colombia and Mexico, which two …", "ในบรรดาชิลี เปรู โคลอมเบีย และเม็กซิโก ประเทศไหน …").
-_AMONG = re.compile(r"(?:\b(?:among|amongst|of|out of)\s+(?:the\s+)?|ในบรรดา\s*|ในกลุ่ม\s*)$", re.IGNORECASE)
+# The choices a question offers: three or more names in a list after "among", "ในบรรดา", "ในกลุ่ม", or an
+# "of" that opens the question or follows its question word ("Among Chile, Peru, Colombia and Mexico,
+# which two …", "Which of …", "ในบรรดาชิลี เปรู โคลอมเบีย และเม็กซิโก ประเทศไหน …"); not "the leaders of …".
+_AMONG = re.compile(
+    r"(?:\b(?:among|amongst|out of)\s+(?:the\s+)?|(?:^\s*|\b(?:which|who|what)(?:\s+\w+)?\s+)of\s+(?:the\s+)?"
+    r"|ในบรรดา\s*|ในกลุ่ม\s*)$",
+    re.IGNORECASE,
+)
 _IN_LIST = re.compile(r"\s*(?:,\s*)?(?:(?:and|or|และ|หรือ|กับ)\s*)?$", re.IGNORECASE)
 
 

@@ -128,6 +128,8 @@ def test_what_a_name_question_asks_for(question, subject, several):
         # The names the question is about, not choices: no "among", or fewer than three.
         ("What did the meetings between Chile, Peru, Colombia and Mexico lead to?", []),
         ("Of Chile and Peru, which fought a war?", []),
+        ("What did the leaders of Chile, Peru, Colombia and Mexico sign?", []),
+        ("Which one of Chile, Peru and Mexico is not in APEC?", ["ชิลี", "เปรู", "เม็กซิโก"]),
     ],
 )
 def test_the_choices_a_question_offers(built_index, question, offered):
