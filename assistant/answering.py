@@ -196,6 +196,10 @@ class Answerer:
         holders = extraction.role_holders(question, index.entities)
         # A count must count what the question does ("กี่ดอลลาร์" is not answered by "2 ประเทศ").
         unit = extraction.counted(question) if kind == "number" else None
+
+        def holds(texts, **reading) -> bool:  # whether the Thai sentence or its English has a fitting span
+            return any(extraction.spans(t, kind, index.entities, asked, **reading) for t in texts if t)
+
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
             chunk = hit.chunk
@@ -207,16 +211,10 @@ class Answerer:
                     continue
                 thai = chunk.text[a - chunk.start : b - chunk.start]
                 english = rendering.sentences.get((a, b)) if rendering else None
-                typed = kind in extraction.TYPED_KINDS and any(
-                    extraction.spans(t, kind, index.entities, asked, loose=True) for t in (thai, english) if t
-                )
+                typed = kind in extraction.TYPED_KINDS and holds((thai, english), loose=True)
+                # A role question strictly (a person holding the role), a count counting what was asked.
                 fits = typed and (
-                    (holders is None and unit is None)
-                    or any(
-                        extraction.spans(t, kind, index.entities, asked, holders=holders, unit=unit)
-                        for t in (thai, english)
-                        if t
-                    )
+                    (holders is None and unit is None) or holds((thai, english), holders=holders, unit=unit)
                 )
                 held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
                 score = (
@@ -230,7 +228,7 @@ class Answerer:
                     "hit": hit,
                     "score": score,
                     "typed": typed,
-                    "fits": fits,  # typed, a role question strictly
+                    "fits": fits,
                     "words": held,
                     "kind": kind,
                     "thai": thai,

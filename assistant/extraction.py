@@ -368,7 +368,7 @@ _AMONG = re.compile(
     r"|ในบรรดา\s*|ในกลุ่ม\s*)$",
     re.IGNORECASE,
 )
-_IN_LIST = re.compile(r"\s*(?:,\s*)?(?:(?:and|or|และ|หรือ|กับ)\s*)?$", re.IGNORECASE)
+_IN_LIST = re.compile(r"\s*(?:,\s*)?(?:(?:and|or|และ|หรือ|กับ)\s*)?", re.IGNORECASE)  # between two of them
 
 
 def options(text: str, entities) -> list[tuple[str, ...]]:
