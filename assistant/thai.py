@@ -198,7 +198,8 @@ def _english_tokens(text: str) -> tuple[str, ...]:
     lemma = _english_lemmas()
     # lower() again: the dictionary capitalises names ("venezuela" -> "Venezuela").
     words = [lemma(_NUMBERS.get(w, w)).lower() for w in _LATIN_WORD.findall(folded) if w not in stop]
-    return tuple(_english_stemmer().stemWords(words))
+    # Stop words again as dictionary forms: "being" is no stop word, but its lemma "be" is.
+    return tuple(_english_stemmer().stemWords([w for w in words if w not in stop]))
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

@@ -436,6 +436,8 @@ def test_no_short_answer_from_a_passage_about_something_else(answerer):
         ("What is the rate of MERCOSUR's common external tariff?", "no number"),
         # A role: the sentence naming the secretariat's city names no one ("Peru" had been the answer).
         ("Who currently heads the Andean Community's secretariat?", "no person"),
+        # "countries", in most passages, is no sign that a quote says anything of a GDP.
+        ("What's the combined GDP of the Pacific Alliance countries?", "none of what the question asks"),
     ],
 )
 def test_refusals_say_why(answerer, question, reason):

@@ -78,10 +78,11 @@ def test_evidence_rerank_lifts_the_passage_that_answers(built_index, monkeypatch
 
 
 def test_rerank_lifts_the_passage_holding_what_is_asked_for(built_index, monkeypatch):
-    """The definition outranks the members' history on words; only the latter holds a country and 1976."""
+    """The Lima Declaration's passage outranks the members' on words and fusion; only the latter holds a
+    count of countries ("4 ประเทศ")."""
     import assistant.retrieval as retrieval
 
-    question, evidence = "Which country pulled out of the Andean Community in 1976?", ["ส่วนชิลีถอนตัวในปี ค.ศ. 1976"]
+    question, evidence = "How many countries belong to the Pacific Alliance?", ["สมาชิกของพันธมิตรแปซิฟิกมี 4 ประเทศ"]
     assert hit_rank([h.chunk.text for h in Retriever(built_index).search(question, top_k=5)], evidence) == 1
     monkeypatch.setattr(retrieval, "TYPE_WEIGHT", 0.0)
     assert hit_rank([h.chunk.text for h in Retriever(built_index).search(question, top_k=5)], evidence) > 1
@@ -100,6 +101,23 @@ def test_comparison_modes_are_not_reranked(built_index, monkeypatch, mode):
 def test_idf_ranks_rare_words_above_common_ones(built_index):
     assert built_index.idf("ชิลี") < built_index.idf("เวเนซุเอลา") < built_index.idf("ไม่มีคำนี้ในเอกสาร")
     assert built_index.idf("chile", english=True) < built_index.idf("andean", english=True)
+    assert built_index.common("countri", english=True) and not built_index.common("gdp", english=True)
+    assert built_index.common("ประเทศ") and not built_index.common("เวเนซุเอลา")
+
+
+def test_english_sentences_are_read_with_their_document_title(built_index):
+    """The note's "At its founding it had 12 members" names no organisation; its title does, and the
+    English sentence vectors are of "title: sentence", so the passage leads for a question on UNASUR."""
+    from assistant import embedding
+
+    question = "How many countries were in UNASUR when it was first set up?"
+    hits = Retriever(built_index).search(question, top_k=5)
+    assert hit_rank([h.chunk.text for h in hits], ["สมาชิกเมื่อก่อตั้งมี 12 ประเทศ"]) == 1
+    chunk = hits[0].chunk
+    rendering, span = built_index.rendering(chunk), chunk.sentences[0]
+    row = built_index.english.sentence_rows[chunk.sentence_rows[0]]
+    titled = embedding.encode(built_index.embed_model, [f"{rendering.title}: {rendering.sentences[span]}"], query=False)
+    assert float(built_index.english.sentence_vectors[row].astype("float32") @ titled[0]) > 0.999
 
 
 def test_content_words_leave_out_what_only_names_the_answer_kind():
