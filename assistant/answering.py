@@ -642,11 +642,22 @@ def _kind_nouns(lang: str) -> frozenset[str]:
     return frozenset(content_words(_KIND_NOUNS, lang))
 
 
+# The nouns that ask for a date ("What date …", "ปีไหน"): a date answers them, as a name answers the above.
+_DATE_NOUNS = "ปี วันที่ วัน เดือน date year day month"
+
+
+@lru_cache(maxsize=2)
+def _date_nouns(lang: str) -> frozenset[str]:
+    return frozenset(content_words(_DATE_NOUNS, lang))
+
+
 def _asked_words(candidate: dict, held: set[str], lang: str) -> set[str]:
     """The question's words a quote is measured against. The noun of the kind asked for ("เมืองไหน", "which
-    country") is answered by a name: it counts when the quote says it, not against it when it does not
-    ("ALBA ตั้งขึ้นที่เมืองไหน" is answered by "…ที่กรุงฮาวานา")."""
-    nouns = _kind_nouns(lang) if candidate["kind"] in extraction.ENTITY_KINDS else frozenset()
+    country", "what date") is answered by a name or a date: it counts when the quote says it, not against
+    it when it does not ("ALBA ตั้งขึ้นที่เมืองไหน" is answered by "…ที่กรุงฮาวานา"; on dev "What date was
+    ALBA actually set up?" was refused for want of "date")."""
+    kind = candidate["kind"]
+    nouns = _kind_nouns(lang) if kind in extraction.ENTITY_KINDS else _date_nouns(lang) if kind == "date" else set()
     return candidate["question_words"] - (nouns - held)
 
 

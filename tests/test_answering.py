@@ -244,6 +244,9 @@ def test_json_shape(answerer):
         ("Roughly how far apart are the capitals of Colombia and Chile?", "4,000", "latin-america-integration.th.txt"),
         # The sentence says "กรุงฮาวานา", not "เมือง": the noun asked for does not count against it.
         ("ALBA ตั้งขึ้นที่เมืองไหน", "ฮาวานา", "alba.md"),
+        # Nor does "date" ("It was founded on 14 December 2004"), nor "set up"'s "up".
+        ("What date was ALBA actually set up?", "14 December 2004", "alba.md"),
+        ("How many member states did UNASUR have when it was set up?", "12", "unasur.md"),
         ("เวเนซุเอลาสนับสนุนการจัดตั้งองค์กรความร่วมมือใด", "ALBA", "latin-america-integration.th.txt"),
         # Of several names, the one beside the question's words: after it when the question asks for a
         # subject ("Chile, Peru and Mexico are members of APEC, which Colombia wants to join").

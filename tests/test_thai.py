@@ -26,6 +26,7 @@ def test_english_tokens_stem_fold_accents_and_write_number_words_as_digits():
     # Dictionary forms before stemming: irregular forms meet, names stay lower-case.
     assert thai.english_tokens("Venezuela withdrew; it took") == thai.english_tokens("venezuela withdraw; it take")
     assert thai.english_tokens("How did ALBA come into being?") == ["alba", "come", "into"]  # "being" is "be"
+    assert thai.english_tokens("When was UNASUR set up?") == ["unasur", "set"]
     assert thai.english_tokens("Venezuela withdrew") == ["venezuela", "withdraw"]
 
 
