@@ -656,9 +656,12 @@ def _asked_words(candidate: dict, held: set[str], lang: str) -> set[str]:
     country", "what date") is answered by a name or a date: it counts when the quote says it, not against
     it when it does not ("ALBA ตั้งขึ้นที่เมืองไหน" is answered by "…ที่กรุงฮาวานา"; on dev "What date was
     ALBA actually set up?" was refused for want of "date")."""
-    kind = candidate["kind"]
-    nouns = _kind_nouns(lang) if kind in extraction.ENTITY_KINDS else _date_nouns(lang) if kind == "date" else set()
-    return candidate["question_words"] - (nouns - held)
+    kind, words = candidate["kind"], candidate["question_words"]
+    if kind in extraction.ENTITY_KINDS:
+        return words - (_kind_nouns(lang) - held)
+    if kind == "date":
+        return words - (_date_nouns(lang) - held)
+    return words
 
 
 def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:

@@ -35,7 +35,7 @@ from assistant.types import Chunk, Document
 #    renderings held a zero vector per sentence: 122 MB at 100,000 passages).
 # 6: English words lemmatized (simplemma) before stemming ("withdrew" meets "withdraw").
 # 7: the glossary's notes kept with its names (who holds which role where).
-# 8: English sentences embedded after their document's title; English stop words dropped after lemmas too.
+# 8: English sentences embedded after their document's title; English stop words (and "up") after lemmas too.
 FORMAT_VERSION = 8
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"

@@ -132,8 +132,8 @@ def _stopwords() -> frozenset[str]:
         "have",
         "had",
         "about",
-        # The particle of "set up", "came up with", "ended up": on dev it made "set up" a word of two,
-        # which a quote saying "founded" lacked twice over (four short answers withheld, none gained).
+        # The particle of "set up", "came up with", "ended up": a word no quote saying "founded" holds.
+        # On dev it had withheld four right short answers; dropping it lost none.
         "up",
         "according",
         "document",
