@@ -636,19 +636,15 @@ _KIND_NOUNS = (
 )
 
 
-@lru_cache(maxsize=2)
-def _kind_nouns(lang: str) -> frozenset[str]:
-    """The content words of `_KIND_NOUNS` in a language (newmm or the English stemmer, read once)."""
-    return frozenset(content_words(_KIND_NOUNS, lang))
-
-
 # The nouns that ask for a date ("What date …", "ปีไหน"): a date answers them, as a name answers the above.
 _DATE_NOUNS = "ปี วันที่ วัน เดือน date year day month"
 
 
-@lru_cache(maxsize=2)
-def _date_nouns(lang: str) -> frozenset[str]:
-    return frozenset(content_words(_DATE_NOUNS, lang))
+@lru_cache(maxsize=4)
+def _nouns(nouns: str, lang: str) -> frozenset[str]:
+    """The content words of `_KIND_NOUNS` or `_DATE_NOUNS` in a language (newmm or the English stemmer,
+    read once)."""
+    return frozenset(content_words(nouns, lang))
 
 
 def _asked_words(candidate: dict, held: set[str], lang: str) -> set[str]:
@@ -657,11 +653,8 @@ def _asked_words(candidate: dict, held: set[str], lang: str) -> set[str]:
     it when it does not ("ALBA ตั้งขึ้นที่เมืองไหน" is answered by "…ที่กรุงฮาวานา"; on dev "What date was
     ALBA actually set up?" was refused for want of "date")."""
     kind, words = candidate["kind"], candidate["question_words"]
-    if kind in extraction.ENTITY_KINDS:
-        return words - (_kind_nouns(lang) - held)
-    if kind == "date":
-        return words - (_date_nouns(lang) - held)
-    return words
+    nouns = _KIND_NOUNS if kind in extraction.ENTITY_KINDS else _DATE_NOUNS if kind == "date" else None
+    return words - (_nouns(nouns, lang) - held) if nouns else words
 
 
 def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, question: str, entities) -> list:
@@ -687,7 +680,7 @@ def _anchored_name(found: list[tuple[int, int]], text: str, candidate: dict, que
     if len(units) < 2:
         return found
     words, lang = candidate["question_words"], language(question)
-    named = candidate["named"] | _kind_nouns(lang)
+    named = candidate["named"] | _nouns(_KIND_NOUNS, lang)
     starts = [u[0][0] for u in units[1:]] + [len(text)]  # where the next unit starts
     ends = [0] + [u[-1][1] for u in units]  # where the previous unit ends
     sides = []
