@@ -32,7 +32,7 @@ METRICS = (
 )
 LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
 SPLITS = ("dev", "test")
-TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what")
+TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what", "overview")
 # What a baseline diff compares per question. short_answer: a short answer given must be right (as
 # short_answer_precision judges it), and one must be given where the question expects one.
 CHECKS = ("answer_ok", "hit@1", "refusal", "short_answer")
