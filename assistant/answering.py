@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-from assistant import extraction
+import numpy as np
+
+from assistant import decision, extraction
 from assistant.config import Config
 from assistant.errors import InvalidQuestionError, QuestionTooLongError
+from assistant.index import FORMAT_VERSION
 from assistant.retrieval import Retriever, content_words, covered
 from assistant.thai import language, normalise
-from assistant.types import Answer, Citation, Hit, Turn, as_turns
+from assistant.types import Answer, Chunk, Citation, Hit, Turn, as_turns
 
 PHRASES = {
-    "th": {"refusal": "ไม่พบข้อมูลนี้ในเอกสาร", "sources": "แหล่งที่มา", "short": "คำตอบสั้น"},
+    "th": {
+        "refusal": "ไม่พบข้อมูลนี้ในเอกสาร",
+        "uncertain": "เอกสารอาจไม่ได้ระบุเรื่องนี้โดยตรง ข้อความที่ใกล้เคียงที่สุดคือ:",
+        "suggest": "ลองถาม:",
+        "sources": "แหล่งที่มา",
+        "short": "คำตอบสั้น",
+    },
     "en": {
         "refusal": "The documents do not contain this.",
+        "uncertain": "The documents may not state this directly. The closest passages say:",
+        "suggest": "You could ask:",
         "sources": "Sources",
         "short": "Short answer",
         "untranslated": "(No English rendering of this document yet: quoting the Thai original.)",
@@ -107,20 +120,55 @@ class Answering(Protocol):
     def use(self, index) -> None: ...
 
 
+@dataclass(frozen=True)
+class Draft:
+    """An answer before its decision: the quote it would show, and what the decision reads."""
+
+    question: str
+    language: str
+    reply: str
+    retrieval_query: str
+    hits: tuple[Hit, ...]
+    text: str
+    citations: tuple[Citation, ...]
+    short_answer: dict | None
+    evidence: decision.Evidence | None  # None: nothing to quote, or an overview
+    overview: bool  # an overview question, answered by the opening of the note about what it names
+    suggestions: tuple[str, ...]
+    timings: dict[str, float]
+    started: float
+    searched: float
+
+
 class Answerer:
     def __init__(self, retriever: Retriever, config: Config):
         self.retriever = retriever
         self.config = config
+        self.decision_model, self.decision_problem = self._load_decision(retriever.index)
 
     def use(self, index) -> None:
         """Answer from another loaded index from now on (a server picking up a rebuilt index).
 
         Each answer reads `self.retriever` once, so one in flight finishes on the index it began with.
         """
+        self.decision_model, self.decision_problem = self._load_decision(index)
         self.retriever = Retriever(index, self.retriever.mode)
 
+    def _load_decision(self, index) -> tuple[decision.Model | None, str | None]:
+        """The answer-decision model for this index, or None and why (then `decision.fallback` decides)."""
+        path = self.config.decision_model or decision.MODEL_PATH
+        return decision.load(path, FORMAT_VERSION, index.manifest.get("embed_model", ""))
+
     def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer:
-        """The cited answer; `answer_language` "auto" answers in the question's language."""
+        """The cited answer, `answered`, `uncertain` or `not_found` (see `decision`); `answer_language`
+        "auto" answers in the question's language."""
+        draft = self.draft(question, history, top_k, answer_language)
+        if draft.overview:
+            return self._finish(draft, decision.Decision("answered", None))
+        return self._finish(draft, self.decide(draft.evidence))
+
+    def draft(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Draft:
+        """Everything up to the decision: the quote the answer would show and what the decision reads."""
         started = time.perf_counter()
         retriever = self.retriever
         question = validate(question, self.config.max_question_chars)
@@ -137,36 +185,72 @@ class Answerer:
         searched = time.perf_counter()
         index = retriever.index
         ranked = self._rank(retriever, query, hits, question, lang)
-        # Refusal reads the sentences closest to the question wherever they are: that they lie in
-        # passages not naming what was asked is one of its signals. The quote then comes from passages
-        # that do name it ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a
-        # purpose). On dev: answer_match 0.882 -> 0.896, refusals unchanged.
-        reason = self._refusal(retriever, hits, _pick(index, ranked, hits), question, lang)
-        if reason:
-            answer_text, citations, short = PHRASES[reply]["refusal"], (), None
-        else:
+        composed, evidence = ("", (), None), None
+        opening = overview(index, question)
+        if opening is not None:
+            # An overview question gets the opening of the note about what it names, as a definition.
+            candidate = _opening(index, opening, ranked, question, lang)
+            composed = self._compose(index, [candidate], question, reply, hits)
+        elif ranked:
+            # The quote comes from passages naming what the question is about, when any does
+            # ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a purpose).
             naming = {h.chunk.chunk_id: _names(index, h.chunk, ranked[0]["about"]) for h in hits[:ANSWER_PASSAGES]}
             on_topic = [c for c in ranked if naming[c["hit"].chunk.chunk_id]]
             chosen = _pick(index, on_topic or ranked, hits)
-            answer_text, citations, short = self._compose(index, chosen, question, reply, hits)
-        done = time.perf_counter()
-        return Answer(
+            composed = self._compose(index, chosen, question, reply, hits)
+            evidence = _evidence(index, hits, ranked, chosen, lang)
+        return Draft(
             question=question,
-            answer=answer_text,
-            refused=not citations,
-            citations=citations,
             language=lang,
+            reply=reply,
             retrieval_query=text,
             hits=tuple(hits),
-            answer_language=reply,
+            text=composed[0],
+            citations=composed[1],
+            short_answer=composed[2],
+            evidence=evidence,
+            overview=opening is not None,
+            suggestions=tuple(suggestions(index, hits, question, reply)),
+            timings={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3, **stages},
+            started=started,
+            searched=searched,
+        )
+
+    def decide(self, evidence: decision.Evidence | None) -> decision.Decision:
+        """The decision model's verdict, or the conservative fallback without a usable model."""
+        if evidence is None or self.decision_model is None:
+            return decision.fallback(evidence)
+        return self.decision_model.decide(evidence)
+
+    def _finish(self, draft: Draft, decided: decision.Decision) -> Answer:
+        """The reply for the decision: the quote and its short answer; the closest quotes under a caveat,
+        without a short answer; or "not found" with questions the documents can answer."""
+        phrases = PHRASES[draft.reply]
+        if decided.status == "answered":
+            text, citations, short = draft.text, draft.citations, draft.short_answer
+        elif decided.status == "uncertain":
+            text, citations, short = f"{phrases['uncertain']} {draft.text}", draft.citations, None
+        else:
+            text, citations, short = phrases["refusal"], (), None
+        done = time.perf_counter()
+        return Answer(
+            question=draft.question,
+            answer=text,
+            refused=decided.status == "not_found",
+            citations=citations,
+            language=draft.language,
+            retrieval_query=draft.retrieval_query,
+            hits=draft.hits,
+            answer_language=draft.reply,
             short_answer=short,
-            refusal_reason=reason,
+            refusal_reason=decided.reason,
+            status=decided.status,
+            confidence=None if decided.confidence is None else round(decided.confidence, 4),
+            suggestions=draft.suggestions if decided.status == "not_found" else (),
             timings_ms={
-                "embed": (embedded - started) * 1e3,
-                "search": (searched - embedded) * 1e3,
-                **stages,
-                "compose": (done - searched) * 1e3,
-                "total": (done - started) * 1e3,
+                **draft.timings,
+                "compose": (done - draft.searched) * 1e3,
+                "total": (done - draft.started) * 1e3,
             },
         )
 
@@ -226,6 +310,8 @@ class Answerer:
                 candidates[key] = {
                     "span": (a, b),
                     "hit": hit,
+                    "rank": rank,
+                    "similarity": float(similarity),
                     "score": score,
                     "typed": typed,
                     "fits": fits,
@@ -242,66 +328,6 @@ class Answerer:
                     "follow_up": query.text != question,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
-
-    def _refusal(
-        self, retriever: Retriever, hits: list[Hit], chosen: list[dict], question: str, lang: str
-    ) -> str | None:
-        """Why the documents do not answer this, or None: several signals, fitted on the dev split."""
-        config = self.config
-        if not hits or not chosen:
-            return "nothing retrieved"
-        best = max(h.dense_score for h in hits)
-        if best < (config.refusal_threshold_th if lang == "th" else config.refusal_threshold_en):
-            return f"low similarity ({best:.2f})"
-        words = chosen[0]["question_words"]
-        # With the sentence before each (crfcut often leaves the subject there): "Who was Venezuela's
-        # president when ALBA was set up?" quotes a piece naming Chávez cut from the one naming ALBA.
-        around = [_with_previous(retriever.index, c, lang) for c in chosen]  # each quote's, read once
-        share = len(set().union(*around)) / len(words) if words else 0.0
-        # A follow-up says little of its own ("When did it pull out?"), and the passage often says that
-        # little in other words ("withdrew"), so its word share is no evidence. It is answered when a quoted
-        # sentence holds what it asks for (a date) in a passage naming what the conversation is about.
-        anchored = (
-            chosen[0]["follow_up"]
-            and chosen[0]["kind"] in extraction.SHORT_KINDS
-            and any(c["fits"] and c["about"] and _names(retriever.index, c["hit"].chunk, c["about"]) for c in chosen)
-        )
-        if share < config.refusal_min_word_share and not anchored:
-            return f"the passages share too few of the question's words ({share:.2f})"
-        # The names must be in the passages quoted from (with their documents' titles), not merely among
-        # those retrieved: "When did Colombia join APEC?" quoted the Andean Community's members while
-        # APEC sat in another passage. On dev: refusal recall 0.696 -> 0.761, precision 0.970 -> 0.972.
-        names, entities = chosen[0]["asked"], retriever.index.entities
-        texts = " ".join(_titled(retriever.index, c["hit"].chunk) for c in chosen).lower()
-        written = {row: question[a:b] for a, b, row in entities.find(question)}  # each name as the question writes it
-        missing = [
-            written.get(entities.row(forms[0]), forms[0])
-            for forms in names
-            if not any(f.lower() in texts for f in forms)
-        ]
-        if missing and config.refusal_requires_names:
-            return f"the passages do not mention {', '.join(missing)}"
-        kind = chosen[0]["kind"]
-        # A why question needs a sentence giving a reason too: "Why was Venezuela suspended?" quoted the
-        # dated suspension (on dev: refusal recall 0.780 -> 0.814, one answerable question refused, d030,
-        # whose reason is only "to compete").
-        typed = [
-            c
-            for c, held in zip(chosen, around)
-            if c["fits"] and len(held) >= config.refusal_typed_word_share * len(_asked_words(c, held, lang))
-        ]
-        if config.refusal_requires_kind and kind in extraction.TYPED_KINDS and not typed and not anchored:
-            return f"the passages hold no {kind} that answers it"
-        # What the question says of its names ("headquartered", "export", "ชนะ") must be in the quote, unless
-        # the passage is very close to the question (answerable questions often paraphrase).
-        said = words - chosen[0]["named"]
-        # The quoted sentences' own, less words found in most passages: "countries" says nothing of what
-        # "the combined GDP of the Pacific Alliance countries" asks (on dev one unanswerable question more
-        # refused, none answerable lost).
-        quoted = {w for c in chosen for w in c["words"] if not retriever.index.common(w, english=lang == "en")}
-        if said and not said & quoted and best < config.refusal_paraphrase_similarity:
-            return "the passages hold none of what the question asks about its names"
-        return None
 
     def _compose(self, index, chosen: list[dict], question: str, reply: str, hits: list[Hit]):
         """The answer text in the reply language, one citation per sentence, and the short answer."""
@@ -722,3 +748,131 @@ def _counterpart(english: str, kind: str, thai: str, thai_spans, entities) -> tu
     numbers |= {str(int(n) + 543) for n in numbers if len(n) == 4}  # a CE year in English, BE in Thai
     spans = [s for s in thai_spans if numbers & set(extraction.digits(thai[s[0] : s[1]]))]
     return spans[0] if len(spans) == 1 else None
+
+
+def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], lang: str) -> decision.Evidence:
+    """What the decision model reads: the signals the pipeline computed on its way to the quote."""
+    first = chosen[0]
+    words, kind, names = first["question_words"], first["kind"], first["asked"]
+    # With the sentence before each (crfcut often leaves the subject there).
+    around = [_with_previous(index, c, lang) for c in chosen]
+    dense = sorted((h.dense_score for h in hits), reverse=True)
+    texts = " ".join(_titled(index, c["hit"].chunk) for c in chosen).lower()
+    missing = [forms for forms in names if not any(f.lower() in texts for f in forms)]
+    # What the question says of its names, against the quote's own words less those most passages hold.
+    said = words - first["named"]
+    quoted = {w for c in chosen for w in c["words"] if not index.common(w, english=lang == "en")}
+    signals = {
+        "english": float(lang == "en"),
+        "follow_up": float(first["follow_up"]),
+        "dense_best": dense[0],
+        "dense_margin": dense[0] - dense[1] if len(dense) > 1 else 0.0,
+        "rerank_margin": hits[0].score - hits[1].score if len(hits) > 1 else 0.0,
+        "lexical_top": float(hits[0].lexical_rank is not None),
+        "quote_similarity": first["similarity"],
+        "quote_score": first["score"],
+        "quote_rank": float(first["rank"]),
+        "score_margin": ranked[0]["score"] - ranked[1]["score"] if len(ranked) > 1 else 0.0,
+        "word_share": len(first["words"]) / len(words) if words else 0.0,
+        "word_share_around": len(set().union(*around)) / len(words) if words else 0.0,
+        "words": math.log1p(len(words)),
+        "names_asked": float(len(names)),
+        "names_missing": len(missing) / len(names) if names else 0.0,
+        "on_topic": float(_names(index, first["hit"].chunk, first["about"])),
+        "kind_date": float(kind == "date"),
+        "kind_number": float(kind in ("number", "distance")),
+        "kind_name": float(kind in extraction.ENTITY_KINDS),
+        "kind_reason": float(kind == "reason"),
+        "kind_open": float(kind not in extraction.TYPED_KINDS),
+        "fits": float(first["fits"]),
+        "fits_any": float(any(c["fits"] for c in chosen)),
+        "said_share": len(said & quoted) / len(said) if said else 1.0,
+    }
+    return decision.Evidence(signals)
+
+
+# How many questions a "not found" reply suggests.
+SUGGESTIONS = 3
+
+
+def suggestions(index, hits: list[Hit], question: str, reply: str) -> list[str]:
+    """Questions the documents can answer, about the organisations the passages nearest this question
+    name: each has a note of its own, whose opening an overview question quotes (`overview`)."""
+    out = []
+    for hit in hits:
+        for _, _, row in index.entities.find(f"{hit.chunk.title} {hit.chunk.text}"):
+            thai, english, kind = index.entities[row]
+            if kind != "organisation" or _about(index, (*thai, *english)) is None:
+                continue
+            asked = f"{thai[0]} คืออะไร" if reply == "th" or not english else f"What is {english[0]}?"
+            if asked not in out and asked.lower() != question.lower():
+                out.append(asked)
+            if len(out) == SUGGESTIONS:
+                return out
+    return out
+
+
+def _opening(index, chunk: Chunk, ranked: list[dict], question: str, lang: str) -> dict:
+    """A candidate quoting the first sentence of a passage (the sentence defining what its note is about)."""
+    span = chunk.sentences[0]
+    rendering = index.rendering(chunk)
+    hit = Hit(chunk=chunk, score=0.0, dense_score=0.0, dense_rank=None, lexical_rank=None)
+    template = ranked[0] if ranked else {"question_words": set(), "asked": [], "named": set(), "about": []}
+    return {
+        **template,
+        "hit": hit,
+        "span": span,
+        "rank": 0,
+        "similarity": 0.0,
+        "score": 0.0,
+        "typed": False,
+        "fits": False,
+        "words": set(),
+        "kind": None,
+        "holders": None,
+        "unit": None,
+        "follow_up": False,
+        "thai": chunk.text[span[0] - chunk.start : span[1] - chunk.start],
+        "english": rendering.sentences.get(span) if rendering else None,
+    }
+
+
+def _about(index, forms: tuple[str, ...]):
+    """The first passage of the document whose title names one of these forms (a note about it), or None."""
+    wanted = [f.lower() for f in forms if len(f) > 2]
+    for position, doc in enumerate(index.chunks.documents):
+        if any(f in doc["title"].lower() for f in wanted):
+            rows = np.flatnonzero(index.chunks.arrays["doc"] == position)
+            return index.chunks[int(rows[0])] if len(rows) else None
+    return None
+
+
+# "Tell me about X", "What is X?", "Give me an overview of X", "เล่าเรื่อง X ให้ฟังหน่อย", "X คืออะไร": the
+# words around a name that ask for an overview of it, stripped from both ends until only the name is left.
+_OVERVIEW_BEFORE = re.compile(
+    r"^(?:(?:can you |could you |please )?(?:tell me (?:more )?about|give me an overview of|an overview of|"
+    r"describe|explain|what (?:is|are|was|were)|what's|who (?:is|are|was|were))\b|"
+    r"(?:ช่วย)?(?:เล่า(?:เรื่อง|ให้ฟัง)?(?:ของ|เกี่ยวกับ)?|อธิบาย(?:เรื่อง|เกี่ยวกับ)?|ข้อมูล(?:เกี่ยวกับ)?|รู้จัก))"
+    r"\s*(?:the\s+)?",
+    re.IGNORECASE,
+)
+_OVERVIEW_AFTER = re.compile(
+    r"\s*(?:คือ(?:องค์กร|องค์การ|กลุ่ม)?อะไร|คืออะไร|เป็น(?:องค์กร|องค์การ)?อะไร|ให้ฟัง|หน่อย|ครับ|ค่ะ|คะ|นะ|"
+    r"บ้าง|โดยย่อ|[?!.。\s])+$",
+    re.IGNORECASE,
+)
+
+
+def overview(index, question: str) -> Chunk | None:
+    """The opening passage of the note about the organisation an overview question names, or None when the
+    question is not one (more than a name is asked) or no note is about it."""
+    rest, before = question.strip(), None
+    while rest != before:
+        before, rest = rest, _OVERVIEW_AFTER.sub("", _OVERVIEW_BEFORE.sub("", rest)).strip()
+    if rest == question.strip().rstrip("?!. "):
+        return None  # nothing asked for an overview
+    found = index.entities.find(rest)
+    if len(found) != 1 or found[0][:2] != (0, len(rest)):
+        return None
+    thai, english, kind = index.entities[found[0][2]]
+    return _about(index, (*thai, *english)) if kind == "organisation" else None

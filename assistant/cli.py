@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, replace
 from datetime import UTC
 from pathlib import Path
 
@@ -371,6 +372,51 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
         click.secho(f"Below the floor: {failure}", fg="red", err=True)
     if failures:
         sys.exit(1)
+
+
+@cli.command("train-decision")
+@click.argument(
+    "questions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=Path("eval/questions.jsonl")
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the model [default: the one the package ships, assistant/decision.json].",
+)
+@_paths
+def train_decision_command(questions, out, corpus, index_dir):
+    """Train the answer-decision model on the dev split of QUESTIONS (deterministic: fixed seeds).
+
+    Drafts an answer to every dev question, labels it by whether its quote holds an accepted answer,
+    fits the support head and the calibrated decision by repeated cross-validation, and writes the
+    coefficients with the hash of the questions it saw.
+
+    \b
+    Examples:
+      assistant train-decision
+      assistant train-decision eval/questions.jsonl --out /tmp/decision.json
+    """
+    from assistant import decision, evaluation
+    from assistant.chat import open_assistant
+    from assistant.index import FORMAT_VERSION
+
+    config = _config(corpus, index_dir)
+    _offline(config)
+    dev = evaluation.select(evaluation.load_questions(questions), "dev")
+    answerer = open_assistant(replace(config, llm="extractive"))
+    manifest = answerer.retriever.index.manifest
+    examples = evaluation.decision_examples(answerer, dev, progress=True)
+    lines = [json.dumps(asdict(q), ensure_ascii=False, sort_keys=True) for q in dev.questions]
+    model = decision.train(examples, decision.data_hash(lines), FORMAT_VERSION, manifest["embed_model"])
+    target = out or decision.MODEL_PATH
+    decision.write(model, target)
+    figures = model["metrics"]["dev_out_of_fold"]
+    click.echo(
+        f"Trained on {len(examples)} dev questions; thresholds {model['thresholds']}; dev out-of-fold: "
+        f"Brier {figures['brier']}, confident precision {figures['confident_precision']}, "
+        f"answer_match {figures['answer_match']}, answerable not found {figures['answerable_not_found']}. "
+        f"Wrote {target}."
+    )
 
 
 @cli.command("eval-table")

@@ -55,34 +55,8 @@ class Config:
     hnsw_ef_search: int = 64
     # Rebuild a stale index on load instead of failing.
     auto_rebuild: bool = True
-    # Below this dense cosine for the best passage the assistant refuses. Cross-lingual (English)
-    # similarities run lower than Thai ones, so each language has its own, calibrated on the
-    # answerable and unanswerable questions of eval/questions.jsonl.
-    # English questions now also meet the English renderings, whose English-to-English cosines run
-    # higher, so its threshold rose (0.77 -> 0.82). Both fitted with the signals below by a grid on the
-    # dev split (thresholds 0.76–0.86, word share 0.1–0.5, kind check on/off), scored on answer_match +
-    # citation precision + refusal precision + refusal recall (best 3.10 of 4, against 2.82–3.07 for
-    # the neighbouring settings).
-    refusal_threshold_th: float = 0.84
-    refusal_threshold_en: float = 0.82
-    # Further refusal signals: the quoted sentences must hold at least this share of the question's
-    # content words; every name the question mentions must be in the passages; a question asking for a
-    # date, number, name or reason needs a quoted sentence holding a span of that kind and, with the sentence
-    # before it in its passage (crfcut often leaves the subject there), refusal_typed_word_share of the
-    # question's words. Since sentence selection favours typed
-    # sentences (answering.TYPE_BONUS), a typed sentence alone no longer says much: on dev, asking
-    # for 0.4 of the words raised refusal recall 0.652 -> 0.696 at the same precision (0.97) and
-    # answer_match (0.875); 0.2–0.5 were all at least as good as none, 0.6 lost 0.05 of answer_match.
-    refusal_min_word_share: float = 0.25
-    refusal_requires_names: bool = True
-    refusal_requires_kind: bool = True
-    refusal_typed_word_share: float = 0.4
-    # Below this cosine for the best passage, the quoted sentences must hold one of the question's words
-    # besides its names. 64 dev questions added later, written from the corpus alone, showed the rules
-    # above fitted to the first 150: there, this rule at 0.86-0.89 scored the same as without it (on the
-    # 150: refusal recall 0.826 -> 0.870, precision 1.000 -> 0.952); on the 64 it lifted refusal recall
-    # 0.708 -> 0.833, precision 0.739 -> 0.769, citation precision 0.663 -> 0.715, answer_match unchanged.
-    refusal_paraphrase_similarity: float = 0.88
+    # The answer-decision model (`assistant train-decision`); None: the one shipped with the package.
+    decision_model: Path | None = None
     max_question_chars: int = 2000
     # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
     # ("*" for any, else comma-separated origins such as "https://example.org").

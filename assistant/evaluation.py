@@ -21,6 +21,12 @@ METRICS = (
     "mrr",
     "ndcg@5",
     "answer_match",
+    "shown_match",
+    "confident_precision",
+    "false_answer_rate",
+    "near_topic_false_answer_rate",
+    "uncertain_rate",
+    "answerable_not_found",
     "citation_precision",
     "refusal_precision",
     "refusal_recall",
@@ -30,7 +36,13 @@ METRICS = (
     "latency_p50_ms",
     "latency_p95_ms",
 )
-LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms")
+LOWER_IS_BETTER = (
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "false_answer_rate",
+    "near_topic_false_answer_rate",
+    "answerable_not_found",
+)
 SPLITS = ("dev", "test")
 TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what", "overview")
 # What a baseline diff compares per question. short_answer: a short answer given must be right (as
@@ -193,6 +205,9 @@ class Outcome:
     short_answer: str | None = None  # the answer's short answer text, when it carries one
     short_answer_ok: bool | None = None  # None: no short answer given
     short_expected: bool = False  # answerable, with a `short` list: counts for short_answer_coverage
+    status: str | None = None  # "answered", "uncertain" or "not_found" (None: a retrieval-only configuration)
+    confidence: float | None = None
+    shown_ok: bool | None = None  # answerable, and the text shown (answered or uncertain) holds an answer
 
     @property
     def refusal_ok(self) -> bool | None:
@@ -213,6 +228,9 @@ class Outcome:
             "short_answer": self.short_answer,
             "short_answer_ok": self.short_answer_ok,
             "citations_ok": self.citations_ok,
+            "status": self.status,
+            "confidence": self.confidence,
+            "shown_ok": self.shown_ok,
             "latency_ms": round(self.latency_ms, 2),
         }
 
@@ -233,10 +251,16 @@ def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, ans
         retrieval_scored=scored,
         hit_rank=hit_rank(passages[:k], question.evidence) if scored else None,
         ndcg=ndcg(passages, question.evidence, k) if scored else 0.0,
-        answer_ok=(not answer.refused and contains_any(answer.answer, question.answers))
+        answer_ok=(answer.status == "answered" and contains_any(answer.answer, question.answers))
         if question.answerable and answers
         else None,
-        refused=answer.refused if answers else None,
+        # Anything but a confident answer declines to state one: "uncertain" shows quotes under a caveat.
+        refused=answer.status != "answered" if answers else None,
+        status=answer.status if answers else None,
+        confidence=answer.confidence if answers else None,
+        shown_ok=(answer.status != "not_found" and contains_any(answer.answer, question.answers))
+        if question.answerable and answers
+        else None,
         citations_ok=citations_ok,
         latency_ms=latency_ms,
         retrieved=tuple(h.chunk.chunk_id for h in answer.hits),
@@ -280,6 +304,13 @@ def summarise(outcomes: list[Outcome]) -> dict:
     out["mrr"] = _mean(1.0 / o.hit_rank if o.hit_rank else 0.0 for o in scored)
     out["ndcg@5"] = _mean(o.ndcg for o in scored)
     out["answer_match"] = _mean(bool(o.answer_ok) for o in answerable)
+    out["shown_match"] = _mean(bool(o.shown_ok) for o in answerable)
+    confident = [o for o in outcomes if o.status == "answered"]
+    out["confident_precision"] = _mean(o.answerable and bool(o.answer_ok) for o in confident)
+    out["false_answer_rate"] = _mean(o.status == "answered" for o in should_refuse)
+    out["near_topic_false_answer_rate"] = _mean(o.status == "answered" for o in should_refuse if o.near_topic)
+    out["uncertain_rate"] = _mean(o.status == "uncertain" for o in outcomes if o.status is not None)
+    out["answerable_not_found"] = _mean(o.status == "not_found" for o in answerable)
     out["citation_precision"] = _mean(cited)
     out["refusal_precision"] = _mean(not o.answerable for o in refused)
     out["refusal_recall"] = _mean(o.refused for o in should_refuse)
@@ -331,7 +362,23 @@ def report(outcomes: list[Outcome]) -> dict:
             t: {"n": sum(o.type == t for o in outcomes), **summarise([o for o in outcomes if o.type == t])}
             for t in types
         },
+        "reliability": reliability(outcomes),
     }
+
+
+def reliability(outcomes: list[Outcome]) -> list[dict]:
+    """Confidence bins against the share of replies whose shown quote holds an accepted answer (never, for
+    an unanswerable question): calibrated confidences sit on the diagonal."""
+    import numpy as np
+
+    from assistant.decision import reliability as bins
+
+    rated = [o for o in outcomes if o.confidence is not None]
+    if not rated:
+        return []
+    confidence = np.array([o.confidence for o in rated])
+    right = np.array([bool(o.shown_ok) for o in rated])
+    return bins(confidence, right)
 
 
 def document(
@@ -491,3 +538,28 @@ def below(result: dict, floors) -> list[str]:
         elif value < floor.value:
             failures.append(f"{floor.name} = {value:.3f} < {floor.value:.3f}")
     return failures
+
+
+def decision_examples(answerer, questions: QuestionSet, progress: bool = False) -> list:
+    """The answer-decision model's training examples: each question's draft answer (before any decision)
+    with its label, whether the quote it would show holds an accepted answer."""
+    from tqdm import tqdm
+
+    from assistant.decision import Example
+
+    examples = []
+    for q in tqdm(questions.questions, desc="Drafting answers", unit="q", disable=not progress):
+        draft = answerer.draft(q.question, q.history)
+        if draft.evidence is None:
+            continue
+        answers = q.answers if q.answerable else ()
+        examples.append(
+            Example(
+                id=q.id,
+                lang=q.lang,
+                answerable=q.answerable,
+                evidence=draft.evidence,
+                label=bool(answers) and contains_any(draft.text, answers),
+            )
+        )
+    return examples

@@ -125,6 +125,13 @@ def side_by_side_rows(results: list[dict]) -> Rows:
     ]
 
 
+def reliability_rows(rows: list[dict]) -> Rows:
+    return (
+        ["confidence", "replies", "mean confidence", "share right"],
+        [[r["bin"], str(r["n"]), f"{r['confidence']:.3f}", f"{r['accuracy']:.3f}"] for r in rows],
+    )
+
+
 def check_rows(diff: dict) -> Rows:
     return (
         ["check", "fixed", "regressed", "unchanged"],
@@ -271,9 +278,9 @@ def write_html(
         "mrr",
         "ndcg@5",
         "answer_match",
+        "shown_match",
+        "confident_precision",
         "citation_precision",
-        "refusal_precision",
-        "refusal_recall",
     )
     compare, split = results.get("compare"), results.get("split", "all")
     charts = [_chart({"overall": results["overall"], **results["by_lang"]}, quality, "This pipeline, per language")]
@@ -304,6 +311,12 @@ def write_html(
                 f"<td>{escape(o.short_answer or '–')}</td><td><ol>{retrieved}</ol></td></tr>"
             )
     by_type = "<h2>By question type</h2>" + html_table(type_rows(results)) if results.get("by_type") else ""
+    calibration = (
+        "<h2>Reliability of the confidence</h2><p>Replies grouped by their confidence, against the share whose "
+        "shown quote holds an accepted answer.</p>" + html_table(reliability_rows(results["reliability"]))
+        if results.get("reliability")
+        else ""
+    )
     side_by_side = "<h2>Configurations side by side</h2>" + html_table(compare_rows(compare)) if compare else ""
     baseline = _baseline_html(results["baseline"], split) if results.get("baseline") else ""
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -316,6 +329,7 @@ th{{background:#f3f3f3}}td{{font-size:.9rem}}img{{max-width:100%}}ol{{margin:0;p
 <p>Split: {escape(split)}. {len(outcomes)} questions, {results.get("skipped", 0)} malformed lines skipped.</p>
 <h2>Metrics</h2>{html_table(metric_rows(results))}
 {by_type}
+{calibration}
 {side_by_side}
 {baseline}
 <h2>Charts</h2>{"".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)}

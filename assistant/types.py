@@ -107,14 +107,22 @@ class Answer:
     # {"text", "citation", "start", "end"}: the one span of the first quoted sentence that answers a
     # date, number, distance or name question (offsets into the source document), or None.
     short_answer: dict | None = None
-    refusal_reason: str | None = None  # why the assistant refused, in words
+    refusal_reason: str | None = None  # for `uncertain` and `not_found`: why, in words
+    # "answered" (the quote answers), "uncertain" (the closest quotes, under a caveat) or "not_found".
+    status: str = "answered"
+    # The calibrated probability that the shown quote answers the question (None without a decision model).
+    confidence: float | None = None
+    suggestions: tuple[str, ...] = ()  # with `not_found`: questions the documents can answer
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by `assistant ask --json` and the HTTP API."""
         return {
             "question": self.question,
             "answer": self.answer,
+            "status": self.status,
+            "confidence": self.confidence,
             "refused": self.refused,
+            "suggestions": list(self.suggestions),
             "language": self.language,
             "answer_language": self.answer_language or self.language,
             "short_answer": self.short_answer,
