@@ -150,8 +150,9 @@ C = 0.5
 # The dev out-of-fold precision the `answered` threshold must reach. At 0.95, half of the right quotes on
 # dev would come under the uncertain caveat (answer_match 0.47); at 0.92 about two thirds are answered.
 TARGET_PRECISION = 0.92
-# The share of answerable dev questions the `not_found` threshold may turn away.
-MAX_ANSWERABLE_NOT_FOUND = 0.01
+# The share of answerable dev questions the `not_found` threshold may turn away (the aim is at most 0.02
+# on unseen questions; 0.01 left "Who is the UN secretary-general?" uncertain at 0.06).
+MAX_ANSWERABLE_NOT_FOUND = 0.015
 
 
 @dataclass

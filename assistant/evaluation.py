@@ -240,7 +240,8 @@ def judge(question: Question, answer: Answer, latency_ms: float, k: int = 5, ans
     passages = [h.chunk.text for h in answer.hits]
     scored = question.answerable and bool(question.evidence)
     citations_ok = None
-    if answer.citations and answers:
+    # The citations of a stated answer: an uncertain reply's closest quotes are offered as no more than that.
+    if answer.citations and answers and answer.status == "answered":
         good = [contains_any(c.text, question.evidence + question.answers) for c in answer.citations]
         citations_ok = sum(good) / len(good)
     short = ((answer.short_answer or {}).get("text") or None) if answers else None

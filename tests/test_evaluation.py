@@ -39,7 +39,8 @@ def _answer(passages, answer="", refused=False, cited=(), short_answer=None):
     citations = tuple(
         Citation(n, f"d#{n}", "d.txt", "D", t, 0, len(t), 0, len(t), 0.9) for n, t in enumerate(cited, start=1)
     )
-    return Answer("q", answer, refused, citations, "th", "q", hits, short_answer=short_answer)
+    status = "not_found" if refused else "answered"
+    return Answer("q", answer, refused, citations, "th", "q", hits, short_answer=short_answer, status=status)
 
 
 def test_ranks_and_ndcg_exact():
