@@ -175,7 +175,8 @@ def _fit(x: np.ndarray, y: np.ndarray):
     """Standardisation and a logistic model, fitted on these rows: (mean, scale, model)."""
     from sklearn.linear_model import LogisticRegression
 
-    mean, scale = x.mean(0), x.std(0) + 1e-9
+    std = x.std(0)
+    mean, scale = x.mean(0), np.where(std > 1e-9, std, 1.0)  # a feature constant in these rows stays as is
     return mean, scale, LogisticRegression(C=C, max_iter=5000, random_state=SEED).fit((x - mean) / scale, y)
 
 
