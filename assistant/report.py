@@ -254,7 +254,9 @@ def failure_table(questions: QuestionSet, outcomes: list[Outcome], limit: int = 
         return ""
     shown = "" if count <= limit else f", the first {limit} shown"
     title = f"Failed questions: {count} of {len(outcomes)}{shown}."
-    return title + "\n\n" + markdown(failure_rows(questions, outcomes, limit))
+    head, rows = failure_rows(questions, outcomes, limit)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # text columns: left-aligned
+    return title + "\n\n" + "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
@@ -327,7 +329,8 @@ def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], nam
     )
     root.append(suite)
     ElementTree.indent(root)
-    ElementTree.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    xml = ElementTree.tostring(root, encoding="unicode")
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n{xml}\n', encoding="utf-8")
 
 
 def _chart(groups: dict[str, dict], metrics: tuple[str, ...], title: str) -> str:
@@ -431,7 +434,8 @@ table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padd
 th{{background:#f3f3f3}}td{{font-size:.9rem}}img{{max-width:100%}}ol{{margin:0;padding-left:1.2rem}}
 </style></head><body>
 <h1>Evaluation report</h1>
-<p>Split: {escape(split)}. {len(outcomes)} questions, {results.get("skipped", 0)} malformed lines skipped.</p>
+<p>Split: {escape(split)}. {len(outcomes)} questions, {results.get("skipped", 0)} malformed lines skipped,
+{len(results.get("warnings", []))} warnings.</p>
 <h2>Metrics</h2>{html_table(metric_rows(results))}
 {by_type}
 {calibration}

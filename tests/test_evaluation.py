@@ -744,6 +744,7 @@ def test_failure_table_lists_exactly_the_failed_questions():
     lines = table.splitlines()
     assert lines[0] == "Failed questions: 3 of 4."
     assert lines[2] == "| id | lang | failed | question | answer |"
+    assert lines[3] == "|---|---|---|---|---|"
     rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[4:]]
     assert rows == ["b", "c", "d"]
     assert lines[4] == (
