@@ -137,7 +137,7 @@ def _csv_records(text: str, path: Path):
     header_line = text.lstrip("\r\n").split("\n", 1)[0]
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(header_line))
     header, start = None, 1
-    for row in reader:
+    for row in _csv_rows(reader, path):
         number, start = start, reader.line_num + 1  # a quoted cell may span lines: its row starts here
         if not any(cell.strip() for cell in row):
             continue
@@ -158,6 +158,17 @@ def _csv_records(text: str, path: Path):
             yield number, _csv_object(dict(zip(header, row)))
         except ValueError as error:
             yield number, error
+
+
+def _csv_rows(reader, path: Path):
+    """The reader's rows; what the csv module cannot read at all (a NUL byte, a cell over its size limit)
+    ends the file with a message, as it leaves no row boundary to go on from."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise EvaluationError(
+            f"{path} line {reader.line_num}: {error}. Is it a CSV file? Save it from the spreadsheet as CSV UTF-8."
+        ) from None
 
 
 def _csv_object(row: dict[str, str]) -> dict:
@@ -257,10 +268,6 @@ def _type_name(value) -> str:
     return re.sub(r"[\s-]+", "_", str(value).strip().casefold()) if value is not None else ""
 
 
-def _question(obj) -> Question:
-    return _question_and_problems(obj)[0]
-
-
 def _question_and_problems(obj) -> tuple[Question, list[tuple[str, str]]]:
     """The question of one JSON object, and its values the format does not know as (what, value)."""
     if not isinstance(obj, dict):
@@ -299,7 +306,7 @@ def _question_and_problems(obj) -> tuple[Question, list[tuple[str, str]]]:
         raise ValueError("'near_topic' applies to unanswerable questions only")
     question = Question(
         id=obj["id"].strip(),
-        lang=str(obj.get("lang") or "").strip() or _language(obj["question"]),
+        lang=str(obj.get("lang") or "").strip().casefold() or _language(obj["question"]),
         question=obj["question"],
         history=tuple(Turn(t["role"], t["content"]) for t in history),
         answers=_strings(obj, "answers"),

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from xml.etree import ElementTree
 
-from assistant.evaluation import METRICS, Outcome, QuestionSet, failed
+from assistant.evaluation import METRICS, Outcome, QuestionSet, failed, failures
 
 Rows = tuple[list[str], list[list[str]]]  # a head and formatted rows; Markdown and HTML render the same
 
@@ -271,13 +271,13 @@ def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], nam
     (class `split.type`, name `id: question`), a failure naming each failed check with what it expected
     and what was answered; a line of the set that was skipped as malformed is a skipped test case.
     `questions` are the ones that ran, in the order of `outcomes`; their warnings go to system-err."""
-    failing = {id(o): checks for _, o, checks in failed(questions, outcomes)}
+    checked = [(q, o, failures(q, o)) for q, o in zip(questions.questions, outcomes, strict=True)]
     seconds = sum(o.latency_ms for o in outcomes) / 1e3
     suite = ElementTree.Element(
         "testsuite",
         name=_xml(name),
         tests=str(len(outcomes) + len(questions.skipped)),
-        failures=str(len(failing)),
+        failures=str(sum(bool(checks) for _, _, checks in checked)),
         errors="0",
         skipped=str(len(questions.skipped)),
         time=f"{seconds:.3f}",
@@ -287,7 +287,7 @@ def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], nam
     properties = ElementTree.SubElement(suite, "properties")
     for key, value in (("split", split), ("lines", str(questions.lines))):
         ElementTree.SubElement(properties, "property", name=key, value=value)
-    for q, o in zip(questions.questions, outcomes, strict=True):
+    for q, o, checks in checked:
         case = ElementTree.SubElement(
             suite,
             "testcase",
@@ -295,7 +295,6 @@ def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], nam
             name=_xml(f"{q.id}: {' '.join(q.question.split())}"),
             time=f"{o.latency_ms / 1e3:.3f}",
         )
-        checks = failing.get(id(o))
         if checks:
             failure = ElementTree.SubElement(
                 case,

@@ -676,6 +676,7 @@ def test_csv_cells_and_malformed_rows(tmp_path, text, ids, skipped):
         ("q.csv", "ไอดี,คำถาม\n", "no 'id' or 'question' column"),
         ("q.csv", "id,question\n1,ชิลี?\n".encode("cp874"), 'save it as UTF-8 (in a spreadsheet: "CSV UTF-8")'),
         ("q.jsonl", "ชิลี".encode("cp874"), "is not UTF-8 text"),
+        ("q.csv", 'id,question\n1,"' + "a" * 140_000 + '"\n', "line 2: field larger than field limit"),
     ],
 )
 def test_unreadable_question_files_say_what_to_do(tmp_path, name, content, message):
