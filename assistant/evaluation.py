@@ -674,7 +674,7 @@ def failures(question: Question, outcome: Outcome) -> tuple[Failure, ...]:
     not in the first passage, refused when it should answer (or the reverse), a wrong short answer. The
     terminal's failure table, the JUnit file and the HTML report's failed questions all count these."""
     q, o = question, outcome
-    given = f"refused: {o.answer}" if o.refused else o.answer
+    given = answer_text(o)
     out = []
     if o.answer_ok is False:
         out.append(Failure("answer_ok", f"an answer holding one of: {' | '.join(q.answers) or '(none given)'}", given))
@@ -684,14 +684,21 @@ def failures(question: Question, outcome: Outcome) -> tuple[Failure, ...]:
         out.append(Failure("hit@1", f"the first passage holding one of: {' | '.join(q.evidence)}", found + first))
     if o.refusal_ok is False:
         if q.answerable:
-            out.append(Failure("refusal", "an answer, not a refusal (the question is answerable)", given))
+            out.append(Failure("refusal", "a confident answer (the question is answerable)", given))
         else:
-            out.append(Failure("refusal", "a refusal (the documents do not answer this question)", given))
+            out.append(Failure("refusal", "uncertain or not_found (the documents do not answer this)", given))
     if o.short_answer_ok is False:
         accepted = " | ".join(q.short or q.answers)
         expected = f"a short answer matching one of: {accepted}" if q.answerable else "no short answer (unanswerable)"
         out.append(Failure("short_answer", expected, o.short_answer or ""))
     return tuple(out)
+
+
+def answer_text(outcome: Outcome) -> str:
+    """The answer as shown, after its status when that is not a confident answer: `not_found: …`."""
+    if outcome.status in (None, "answered"):
+        return outcome.answer
+    return f"{outcome.status}: {outcome.answer}"
 
 
 def failed(questions: QuestionSet, outcomes: list[Outcome]) -> list[tuple[Question, Outcome, tuple[Failure, ...]]]:

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from xml.etree import ElementTree
 
-from assistant.evaluation import METRICS, Outcome, QuestionSet, failed, failures
+from assistant.evaluation import METRICS, Outcome, QuestionSet, answer_text, failed, failures
 
 Rows = tuple[list[str], list[list[str]]]  # a head and formatted rows; Markdown and HTML render the same
 
@@ -240,7 +240,7 @@ def failure_rows(questions: QuestionSet, outcomes: list[Outcome], limit: int) ->
             q.lang,
             ", ".join(f.check for f in checks),
             _clip(q.question),
-            _clip(("refused: " if o.refused else "") + o.answer),
+            _clip(answer_text(o)),
         ]
         for q, o, checks in failed(questions, outcomes)[:limit]
     ]
@@ -305,7 +305,7 @@ def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], nam
             failure.text = _xml(
                 "\n\n".join(f"{f.check}\n  expected: {f.expected}\n  answered: {f.answered}" for f in checks)
             )
-        out = [f"answer: {o.answer}"]
+        out = [f"answer: {answer_text(o)}"]
         if o.short_answer:
             out.append(f"short answer: {o.short_answer}")
         if o.retrieved:

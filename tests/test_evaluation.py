@@ -735,7 +735,7 @@ def test_failures_name_each_failed_check():
     b = failed[0][2]
     assert b[0].expected == "an answer holding one of: Lima" and b[0].answered.startswith("Santiago")
     assert b[1].answered == "at rank 2; the first passage was d#0"
-    assert failed[1][2][1].answered == "refused: The documents do not say."
+    assert failed[1][2][1].answered == "not_found: The documents do not say."
     assert failed[2][2][1] == evaluation.Failure("short_answer", "no short answer (unanswerable)", "126 million")
 
 
@@ -755,7 +755,7 @@ def test_failure_table_lists_exactly_the_failed_questions():
         + "y" * 36
         + "… |"
     )
-    assert "| c | en | answer_ok, refusal | Which party? | refused: The documents do not say. |" in table
+    assert "| c | en | answer_ok, refusal | Which party? | not_found: The documents do not say. |" in table
     assert report.failure_table(qs, outcomes, limit=2).splitlines()[0] == "Failed questions: 3 of 4, the first 2 shown."
     assert len(report.failure_table(qs, outcomes, limit=2).splitlines()) == 6
     assert report.failure_table(qs, outcomes, limit=0) == ""
