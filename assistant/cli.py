@@ -250,7 +250,23 @@ def _floors(ctx, param, values) -> tuple:
 
 
 @cli.command("eval")
-@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("questions", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    help="The question set's format [default: by extension, .csv is CSV, anything else JSON Lines].",
+)
+@click.option(
+    "--template",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Print a question set to start from (a header and three example questions) and exit.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit with status 2, before running, when a line is skipped or a value warned about (for CI).",
+)
 @click.option(
     "--split",
     type=click.Choice(["dev", "test", "all"]),
@@ -270,6 +286,20 @@ def _floors(ctx, param, values) -> tuple:
     "csv_out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write one row per question to this CSV file.",
+)
+@click.option(
+    "--junit",
+    "junit_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write JUnit XML (one test case per question) for CI test reports: GitLab, Jenkins, GitHub.",
+)
+@click.option(
+    "--show-failures",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="End with a table of at most N failed questions (0: none).",
 )
 @click.option(
     "--report",
@@ -296,30 +326,64 @@ def _floors(ctx, param, values) -> tuple:
     "repeatable; @FILE reads one METRIC=VALUE a line.",
 )
 @_paths
-def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare, baseline, floors, corpus, index_dir):
-    """Run a question set (JSON Lines) through the chat's answer path and print the metrics.
+def eval_command(
+    questions,
+    fmt,
+    template,
+    strict,
+    split,
+    top_k,
+    json_out,
+    csv_out,
+    junit_out,
+    show_failures,
+    report_out,
+    compare,
+    baseline,
+    floors,
+    corpus,
+    index_dir,
+):
+    """Run a question set (JSON Lines or CSV) through the chat's answer path, print the metrics and the
+    failed questions.
 
     Latency leaves out a warm-up: the first question is asked once more, unscored, before the run.
 
     \b
     Examples:
-      assistant eval eval/questions.jsonl
+      assistant eval --template csv > my-questions.csv
+      assistant eval my-questions.csv --junit eval-junit.xml --strict
       assistant eval eval/questions.jsonl --compare --report eval/report.html --json eval/results.json
       assistant eval eval/questions.jsonl --split dev --baseline eval/results.json --csv dev.csv
       assistant eval eval/questions.jsonl --split test --fail-under @eval/floors.txt --fail-under en:hit@1=0.7
     """
     from assistant import evaluation, report
 
+    if template:
+        click.echo(evaluation.template(template), nl=False)
+        return
+    if questions is None:
+        raise click.UsageError("Missing argument 'QUESTIONS' (or --template csv, to print a set to start from).")
     config = _config(corpus, index_dir)
-    question_set = evaluation.load_questions(questions)
+    question_set = evaluation.load_questions(questions, fmt)
     for problem in question_set.skipped:
         click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
+    for warning in question_set.warnings:
+        click.secho(f"Warning: {questions}: {warning}", fg="yellow", err=True)
+    if strict and not question_set.clean:
+        click.secho(
+            f"--strict: {len(question_set.skipped)} skipped line(s) and {len(question_set.warnings)} warning(s) "
+            f"in {questions}; fix them, or run without --strict.",
+            fg="red",
+            err=True,
+        )
+        sys.exit(2)
     selected = evaluation.select(question_set, split)
     previous = evaluation.load_results(baseline) if baseline else None  # fail before the model loads
     answerer = _open(config)
     outcomes = evaluation.run(answerer, selected, top_k=top_k, progress=True)
     result = evaluation.report(outcomes)
-    click.echo(f"Split: {split}, {len(outcomes)} of {len(question_set.questions)} questions.\n")
+    click.echo(evaluation.loaded_line(split, len(outcomes), question_set) + "\n")
     click.echo(report.table(result))
     if result["by_type"]:
         click.echo()
@@ -359,10 +423,16 @@ def eval_command(questions, split, top_k, json_out, csv_out, report_out, compare
         side_by_side,
         changes,
     )
+    failure_table = report.failure_table(selected, outcomes, show_failures)
+    if failure_table:
+        click.echo()
+        click.echo(failure_table)
     if json_out:
         json_out.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     if csv_out:
         report.write_csv(csv_out, outcomes)
+    if junit_out:
+        report.write_junit(junit_out, selected, outcomes, name=str(questions), split=split)
     if report_out:
         texts = {c.chunk_id: c.text for c in answerer.retriever.index.chunks}
         report.write_html(report_out, results, selected, outcomes, texts)

@@ -1,14 +1,16 @@
-"""Evaluation: question sets (JSON Lines), per-question judging, metrics, baselines diffs and floors."""
+"""Evaluation: question sets (JSON Lines, CSV), per-question judging, metrics, baselines diffs and floors."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
 import statistics
 import time
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from assistant.errors import EvaluationError
@@ -44,7 +46,11 @@ LOWER_IS_BETTER = (
     "answerable_not_found",
 )
 SPLITS = ("dev", "test")
+# The known values of `type` and `source`: adding one is a one-line change here. An unknown `type` keeps
+# its question, untyped, with a warning (a set written elsewhere must not silently lose questions).
 TYPES = ("when", "who", "where", "which", "how_many", "how_far", "why", "how", "what", "overview")
+SOURCES = ("document", "notes", "glossary", "feedback", "none")
+FORMATS = ("jsonl", "csv")
 # What a baseline diff compares per question. short_answer: a short answer given must be right (as
 # short_answer_precision judges it), and one must be given where the question expects one.
 CHECKS = ("answer_ok", "hit@1", "refusal", "short_answer")
@@ -66,23 +72,188 @@ class Question:
     near_topic: bool = False  # unanswerable, but about the corpus's subject: the hard refusals
 
 
+FIELDS = tuple(f.name for f in fields(Question))
+LIST_FIELDS = ("answers", "evidence", "short")  # several values: a JSON list, or `a | b` in a CSV cell
+BOOL_FIELDS = ("answerable", "near_topic")
+
+
 @dataclass(frozen=True)
 class QuestionSet:
     questions: tuple[Question, ...]
     skipped: tuple[str, ...] = field(default=())  # "line N: reason" per malformed line
+    warnings: tuple[str, ...] = field(default=())  # one per distinct problem; the questions are kept
+    lines: int = 0  # non-blank lines (JSON Lines) or data rows (CSV) read
+
+    @property
+    def clean(self) -> bool:
+        """Nothing skipped and nothing warned about: what `--strict` requires."""
+        return not self.skipped and not self.warnings
 
 
-def load_questions(path: Path) -> QuestionSet:
-    """Questions from a JSON Lines file; malformed lines are reported and skipped, not fatal."""
-    questions, skipped = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def question_format(path: Path, fmt: str | None = None) -> str:
+    """The format asked for, else the file's extension: `.csv` is CSV, anything else JSON Lines."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise EvaluationError(f"Unknown question format {fmt!r}: choose from {', '.join(FORMATS)}.")
+        return fmt
+    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+
+
+def load_questions(path: Path, fmt: str | None = None) -> QuestionSet:
+    """Questions from a JSON Lines or CSV file (`fmt`, else by extension). A malformed line (bad JSON,
+    no question) is skipped and reported with its line number; a value the format does not know (a
+    `type`, a `source`, a field) keeps its question and is warned about once per distinct value."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets and Notepad write a BOM
+    except UnicodeDecodeError as error:
+        raise EvaluationError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8 "
+            '(in a spreadsheet: "CSV UTF-8").'
+        ) from None
+    except OSError as error:
+        raise EvaluationError(f"Cannot read the questions {path}: {error.strerror or error}.") from None
+    records = _csv_records(text, path) if question_format(path, fmt) == "csv" else _jsonl_records(text)
+    return _load(records)
+
+
+def _jsonl_records(text: str):
+    """(line number, JSON object or the error that kept it from being one) per non-blank line."""
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            questions.append(_question(json.loads(line)))
+            yield number, json.loads(line)
+        except ValueError as error:
+            yield number, error
+
+
+def _csv_delimiter(header: str) -> str:
+    """Comma, or the semicolon or tab a spreadsheet in another locale writes, judged by the header."""
+    return max(",;\t", key=header.count) if header.strip() else ","
+
+
+def _csv_records(text: str, path: Path):
+    """(line number, the row as the JSON Lines object it stands for, or an error) per non-blank row."""
+    header_line = text.lstrip("\r\n").split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(header_line))
+    header, start = None, 1
+    for row in _csv_rows(reader, path):
+        number, start = start, reader.line_num + 1  # a quoted cell may span lines: its row starts here
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [cell.strip().lower() for cell in row]
+            missing = [name for name in ("id", "question") if name not in header]
+            if missing:
+                raise EvaluationError(
+                    f"{path} line {number}: the header names no {' or '.join(repr(m) for m in missing)} column. "
+                    f"The first row must name the fields, e.g. {','.join(TEMPLATE_FIELDS)} "
+                    "(`assistant eval --template csv` prints one)."
+                )
+            continue
+        if len(row) > len(header) and any(cell.strip() for cell in row[len(header) :]):
+            yield number, ValueError(f"{len(row)} cells but the header names {len(header)} columns")
+            continue
+        try:
+            yield number, _csv_object(dict(zip(header, row)))
+        except ValueError as error:
+            yield number, error
+
+
+def _csv_rows(reader, path: Path):
+    """The reader's rows; what the csv module cannot read at all (a NUL byte, a cell over its size limit)
+    ends the file with a message, as it leaves no row boundary to go on from."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise EvaluationError(
+            f"{path} line {reader.line_num}: {error}. Is it a CSV file? Save it from the spreadsheet as CSV UTF-8."
+        ) from None
+
+
+def _csv_object(row: dict[str, str]) -> dict:
+    """A CSV row as the object a JSON line would hold: `a | b` lists, JSON history, yes/no booleans;
+    an empty cell is an absent field."""
+    obj = {}
+    for key, value in row.items():
+        value = value.strip()
+        if not key or not value:
+            continue
+        if key in LIST_FIELDS:
+            obj[key] = _csv_list(key, value)
+        elif key == "history":
+            try:
+                obj[key] = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    "'history' must be JSON in its cell, e.g. "
+                    '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]'
+                ) from None
+        elif key in BOOL_FIELDS:
+            obj[key] = _csv_bool(key, value)
+        else:
+            obj[key] = value
+    return obj
+
+
+def _csv_list(key: str, value: str) -> list[str]:
+    if value.startswith("["):  # a JSON list, for a value that itself holds a "|"
+        try:
+            items = json.loads(value)
+        except ValueError:
+            items = None
+        if isinstance(items, list):
+            return items
+    return [item.strip() for item in value.split("|") if item.strip()]
+
+
+def _csv_bool(key: str, value: str) -> bool:
+    folded = value.casefold()
+    if folded in ("true", "yes", "y", "1"):
+        return True
+    if folded in ("false", "no", "n", "0"):
+        return False
+    raise ValueError(f"{key!r} must be true or false (or yes/no, 1/0), not {value!r}")
+
+
+def _load(records) -> QuestionSet:
+    """Questions from (line number, object or error) pairs, with the warnings their values earn."""
+    questions, skipped, lines = [], [], 0
+    unknown: dict[tuple[str, str], list[int]] = {}  # (what, value) -> line numbers
+    first_line: dict[str, int] = {}
+    for number, obj in records:
+        lines += 1
+        try:
+            if isinstance(obj, Exception):
+                raise obj
+            question, problems = _question_and_problems(obj)
         except (ValueError, TypeError, KeyError) as error:
-            skipped.append(f"line {number}: {error}")
-    return QuestionSet(tuple(questions), tuple(skipped))
+            reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+            skipped.append(f"line {number}: {reason}")
+            continue
+        for problem in problems:
+            unknown.setdefault(problem, []).append(number)
+        if question.id in first_line:
+            unknown.setdefault(("id", question.id), []).append(number)
+        first_line.setdefault(question.id, number)
+        questions.append(question)
+    warnings = [_warning(what, value, numbers, first_line) for (what, value), numbers in unknown.items()]
+    return QuestionSet(tuple(questions), tuple(skipped), tuple(warnings), lines)
+
+
+def _warning(what: str, value: str, numbers: list[int], first_line: dict[str, int]) -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    where = f"line{'s' if len(numbers) > 1 else ''} {shown}"
+    if what == "type":
+        return (
+            f"type {value!r} is not one of {', '.join(TYPES)}: {len(numbers)} question"
+            f"{'s' if len(numbers) > 1 else ''} kept, untyped ({where})"
+        )
+    if what == "source":
+        return f"source {value!r} is not one of {', '.join(SOURCES)}: kept as given ({where})"
+    if what == "id":
+        return f"id {value!r} is used again ({where}; first on line {first_line[value]}): results by id mix them"
+    return f"field {value!r} is not one of {', '.join(FIELDS)}: ignored ({where})"
 
 
 def _strings(obj: dict, key: str) -> tuple[str, ...]:
@@ -92,12 +263,19 @@ def _strings(obj: dict, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _question(obj) -> Question:
+def _type_name(value) -> str:
+    """`How many`, `how-many` and `HOW_MANY` all name how_many."""
+    return re.sub(r"[\s-]+", "_", str(value).strip().casefold()) if value is not None else ""
+
+
+def _question_and_problems(obj) -> tuple[Question, list[tuple[str, str]]]:
+    """The question of one JSON object, and its values the format does not know as (what, value)."""
     if not isinstance(obj, dict):
         raise TypeError("expected a JSON object")
     for key in ("id", "question"):
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise KeyError(f"missing or empty {key!r}")
+    problems = [("field", key) for key in obj if key not in FIELDS]
     history = obj.get("history") or []
     if not isinstance(history, list) or not all(
         isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("content"), str)
@@ -108,11 +286,16 @@ def _question(obj) -> Question:
     if not isinstance(answerable, bool):
         raise TypeError("'answerable' must be true or false")
     split = obj.get("split", "")
+    split = split.strip().casefold() if isinstance(split, str) else split
     if split not in ("",) + SPLITS:
         raise ValueError(f"'split' must be one of {', '.join(SPLITS)}, not {split!r}")
-    kind = obj.get("type", "")
+    kind = _type_name(obj.get("type"))
     if kind not in ("",) + TYPES:
-        raise ValueError(f"'type' must be one of {', '.join(TYPES)}, not {kind!r}")
+        problems.append(("type", kind))  # one warning for `yes_no` and `Yes-No` alike
+        kind = ""
+    source = str(obj.get("source") or "").strip()
+    if source and source not in SOURCES:
+        problems.append(("source", source))
     short = _strings(obj, "short")
     if not all(s.strip() for s in short):
         raise ValueError("'short' must not contain empty strings")
@@ -121,19 +304,114 @@ def _question(obj) -> Question:
         raise TypeError("'near_topic' must be true or false")
     if near_topic and answerable:
         raise ValueError("'near_topic' applies to unanswerable questions only")
-    return Question(
-        id=obj["id"],
-        lang=str(obj.get("lang") or "en"),
+    question = Question(
+        id=obj["id"].strip(),
+        lang=str(obj.get("lang") or "").strip().casefold() or _language(obj["question"]),
         question=obj["question"],
         history=tuple(Turn(t["role"], t["content"]) for t in history),
         answers=_strings(obj, "answers"),
         evidence=_strings(obj, "evidence"),
         answerable=answerable,
-        source=str(obj.get("source") or ""),
+        source=source,
         split=split,
         type=kind,
         short=short,
         near_topic=near_topic,
+    )
+    return question, problems
+
+
+def _language(text: str) -> str:
+    """A question without `lang`: Thai when it holds Thai script, else English."""
+    return "th" if re.search("[\u0e00-\u0e7f]", text) else "en"
+
+
+# The template's columns (every field, in the order a person fills them in) and its three examples: a
+# Thai question, an English one, an unanswerable one. A test runs them: all three pass.
+TEMPLATE_FIELDS = (
+    "id",
+    "lang",
+    "question",
+    "answers",
+    "evidence",
+    "short",
+    "answerable",
+    "near_topic",
+    "type",
+    "split",
+    "source",
+    "history",
+)
+TEMPLATE_QUESTIONS = (
+    {
+        "id": "th-1",
+        "lang": "th",
+        "question": "บราซิลยุติการเจรจาอะไร",
+        "answers": ["เขตการค้าเสรีแห่งอเมริกา", "FTAA"],
+        "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+        "answerable": True,
+        "type": "what",
+        "source": "document",
+    },
+    {
+        "id": "en-1",
+        "lang": "en",
+        "question": "Where is LAN Chile's South American hub?",
+        "answers": ["Lima", "กรุงลิมา"],
+        "evidence": ["มีศูนย์กลางในอเมริกาใต้อยู่ที่กรุงลิมาของเปรู"],
+        "short": ["Lima", "กรุงลิมา"],
+        "answerable": True,
+        "type": "where",
+        "source": "document",
+    },
+    {
+        "id": "none-1",
+        "lang": "en",
+        "question": "What is the population of Mexico?",
+        "answerable": False,
+        "near_topic": True,
+        "type": "how_many",
+        "source": "none",
+    },
+)
+
+
+def template(fmt: str) -> str:
+    """A question set to start from, in `fmt`: the CSV header names every field; the examples are
+    TEMPLATE_QUESTIONS."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in TEMPLATE_QUESTIONS)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TEMPLATE_FIELDS)
+    for q in TEMPLATE_QUESTIONS:
+        writer.writerow([_csv_cell(q.get(name)) for name in TEMPLATE_FIELDS])
+    return out.getvalue()
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " | ".join(value)
+    return str(value)
+
+
+def loaded_line(split: str, ran: int, questions: QuestionSet) -> str:
+    """What ran of what was read: `Split: test, 3 of 4 questions from 5 lines (1 line skipped, 1 warning).`"""
+    notes = [
+        f"{n} {word}{'s' if n != 1 else ''}{tail}"
+        for n, word, tail in (
+            (len(questions.skipped), "line", " skipped"),
+            (len(questions.warnings), "warning", ""),
+        )
+        if n
+    ]
+    return (
+        f"Split: {split}, {ran} of {len(questions.questions)} questions from {questions.lines} "
+        f"line{'s' if questions.lines != 1 else ''}" + (f" ({', '.join(notes)})." if notes else ".")
     )
 
 
@@ -382,6 +660,54 @@ def reliability(outcomes: list[Outcome]) -> list[dict]:
     return bins(confidence, right)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One check a question failed: what it expected and what the pipeline gave, in words."""
+
+    check: str  # one of CHECKS
+    expected: str
+    answered: str
+
+
+def failures(question: Question, outcome: Outcome) -> tuple[Failure, ...]:
+    """The checks this question failed, in CHECKS order: no accepted answer in the answer, the evidence
+    not in the first passage, refused when it should answer (or the reverse), a wrong short answer. The
+    terminal's failure table, the JUnit file and the HTML report's failed questions all count these."""
+    q, o = question, outcome
+    given = answer_text(o)
+    out = []
+    if o.answer_ok is False:
+        out.append(Failure("answer_ok", f"an answer holding one of: {' | '.join(q.answers) or '(none given)'}", given))
+    if o.retrieval_scored and o.hit_rank != 1:
+        found = f"at rank {o.hit_rank}" if o.hit_rank else f"in none of the {len(o.retrieved)} passages retrieved"
+        first = f"; the first passage was {o.retrieved[0]}" if o.retrieved else ""
+        out.append(Failure("hit@1", f"the first passage holding one of: {' | '.join(q.evidence)}", found + first))
+    if o.refusal_ok is False:
+        if q.answerable:
+            out.append(Failure("refusal", "a confident answer (the question is answerable)", given))
+        else:
+            out.append(Failure("refusal", "uncertain or not_found (the documents do not answer this)", given))
+    if o.short_answer_ok is False:
+        accepted = " | ".join(q.short or q.answers)
+        expected = f"a short answer matching one of: {accepted}" if q.answerable else "no short answer (unanswerable)"
+        out.append(Failure("short_answer", expected, o.short_answer or ""))
+    return tuple(out)
+
+
+def answer_text(outcome: Outcome) -> str:
+    """The answer as shown, after its status when that is not a confident answer: `not_found: …`."""
+    if outcome.status in (None, "answered"):
+        return outcome.answer
+    return f"{outcome.status}: {outcome.answer}"
+
+
+def failed(questions: QuestionSet, outcomes: list[Outcome]) -> list[tuple[Question, Outcome, tuple[Failure, ...]]]:
+    """The questions that failed a check, in run order, with their failures (`questions` are the ones
+    that ran, in the order of `outcomes`)."""
+    pairs = ((q, o, failures(q, o)) for q, o in zip(questions.questions, outcomes, strict=True))
+    return [(q, o, f) for q, o, f in pairs if f]
+
+
 def document(
     outcomes: list[Outcome],
     result: dict,
@@ -394,7 +720,9 @@ def document(
     """The JSON results file of `assistant eval --json`: what `--baseline` reads back."""
     out = {
         "n": len(outcomes),
+        "lines": questions.lines,
         "skipped": len(questions.skipped),
+        "warnings": list(questions.warnings),
         "split": split,
         "config": {**config, "split": split},
         **result,

@@ -1,12 +1,17 @@
-"""Evaluation output built from the results data: Markdown tables, the CSV, charts and the HTML report."""
+"""Evaluation output built from the results data: Markdown tables, the CSV, the failure table, JUnit XML,
+charts and the HTML report."""
 
 from __future__ import annotations
 
 import csv
+import re
+import socket
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
+from xml.etree import ElementTree
 
-from assistant.evaluation import METRICS, Outcome, QuestionSet
+from assistant.evaluation import METRICS, Outcome, QuestionSet, answer_text, failed, failures
 
 Rows = tuple[list[str], list[list[str]]]  # a head and formatted rows; Markdown and HTML render the same
 
@@ -219,6 +224,114 @@ def write_csv(path: Path, outcomes: list[Outcome]) -> None:
             writer.writerow([_csv_value(getattr(o, name)) for name in CSV_COLUMNS])
 
 
+def _clip(text: str, limit: int = 60) -> str:
+    """One line of at most `limit` characters (then an ellipsis), safe in a Markdown cell."""
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|")
+
+
+def failure_rows(questions: QuestionSet, outcomes: list[Outcome], limit: int) -> Rows:
+    """The first `limit` failed questions: id, language, the checks failed, the start of the question and
+    of the answer."""
+    rows = [
+        [
+            _clip(q.id, 20),
+            q.lang,
+            ", ".join(f.check for f in checks),
+            _clip(q.question),
+            _clip(answer_text(o)),
+        ]
+        for q, o, checks in failed(questions, outcomes)[:limit]
+    ]
+    return ["id", "lang", "failed", "question", "answer"], rows
+
+
+def failure_table(questions: QuestionSet, outcomes: list[Outcome], limit: int = 20) -> str:
+    """The failed questions at a glance, for the end of a terminal run ("" when none failed)."""
+    count = len(failed(questions, outcomes))
+    if not count or limit <= 0:
+        return ""
+    shown = "" if count <= limit else f", the first {limit} shown"
+    title = f"Failed questions: {count} of {len(outcomes)}{shown}."
+    head, rows = failure_rows(questions, outcomes, limit)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # text columns: left-aligned
+    return title + "\n\n" + "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
+def write_junit(path: Path, questions: QuestionSet, outcomes: list[Outcome], name: str, split: str = "all") -> None:
+    """The run as JUnit XML, which GitLab, Jenkins and GitHub test reporters read: one test case per question
+    (class `split.type`, name `id: question`), a failure naming each failed check with what it expected
+    and what was answered; a line of the set that was skipped as malformed is a skipped test case.
+    `questions` are the ones that ran, in the order of `outcomes`; their warnings go to system-err."""
+    checked = [(q, o, failures(q, o)) for q, o in zip(questions.questions, outcomes, strict=True)]
+    seconds = sum(o.latency_ms for o in outcomes) / 1e3
+    suite = ElementTree.Element(
+        "testsuite",
+        name=_xml(name),
+        tests=str(len(outcomes) + len(questions.skipped)),
+        failures=str(sum(bool(checks) for _, _, checks in checked)),
+        errors="0",
+        skipped=str(len(questions.skipped)),
+        time=f"{seconds:.3f}",
+        timestamp=datetime.now(UTC).replace(microsecond=0, tzinfo=None).isoformat(),
+        hostname=socket.gethostname(),
+    )
+    properties = ElementTree.SubElement(suite, "properties")
+    for key, value in (("split", split), ("lines", str(questions.lines))):
+        ElementTree.SubElement(properties, "property", name=key, value=value)
+    for q, o, checks in checked:
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            classname=f"{q.split or 'unsplit'}.{q.type or 'untyped'}",
+            name=_xml(f"{q.id}: {' '.join(q.question.split())}"),
+            time=f"{o.latency_ms / 1e3:.3f}",
+        )
+        if checks:
+            failure = ElementTree.SubElement(
+                case,
+                "failure",
+                message=_xml(f"failed: {', '.join(f.check for f in checks)}"),
+                type=checks[0].check,
+            )
+            failure.text = _xml(
+                "\n\n".join(f"{f.check}\n  expected: {f.expected}\n  answered: {f.answered}" for f in checks)
+            )
+        out = [f"answer: {answer_text(o)}"]
+        if o.short_answer:
+            out.append(f"short answer: {o.short_answer}")
+        if o.retrieved:
+            out.append(f"passages: {', '.join(o.retrieved)}")
+        ElementTree.SubElement(case, "system-out").text = _xml("\n".join(out))
+    for problem in questions.skipped:
+        line, _, reason = problem.partition(": ")
+        case = ElementTree.SubElement(suite, "testcase", classname="malformed", name=_xml(line), time="0")
+        ElementTree.SubElement(case, "skipped", message=_xml(reason))
+    ElementTree.SubElement(suite, "system-out").text = ""
+    ElementTree.SubElement(suite, "system-err").text = _xml("\n".join(questions.warnings))
+    root = ElementTree.Element(
+        "testsuites",
+        name="assistant eval",
+        tests=suite.get("tests"),
+        failures=suite.get("failures"),
+        errors="0",
+        skipped=suite.get("skipped"),
+        time=suite.get("time"),
+    )
+    root.append(suite)
+    ElementTree.indent(root)
+    xml = ElementTree.tostring(root, encoding="unicode")
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n{xml}\n', encoding="utf-8")
+
+
 def _chart(groups: dict[str, dict], metrics: tuple[str, ...], title: str) -> str:
     """A grouped bar chart (one group per metric, one bar per series) as a base64 PNG."""
     import base64
@@ -293,23 +406,17 @@ def write_html(
                     {n: r["by_lang"][lang] for n, r in compare.items()}, retrieval, f"Configurations, {lang} questions"
                 )
             )
-    failed = []
-    for q, o in zip(questions.questions, outcomes):
-        if (
-            (o.retrieval_scored and o.hit_rank != 1)
-            or o.answer_ok is False
-            or o.refusal_ok is False
-            or o.short_answer_ok is False
-        ):
-            retrieved = "".join(
-                f"<li><code>{escape(c)}</code> {escape(chunk_texts.get(c, '')[:160])}…</li>" for c in o.retrieved[:3]
-            )
-            failed.append(
-                f"<tr><td>{escape(q.id)}</td><td>{escape(q.lang)}</td><td>{escape(q.type or '–')}</td>"
-                f"<td>{escape(q.question)}</td><td>{escape(' / '.join(q.evidence) or '(unanswerable)')}</td>"
-                f"<td>{o.hit_rank or '–'}</td><td>{escape(o.answer)}</td>"
-                f"<td>{escape(o.short_answer or '–')}</td><td><ol>{retrieved}</ol></td></tr>"
-            )
+    failed_rows = []
+    for q, o, _ in failed(questions, outcomes):
+        retrieved = "".join(
+            f"<li><code>{escape(c)}</code> {escape(chunk_texts.get(c, '')[:160])}…</li>" for c in o.retrieved[:3]
+        )
+        failed_rows.append(
+            f"<tr><td>{escape(q.id)}</td><td>{escape(q.lang)}</td><td>{escape(q.type or '–')}</td>"
+            f"<td>{escape(q.question)}</td><td>{escape(' / '.join(q.evidence) or '(unanswerable)')}</td>"
+            f"<td>{o.hit_rank or '–'}</td><td>{escape(o.answer)}</td>"
+            f"<td>{escape(o.short_answer or '–')}</td><td><ol>{retrieved}</ol></td></tr>"
+        )
     by_type = "<h2>By question type</h2>" + html_table(type_rows(results)) if results.get("by_type") else ""
     calibration = (
         "<h2>Reliability of the confidence</h2><p>Replies grouped by their confidence, against the share whose "
@@ -326,15 +433,16 @@ table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padd
 th{{background:#f3f3f3}}td{{font-size:.9rem}}img{{max-width:100%}}ol{{margin:0;padding-left:1.2rem}}
 </style></head><body>
 <h1>Evaluation report</h1>
-<p>Split: {escape(split)}. {len(outcomes)} questions, {results.get("skipped", 0)} malformed lines skipped.</p>
+<p>Split: {escape(split)}. {len(outcomes)} questions, {results.get("skipped", 0)} malformed lines skipped,
+{len(results.get("warnings", []))} warnings.</p>
 <h2>Metrics</h2>{html_table(metric_rows(results))}
 {by_type}
 {calibration}
 {side_by_side}
 {baseline}
 <h2>Charts</h2>{"".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)}
-<h2>Failed questions ({len(failed)})</h2>
+<h2>Failed questions ({len(failed_rows)})</h2>
 <table><tr><th>id</th><th>lang</th><th>type</th><th>question</th><th>evidence</th><th>rank</th><th>answer</th>
-<th>short answer</th><th>retrieved (top 3)</th></tr>{"".join(failed)}</table>
+<th>short answer</th><th>retrieved (top 3)</th></tr>{"".join(failed_rows)}</table>
 </body></html>"""
     path.write_text(page, encoding="utf-8")

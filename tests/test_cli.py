@@ -321,7 +321,7 @@ def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     assert result.exit_code == 1, result.output
     assert "Below the floor: en:answer_match = 0.000 < 0.500" in result.stderr
     assert result.stderr.count("Below the floor") == 1  # answer_match (0.5) and th:hit@1 (1.0) hold
-    assert "Split: test, 3 of 4 questions." in result.stdout
+    assert "Split: test, 3 of 4 questions from 4 lines." in result.stdout
     assert "Regressed (1):\n  z (answer_ok): Where is LAN Chile's South American hub?" in result.stdout
     # z's short answer is new (the baseline had none), so z is fixed on that check too.
     assert (
@@ -344,6 +344,89 @@ def test_eval_split_baseline_csv_and_floors(invoke, config, tmp_path):
     html = page.read_text(encoding="utf-8")
     assert "Split: test. 3 questions" in html and "<h3>Regressed (1)</h3>" in html
     assert "<h2>By question type</h2>" in html and "<td>answer_match</td><td>1.000</td><td>0.500</td>" in html
+
+
+# A set as a teacher saves it from a spreadsheet: a BOM, two values of `type` the format does not know
+# (one of them twice), a malformed row, yes/no booleans; z expects an answer the documents do not give.
+SPREADSHEET = (
+    "\ufeffid,lang,question,answers,evidence,answerable,type\r\n"
+    "a,th,บราซิลยุติการเจรจาอะไร,FTAA | เขตการค้าเสรีแห่งอเมริกา,บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา,yes,what\r\n"
+    "z,en,Where is LAN Chile's South American hub?,no such answer,อยู่ที่กรุงลิมาของเปรู,yes,yes_no\r\n"
+    "c,en,Who won the 2022 FIFA World Cup?,,,no,unanswerable\r\n"
+    "y,en,Is ALBA in the documents?,ALBA,ALBA,yes,Yes-No\r\n"
+    "bad,en,,,,,\r\n"
+)
+
+
+def test_eval_csv_warns_once_per_unknown_type_ends_with_failures_and_writes_junit(invoke, tmp_path):
+    from xml.etree import ElementTree
+
+    questions = tmp_path / "class.csv"
+    questions.write_bytes(SPREADSHEET.encode("utf-8"))
+    junit, out = tmp_path / "junit.xml", tmp_path / "out.json"
+    result = invoke(["eval", questions, "--junit", junit, "--json", out])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("type 'yes_no' is not one of") == 1
+    assert "2 questions kept, untyped (lines 3, 5)" in result.stderr
+    assert result.stderr.count("type 'unanswerable' is not one of") == 1
+    assert "Skipped " + str(questions) + ":line 6: missing or empty 'question'" in result.stderr
+    assert "Split: all, 4 of 4 questions from 5 lines (1 line skipped, 2 warnings)." in result.stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    failed = [q["id"] for q in data["questions"] if q["answer_ok"] is False or q["hit_rank"] not in (1, None)]
+    failed += [q["id"] for q in data["questions"] if q["answerable"] is False and q["refused"] is False]
+    failed += [q["id"] for q in data["questions"] if q["short_answer_ok"] is False]
+    assert "z" in failed
+    # The run ends with the failed questions, exactly those.
+    table = result.stdout.rsplit("Failed questions: ", 1)[1]
+    assert table.startswith(f"{len(set(failed))} of 4.")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| id |")]
+    assert [row.split(" | ")[0][2:] for row in rows] == sorted(set(failed), key="azcy".index)
+    # z has no `short`, so its short answer is judged by `answers` too
+    assert "| z | en | answer_ok, short_answer | Where is LAN Chile's South American hub? | " in result.stdout
+    root = ElementTree.parse(junit).getroot()
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert suite.get("tests") == "5" and suite.get("skipped") == "1"
+    assert suite.get("failures") == str(len(set(failed)))
+    z = next(c for c in cases if c.get("name").startswith("z: "))
+    assert z.get("classname") == "unsplit.untyped"
+    assert "expected: an answer holding one of: no such answer" in z.find("failure").text
+    assert suite.find("system-err").text.count("is not one of") == 2
+
+    hidden = invoke(["eval", questions, "--show-failures", "0"])
+    assert hidden.exit_code == 0 and "Failed questions" not in hidden.stdout
+
+
+def test_eval_strict_exits_2_on_a_warning_or_a_skipped_line(invoke, tmp_path):
+    warned = _questions(tmp_path / "warned.jsonl", [{"id": "a", "question": "ชิลี?", "type": "yes_no"}])
+    result = invoke(["eval", warned, "--strict"])
+    assert result.exit_code == 2
+    assert "type 'yes_no' is not one of" in result.stderr
+    assert "--strict: 0 skipped line(s) and 1 warning(s)" in result.stderr and "| hit@1 |" not in result.stdout
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a", "question": "บราซิลยุติการเจรจาอะไร"}\n{"id": "b"\n', encoding="utf-8")
+    result = invoke(["eval", broken, "--strict"])
+    assert result.exit_code == 2 and "line 2:" in result.stderr
+    clean = _questions(tmp_path / "clean.jsonl", [{"id": "a", "question": "บราซิลยุติการเจรจาอะไร", "type": "what"}])
+    assert invoke(["eval", clean, "--strict"]).exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_eval_template_needs_no_question_file(fmt, tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--template", fmt])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == evaluation.template(fmt)
+    lines = result.stdout.splitlines()
+    assert len(lines) == (4 if fmt == "csv" else 3)
+    assert "บราซิล" in lines[-3] and "LAN Chile" in lines[-2] and "false" in lines[-1]
+    path = tmp_path / f"start.{fmt}"
+    path.write_text(result.stdout, encoding="utf-8")
+    assert evaluation.load_questions(path).clean
+
+
+def test_eval_without_questions_or_template_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["eval"])
+    assert result.exit_code == 2 and "Missing argument 'QUESTIONS'" in result.stderr
 
 
 @pytest.mark.parametrize(

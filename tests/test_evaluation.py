@@ -4,6 +4,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -16,7 +17,7 @@ QUESTIONS = Path(__file__).resolve().parent.parent / "eval" / "questions.jsonl"
 
 def test_project_question_set_is_well_formed(config):
     qs = evaluation.load_questions(QUESTIONS)
-    assert qs.skipped == ()
+    assert qs.skipped == () and qs.warnings == ()  # the project's own set passes `--strict`
     questions = qs.questions
     assert len(questions) >= 80
     assert len({q.id for q in questions}) == len(questions)
@@ -164,7 +165,6 @@ def test_split_type_short_and_near_topic_are_loaded(tmp_path):
     [
         ({"split": "train"}, "'split' must be one of dev, test, not 'train'"),
         ({"split": 1}, "'split' must be one of dev, test"),
-        ({"type": "whom"}, "'type' must be one of when, who, where"),
         ({"short": "1991"}, "'short' must be a list of strings"),
         ({"short": ["1991", 1991]}, "'short' must be a list of strings"),
         ({"short": [" "]}, "'short' must not contain empty strings"),
@@ -500,3 +500,304 @@ def test_readme_shows_the_splits_side_by_side_from_the_committed_results():
     assert hit[1] == f"{results[0]['baseline']['metrics']['overall']['hit@1']['before']:.3f}"
     readme = (QUESTIONS.parent.parent / "README.md").read_text(encoding="utf-8")
     assert report.side_by_side_table(results) in readme  # regenerate with `assistant eval-table` (both files)
+
+
+# --- Question sets as people write them: forgiving input, CSV, a template; JUnit and the failure table ---
+
+
+def test_unknown_type_keeps_the_question_untyped_with_one_warning_per_value(tmp_path):
+    qs = evaluation.load_questions(
+        _write(
+            tmp_path / "q.jsonl",
+            [
+                {"id": "a", "question": "Is MERCOSUR a customs union?", "type": "yes_no"},
+                {"id": "b", "question": "Is ALBA older than UNASUR?", "type": "Yes-No"},
+                {
+                    "id": "c",
+                    "question": "Who won the 2022 FIFA World Cup?",
+                    "type": "unanswerable",
+                    "answerable": False,
+                },
+                {"id": "d", "question": "How many members?", "type": "How many", "source": "glossary"},
+                {"id": "e", "question": "In short?", "type": "overview", "source": "wiki"},
+                "{not json",
+                {"id": "f"},
+            ],
+        )
+    )
+    assert [(q.id, q.type) for q in qs.questions] == [
+        ("a", ""),
+        ("b", ""),
+        ("c", ""),
+        ("d", "how_many"),
+        ("e", "overview"),
+    ]
+    assert qs.lines == 7 and not qs.clean
+    assert qs.skipped == (
+        "line 6: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        "line 7: missing or empty 'question'",
+    )
+    assert len(qs.warnings) == 3
+    assert qs.warnings[0].startswith("type 'yes_no' is not one of when, who,") and qs.warnings[0].endswith(
+        "2 questions kept, untyped (lines 1, 2)"
+    )
+    assert qs.warnings[1].startswith("type 'unanswerable'") and qs.warnings[1].endswith("(line 3)")
+    assert qs.warnings[2].startswith("source 'wiki' is not one of document, notes, glossary")
+    assert (
+        evaluation.loaded_line("all", 5, qs)
+        == "Split: all, 5 of 5 questions from 7 lines (2 lines skipped, 3 warnings)."
+    )
+
+
+def test_unknown_fields_and_repeated_ids_are_warned_about(tmp_path):
+    qs = evaluation.load_questions(
+        _write(
+            tmp_path / "q.jsonl",
+            [
+                {"id": "a", "question": "ชิลี?", "answer": "ชิลี"},  # a typo of `answers`: nothing would be judged
+                {"id": "a", "question": "เปรู?"},
+            ],
+        )
+    )
+    assert [q.lang for q in qs.questions] == ["th", "th"]  # no `lang`: from the script
+    assert qs.warnings == (
+        "field 'answer' is not one of id, lang, question, history, answers, evidence, answerable, source, split, "
+        "type, short, near_topic: ignored (line 1)",
+        "id 'a' is used again (line 2; first on line 1): results by id mix them",
+    )
+
+
+EQUIVALENT_JSONL = [
+    {
+        "id": "a",
+        "lang": "th",
+        "question": "บราซิลยุติการเจรจาอะไร",
+        "answers": ["เขตการค้าเสรีแห่งอเมริกา", "FTAA"],
+        "evidence": ["บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา"],
+        "type": "what",
+        "split": "test",
+    },
+    {
+        "id": "b",
+        "lang": "en",
+        "question": "Where is LAN Chile's South American hub?",
+        "answers": ["Lima", "กรุงลิมา"],
+        "short": ["Lima", "กรุงลิมา"],
+        "evidence": ["มีศูนย์กลางในอเมริกาใต้อยู่ที่กรุงลิมาของเปรู"],
+        "answerable": True,
+        "type": "where",
+        "source": "document",
+    },
+    {
+        "id": "c",
+        "lang": "en",
+        "question": "And who led Cuba?",
+        "history": [
+            {"role": "user", "content": "Who led Venezuela when ALBA was founded?"},
+            {"role": "assistant", "content": "President Hugo Chávez."},
+        ],
+        "answers": ["Castro", "คาสโตร"],
+        "evidence": ["คิวบาซึ่งนำโดยฟิเดล คาสโตร (Fidel Castro)"],
+        "type": "who",
+    },
+    {
+        "id": "d",
+        "lang": "en",
+        "question": "What is the population of Mexico?",
+        "answerable": False,
+        "near_topic": True,
+        "source": "none",
+    },
+]
+# The same four questions as a spreadsheet saves them: a BOM, `|` between answers, the history as JSON
+# in its cell (quoted, with its quotes doubled), yes/no and 1/0 booleans, empty cells, CRLF line ends.
+EQUIVALENT_CSV = (
+    "\ufeffID,Lang,Question,Answers,Evidence,Short,Answerable,Near_topic,Type,Split,Source,History\r\n"
+    "a,th,บราซิลยุติการเจรจาอะไร,เขตการค้าเสรีแห่งอเมริกา|FTAA,บราซิลยุติการเจรจาจัดทำเขตการค้าเสรีแห่งอเมริกา,,,,what,test,,\r\n"
+    "b,en,Where is LAN Chile's South American hub?,Lima | กรุงลิมา,มีศูนย์กลางในอเมริกาใต้อยู่ที่กรุงลิมาของเปรู,"
+    "Lima | กรุงลิมา,yes,,where,,document,\r\n"
+    'c,en,And who led Cuba?,Castro | คาสโตร,คิวบาซึ่งนำโดยฟิเดล คาสโตร (Fidel Castro),,1,0,WHO,,,"[{""role"": ""user"", '
+    '""content"": ""Who led Venezuela when ALBA was founded?""}, {""role"": ""assistant"", ""content"": '
+    '""President Hugo Chávez.""}]"\r\n'
+    ",,,,,,,,,,,\r\n"
+    "d,en,What is the population of Mexico?,,,,no,TRUE,,,none,\r\n"
+)
+
+
+def test_csv_with_bom_and_bars_gives_the_same_metrics_as_json_lines(answerer, tmp_path):
+    (tmp_path / "q.csv").write_bytes(EQUIVALENT_CSV.encode("utf-8"))
+    from_csv = evaluation.load_questions(tmp_path / "q.csv")
+    from_jsonl = evaluation.load_questions(_write(tmp_path / "q.jsonl", EQUIVALENT_JSONL))
+    assert from_csv.clean and from_jsonl.clean and from_csv.lines == 4
+    assert from_csv.questions == from_jsonl.questions
+    results = [evaluation.report(evaluation.run(answerer, qs)) for qs in (from_csv, from_jsonl)]
+    for result in results:
+        for values in (result["overall"], *result["by_lang"].values()):
+            del values["latency_p50_ms"], values["latency_p95_ms"]
+        for values in result["by_type"].values():
+            del values["latency_p50_ms"], values["latency_p95_ms"]
+    assert results[0] == results[1]
+    assert results[0]["overall"]["hit@1"] == 1.0 and results[0]["overall"]["refusal_recall"] == 1.0
+    assert list(results[0]["by_type"]) == ["who", "where", "what"]
+    # --format csv reads a file whatever its name
+    (tmp_path / "sheet.txt").write_bytes(EQUIVALENT_CSV.encode("utf-8"))
+    assert evaluation.load_questions(tmp_path / "sheet.txt", "csv").questions == from_jsonl.questions
+
+
+@pytest.mark.parametrize(
+    "text, ids, skipped",
+    [
+        ("id;question;answers\n1;Chile?;ชิลี|Chile\n", ["1"], []),  # a semicolon locale's spreadsheet
+        ("id\tquestion\n1\tChile?\n", ["1"], []),
+        (
+            'id,question,answerable\n1,"two\nlines",maybe\n2,ok?,no\n',
+            ["2"],
+            ["line 2: 'answerable' must be true or false (or yes/no, 1/0), not 'maybe'"],
+        ),
+        ("id,question\n1,\n2,ok?\n", ["2"], ["line 2: missing or empty 'question'"]),
+        ("id,question,history\n1,ok?,not json\n", [], ["line 2: 'history' must be JSON in its cell"]),
+        ('id,question,answers\n1,ok?,"[""a|b""]"\n', ["1"], []),  # a JSON list holds a literal |
+        ("id,question\n1,ok?,extra\n", [], ["line 2: 3 cells but the header names 2 columns"]),
+    ],
+)
+def test_csv_cells_and_malformed_rows(tmp_path, text, ids, skipped):
+    qs = evaluation.load_questions(_write(tmp_path / "q.csv", [text]))
+    assert [q.id for q in qs.questions] == ids
+    assert len(qs.skipped) == len(skipped)
+    assert all(got.startswith(want) for got, want in zip(qs.skipped, skipped))
+    if "a|b" in text:
+        assert qs.questions[0].answers == ("a|b",)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("q.csv", "question,answers\nChile?,ชิลี\n", "the header names no 'id' column"),
+        ("q.csv", "ไอดี,คำถาม\n", "no 'id' or 'question' column"),
+        ("q.csv", "id,question\n1,ชิลี?\n".encode("cp874"), 'save it as UTF-8 (in a spreadsheet: "CSV UTF-8")'),
+        ("q.jsonl", "ชิลี".encode("cp874"), "is not UTF-8 text"),
+        ("q.csv", 'id,question\n1,"' + "a" * 140_000 + '"\n', "line 2: field larger than field limit"),
+    ],
+)
+def test_unreadable_question_files_say_what_to_do(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(AssistantError, match=re.escape(message)):
+        evaluation.load_questions(path)
+
+
+def test_templates_are_the_same_questions_and_pass_on_the_corpus(answerer, tmp_path):
+    csv_text, jsonl_text = evaluation.template("csv"), evaluation.template("jsonl")
+    assert csv_text.splitlines()[0] == ",".join(evaluation.TEMPLATE_FIELDS)
+    assert set(evaluation.TEMPLATE_FIELDS) == set(evaluation.FIELDS)
+    assert len(csv_text.splitlines()) == 4 and len(jsonl_text.splitlines()) == 3
+    from_csv = evaluation.load_questions(_write(tmp_path / "t.csv", [csv_text]))
+    from_jsonl = evaluation.load_questions(_write(tmp_path / "t.jsonl", [jsonl_text]))
+    assert from_csv.clean and from_csv.questions == from_jsonl.questions
+    assert [(q.lang, q.answerable) for q in from_csv.questions] == [("th", True), ("en", True), ("en", False)]
+    outcomes = evaluation.run(answerer, from_csv)
+    assert evaluation.failed(from_csv, outcomes) == []  # examples that pass: a user's first run is green
+
+
+def _judged():
+    """Four questions with fixed answers: a passes, b answers wrongly, c refuses an answerable question,
+    d answers an unanswerable one with a short answer."""
+    qs = evaluation.QuestionSet(
+        (
+            evaluation.Question("a", "th", "บราซิลยุติการเจรจาอะไร", answers=("FTAA",), evidence=("FTAA",), type="what"),
+            evaluation.Question(
+                "b", "en", "Where | is the hub? " + "x" * 80, answers=("Lima",), evidence=("ลิมา",), split="test"
+            ),
+            evaluation.Question("c", "en", "Which party?", answers=("Workers",), evidence=("แรงงาน",), type="which"),
+            evaluation.Question("d", "en", "Population of Mexico?", answerable=False, type="how_many"),
+        ),
+        skipped=("line 5: missing or empty 'question'",),
+        warnings=("type 'yes_no' is not one of when: 1 question kept, untyped (line 6)",),
+        lines=6,
+    )
+    answers = [
+        _answer(["FTAA"], "FTAA [1]", cited=["FTAA"]),
+        _answer(["x", "ลิมา"], "Santiago, a long answer " + "y" * 80 + " [1]", cited=["x"]),
+        _answer(["แรงงาน"], "The documents do not say.", refused=True),
+        _short(_answer(["x"], "About 126 million [1]"), "126 million"),
+    ]
+    return qs, [evaluation.judge(q, a, 20.0 + i) for i, (q, a) in enumerate(zip(qs.questions, answers))]
+
+
+def test_failures_name_each_failed_check():
+    qs, outcomes = _judged()
+    failed = evaluation.failed(qs, outcomes)
+    assert [(q.id, [f.check for f in checks]) for q, _, checks in failed] == [
+        ("b", ["answer_ok", "hit@1"]),
+        ("c", ["answer_ok", "refusal"]),
+        ("d", ["refusal", "short_answer"]),
+    ]
+    b = failed[0][2]
+    assert b[0].expected == "an answer holding one of: Lima" and b[0].answered.startswith("Santiago")
+    assert b[1].answered == "at rank 2; the first passage was d#0"
+    assert failed[1][2][1].answered == "not_found: The documents do not say."
+    assert failed[2][2][1] == evaluation.Failure("short_answer", "no short answer (unanswerable)", "126 million")
+
+
+def test_failure_table_lists_exactly_the_failed_questions():
+    qs, outcomes = _judged()
+    table = report.failure_table(qs, outcomes, limit=20)
+    lines = table.splitlines()
+    assert lines[0] == "Failed questions: 3 of 4."
+    assert lines[2] == "| id | lang | failed | question | answer |"
+    assert lines[3] == "|---|---|---|---|---|"
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[4:]]
+    assert rows == ["b", "c", "d"]
+    assert lines[4] == (
+        "| b | en | answer_ok, hit@1 | Where \\| is the hub? "
+        + "x" * 40
+        + "… | Santiago, a long answer "
+        + "y" * 36
+        + "… |"
+    )
+    assert "| c | en | answer_ok, refusal | Which party? | not_found: The documents do not say. |" in table
+    assert report.failure_table(qs, outcomes, limit=2).splitlines()[0] == "Failed questions: 3 of 4, the first 2 shown."
+    assert len(report.failure_table(qs, outcomes, limit=2).splitlines()) == 6
+    assert report.failure_table(qs, outcomes, limit=0) == ""
+    assert report.failure_table(evaluation.QuestionSet(qs.questions[:1]), outcomes[:1]) == ""  # none failed
+
+
+def test_junit_has_a_test_case_per_question_and_a_failure_per_failed_question(tmp_path):
+    qs, outcomes = _judged()
+    path = tmp_path / "junit.xml"
+    report.write_junit(path, qs, outcomes, name="q.csv", split="all")
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [
+        "a: บราซิลยุติการเจรจาอะไร",
+        "b: Where | is the hub? " + "x" * 80,
+        "c: Which party?",
+        "d: Population of Mexico?",
+        "line 5",
+    ]
+    assert [c.get("classname") for c in cases] == [
+        "unsplit.what",
+        "test.untyped",
+        "unsplit.which",
+        "unsplit.how_many",
+        "malformed",
+    ]
+    failing = [c.get("name").split(":")[0] for c in cases if c.find("failure") is not None]
+    skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
+    assert failing == ["b", "c", "d"] and skipped == ["line 5"]
+    for element in (suite, root):  # the counts agree with the test cases
+        assert element.get("tests") == str(len(cases)) == "5"
+        assert element.get("failures") == str(len(failing)) and element.get("skipped") == "1"
+        assert element.get("errors") == "0"
+        assert float(element.get("time")) == pytest.approx(sum(float(c.get("time")) for c in cases), abs=0.002)
+    assert all(len(c.findall("failure")) <= 1 for c in cases)
+    failure = cases[1].find("failure")
+    assert failure.get("message") == "failed: answer_ok, hit@1" and failure.get("type") == "answer_ok"
+    assert failure.text.startswith("answer_ok\n  expected: an answer holding one of: Lima\n  answered: Santiago")
+    assert "hit@1\n  expected: the first passage holding one of: ลิมา\n  answered: at rank 2" in failure.text
+    assert cases[4].find("skipped").get("message") == "missing or empty 'question'"
+    assert suite.find("system-err").text.startswith("type 'yes_no'")
+    assert suite.find("properties/property[@name='split']").get("value") == "all"
+    assert cases[0].find("system-out").text.startswith("answer: FTAA [1]")
