@@ -50,7 +50,8 @@ class Conversation:
 
 
 def render(answer: Answer) -> str:
-    """Plain text: the answer, then each citation with its source and position."""
+    """Plain text: the answer, then each citation with its source and position; a not-found reply's
+    suggested questions."""
     reply = answer.answer_language or answer.language
     notice = answer.generation.get("notice")
     short = answer.short_answer
@@ -69,4 +70,6 @@ def render(answer: Answer) -> str:
                 lines.append(f"    (th) {c.sentence}")
             else:
                 lines.append(f"    {c.sentence}")
+    if answer.suggestions:
+        lines += ["", PHRASES[reply]["suggest"]] + [f"  - {s}" for s in answer.suggestions]
     return "\n".join(lines)

@@ -98,6 +98,13 @@ def index_command(corpus, index_dir):
         f"Indexed {built.manifest['chunks']} passages from {len(built.manifest['documents'])} "
         f"documents into {config.index_dir} in {time.perf_counter() - started:.1f} s."
     )
+    from assistant import decision
+
+    _, problem = decision.load(
+        config.decision_model or decision.MODEL_PATH, index.FORMAT_VERSION, built.manifest["embed_model"]
+    )
+    if problem:
+        click.secho(f"Warning: {problem}; until then answers are only uncertain or not found.", fg="yellow", err=True)
 
 
 @cli.command()

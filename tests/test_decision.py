@@ -11,6 +11,7 @@ import pytest
 
 from assistant import decision, evaluation
 from assistant.answering import PHRASES, Answerer
+from assistant.chat import render
 from assistant.index import FORMAT_VERSION
 from assistant.retrieval import Retriever
 
@@ -104,6 +105,7 @@ def test_an_overview_question_quotes_the_opening_of_the_note_about_it(answerer, 
 def test_a_not_found_reply_suggests_questions_the_documents_answer(answerer):
     answer = answerer.answer("What is the best pizza in Naples?")
     assert answer.status == "not_found" and 2 <= len(answer.suggestions) <= 3
+    assert render(answer).endswith("\n".join([PHRASES["en"]["suggest"]] + [f"  - {s}" for s in answer.suggestions]))
     for suggestion in answer.suggestions:
         assert answerer.answer(suggestion).status == "answered", suggestion
 
