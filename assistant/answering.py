@@ -156,8 +156,7 @@ class Answerer:
 
     def _load_decision(self, index) -> tuple[decision.Model | None, str | None]:
         """The answer-decision model for this index, or None and why (then `decision.fallback` decides)."""
-        path = self.config.decision_model or decision.MODEL_PATH
-        return decision.load(path, FORMAT_VERSION, index.manifest.get("embed_model", ""))
+        return decision.load(self.config.decision_model, FORMAT_VERSION, index.manifest.get("embed_model", ""))
 
     def answer(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Answer:
         """The cited answer, `answered`, `uncertain` or `not_found` (see `decision`); `answer_language`
@@ -184,7 +183,9 @@ class Answerer:
         hits = retriever.search(query, top_k or self.config.top_k, timings=stages)
         searched = time.perf_counter()
         index = retriever.index
-        ranked = self._rank(retriever, query, hits, question, lang)
+        # The glossary is a source too: the rows of the names asked about may be quoted (a term of office).
+        rows = retriever.glossary_rows(text)
+        ranked = self._rank(retriever, query, [*hits[:ANSWER_PASSAGES], *rows], question, lang)
         composed, evidence = ("", (), None), None
         opening = overview(index, question)
         if opening is not None:
@@ -194,7 +195,7 @@ class Answerer:
         elif ranked:
             # The quote comes from passages naming what the question is about, when any does
             # ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a purpose).
-            naming = {h.chunk.chunk_id: _names(index, h.chunk, ranked[0]["about"]) for h in hits[:ANSWER_PASSAGES]}
+            naming = {c["hit"].chunk.chunk_id: _names(index, c["hit"].chunk, ranked[0]["about"]) for c in ranked}
             on_topic = [c for c in ranked if naming[c["hit"].chunk.chunk_id]]
             chosen = _pick(index, on_topic or ranked, hits)
             composed = self._compose(index, chosen, question, reply, hits)
@@ -261,7 +262,8 @@ class Answerer:
         yield self.answer(question, history, top_k, answer_language)
 
     def _rank(self, retriever: Retriever, query, hits: list[Hit], question: str, lang: str) -> list[dict]:
-        """The retrieved passages' sentences as candidate quotes, best first: scored by cosine, passage
+        """The sentences of these passages (the retrieved ones the answer may quote, then any glossary rows)
+        as candidate quotes, best first: scored by cosine, passage
         rank, whether they hold what the question asks for, and the question's words they contain (see
         the constants above)."""
         index = retriever.index
@@ -285,7 +287,7 @@ class Answerer:
             return any(extraction.spans(t, kind, index.entities, asked, **reading) for t in texts if t)
 
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
-        for rank, hit in enumerate(hits[:ANSWER_PASSAGES]):
+        for rank, hit in enumerate(hits):
             chunk = hit.chunk
             rendering = index.rendering(chunk)
             scores = index.sentence_scores(chunk, query.vector, lang)
@@ -762,6 +764,7 @@ def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], la
     # What the question says of its names, against the quote's own words less those most passages hold.
     said = words - first["named"]
     quoted = {w for c in chosen for w in c["words"] if not index.common(w, english=lang == "en")}
+    sentence = " ".join(f"{c['thai']} {c['english'] or ''}" for c in chosen).lower()
     signals = {
         "english": float(lang == "en"),
         "follow_up": float(first["follow_up"]),
@@ -771,7 +774,8 @@ def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], la
         "lexical_top": float(hits[0].lexical_rank is not None),
         "quote_similarity": first["similarity"],
         "quote_score": first["score"],
-        "quote_rank": float(first["rank"]),
+        # A glossary row is offered beside the retrieved passages, not below them.
+        "quote_rank": 0.0 if first["hit"].chunk.doc_id in index.chunks.glossary_docs else float(first["rank"]),
         "score_margin": ranked[0]["score"] - ranked[1]["score"] if len(ranked) > 1 else 0.0,
         "word_share": len(first["words"]) / len(words) if words else 0.0,
         "word_share_around": len(set().union(*around)) / len(words) if words else 0.0,
@@ -787,8 +791,16 @@ def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], la
         "fits": float(first["fits"]),
         "fits_any": float(any(c["fits"] for c in chosen)),
         "said_share": len(said & quoted) / len(said) if said else 1.0,
+        "names_in_quote": sum(any(f.lower() in sentence for f in forms) for forms in names) / len(names)
+        if names
+        else 1.0,
+        "similarity_gap": max(c["similarity"] for c in ranked) - first["similarity"],
     }
     return decision.Evidence(signals)
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 1.0
 
 
 # How many questions a "not found" reply suggests.

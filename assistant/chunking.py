@@ -10,7 +10,10 @@ from assistant.types import Chunk, Document
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # Bump when the chunking code changes what it produces: an index built by older code is then stale.
-CHUNKER_VERSION = 2
+# 3: the glossary's rows that state a fact (a role, a term of office, a capital) are passages too.
+CHUNKER_VERSION = 3
+# A glossary row is quotable when its note says more than a category ("ประเทศ", "ภูมิภาค", "สายการบิน").
+GLOSSARY_NOTE_CHARS = 10
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,13 @@ def sentences(doc: Document, start: int, end: int, max_chars: int) -> list[tuple
 
 
 def split(documents, params: ChunkParams) -> list[Chunk]:
-    """Chunks of every document, in document order; never across documents or paragraphs."""
-    chunks = []
+    """Chunks of every document, in document order, the glossary's rows last; never across documents or
+    paragraphs."""
+    chunks, rows = [], []
     for doc in documents:
         if doc.is_glossary:
-            continue  # a lexicon for the retriever, not a passage to quote
+            rows.extend(_glossary_chunks(doc))
+            continue
         number = 0
         for paragraph, (p_start, p_end) in enumerate(paragraphs(doc), start=1):
             spans = sentences(doc, p_start, p_end, params.max_chars)
@@ -98,6 +103,37 @@ def split(documents, params: ChunkParams) -> list[Chunk]:
                         sentences=tuple(group),
                     )
                 )
+    # The glossary's rows last: the lexical index holds the documents' passages only (`index.build`).
+    return chunks + rows
+
+
+def _glossary_chunks(doc: Document) -> list[Chunk]:
+    """One passage per glossary row whose note states a fact: "ประธานาธิบดีซานโตส, ซานโตส | Juan Manuel
+    Santos, Santos | ประธานาธิบดีของโคลอมเบียในเวลาที่เอกสารเขียน (ดำรงตำแหน่ง ค.ศ. 2010-2018)", the names and
+    the note (the kind column is the glossary's own bookkeeping). The header row is not one."""
+    chunks, pos = [], 0
+    for number, line in enumerate(doc.text.split("\n")):
+        start, pos = pos, pos + len(line) + 1
+        pipes = [start + i for i, ch in enumerate(line) if ch == "|"]
+        if not line.startswith("|") or len(pipes) < 4 or set(line) <= set("|-: "):
+            continue
+        note = doc.text[pipes[2] + 1 : pipes[3]].strip()
+        if len(note) <= GLOSSARY_NOTE_CHARS or not any("\u0e00" <= ch <= "\u0e7f" for ch in doc.text[start : pipes[1]]):
+            continue
+        a, b = strip_span(doc.text, pipes[0] + 1, pipes[3])
+        chunks.append(
+            Chunk(
+                chunk_id=f"{doc.doc_id}#{len(chunks) + 1}",
+                doc_id=doc.doc_id,
+                source=doc.source,
+                title=doc.title,
+                paragraph=number,
+                start=a,
+                end=b,
+                text=doc.text[a:b],
+                sentences=((a, b),),
+            )
+        )
     return chunks
 
 

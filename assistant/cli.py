@@ -100,9 +100,7 @@ def index_command(corpus, index_dir):
     )
     from assistant import decision
 
-    _, problem = decision.load(
-        config.decision_model or decision.MODEL_PATH, index.FORMAT_VERSION, built.manifest["embed_model"]
-    )
+    _, problem = decision.load(config.decision_model, index.FORMAT_VERSION, built.manifest["embed_model"])
     if problem:
         click.secho(f"Warning: {problem}; until then answers are only uncertain or not found.", fg="yellow", err=True)
 
@@ -485,7 +483,7 @@ def train_decision_command(questions, out, corpus, index_dir):
     examples = evaluation.decision_examples(answerer, dev, progress=True)
     lines = [json.dumps(asdict(q), ensure_ascii=False, sort_keys=True) for q in dev.questions]
     model = decision.train(examples, decision.data_hash(lines), FORMAT_VERSION, manifest["embed_model"])
-    target = out or decision.MODEL_PATH
+    target = out or config.decision_model
     decision.write(model, target)
     figures = model["metrics"]["dev_out_of_fold"]
     click.echo(

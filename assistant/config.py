@@ -55,7 +55,8 @@ class Config:
     hnsw_ef_search: int = 64
     # Rebuild a stale index on load instead of failing.
     auto_rebuild: bool = True
-    # The answer-decision model (`assistant train-decision`); None: the one shipped with the package.
+    # The answer-decision model (`assistant train-decision`); None: the one shipped with the package
+    # (assistant/decision.json).
     decision_model: Path | None = None
     max_question_chars: int = 2000
     # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
@@ -106,6 +107,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.cache_dir is None:
             object.__setattr__(self, "cache_dir", _default_cache_dir())
+        if self.decision_model is None:
+            object.__setattr__(self, "decision_model", Path(__file__).with_name("decision.json"))
         if self.llm in LLM_BASE_URLS and not self.llm_base_url:
             object.__setattr__(self, "llm_base_url", LLM_BASE_URLS[self.llm])
         if not 0 < self.chunk_min_chars <= self.chunk_max_chars:

@@ -11,7 +11,7 @@ import numpy as np
 from assistant import embedding, extraction
 from assistant.index import Index
 from assistant.thai import english_tokens, has_thai, language, lexical_tokens
-from assistant.types import Hit
+from assistant.types import Chunk, Hit
 
 RRF_K = 60
 # BM25's weight in the fusion. For English questions the lexical side only sees the glossary's Thai
@@ -104,6 +104,7 @@ class Retriever:
         self.index = index
         self.mode = mode
         self._phrases = sorted(index.glossary, key=len, reverse=True)
+        self._rows: dict[int, Chunk] | None = None
 
     def query(self, text: str) -> Query:
         vector = np.asarray(self.index.embed_model.get_query_embedding(text), dtype=np.float32)
@@ -138,7 +139,11 @@ class Retriever:
         n = len(chunks)
         candidates = max(CANDIDATES, top_k)
         # Dense runs in every mode: its cosine is what the answerer's refusal threshold reads.
-        dense = self._dense(query.vector, min(n, candidates))
+        # The glossary's rows are not searched for (`glossary_rows` offers them to the answer): they take no
+        # rank from the passages.
+        glossary = chunks.glossary
+        dense = self._dense(query.vector, min(n, candidates + int(glossary.sum())))
+        dense = [(i, s) for i, s in dense if not glossary[i]][:candidates]
         dense_rank = {i: r for r, (i, _) in enumerate(dense)}
         dense_score = dict(dense)
         lap("dense")
@@ -191,6 +196,19 @@ class Retriever:
         ]
         lap("rerank")
         return hits
+
+    def glossary_rows(self, text: str) -> list[Hit]:
+        """The glossary rows (those that state a fact) of the names a text mentions, as hits to quote from."""
+        index = self.index
+        if self._rows is None:  # entity row -> its glossary passage, read once per index
+            self._rows = {}
+            for i in np.flatnonzero(index.chunks.glossary):
+                chunk = index.chunks[int(i)]
+                found = index.entities.find(chunk.text)
+                if found:
+                    self._rows.setdefault(found[0][2], chunk)
+        rows = dict.fromkeys(row for _, _, row in index.entities.find(text) if row in self._rows)
+        return [Hit(self._rows[row], 0.0, 0.0, None, None) for row in rows]
 
     def _evidence(self, query: Query, rows: list[int], fused: dict[int, float]) -> dict[int, float]:
         """The re-ranking score of each of these passages (see RERANK_DEPTH)."""
