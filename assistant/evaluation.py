@@ -161,8 +161,8 @@ def _csv_records(text: str, path: Path):
 
 
 def _csv_rows(reader, path: Path):
-    """The reader's rows; what the csv module cannot read at all (a NUL byte, a cell over its size limit)
-    ends the file with a message, as it leaves no row boundary to go on from."""
+    """The reader's rows; what the csv module cannot read at all (a cell over its size limit) ends the
+    file with a message, as it leaves no row boundary to go on from."""
     try:
         yield from reader
     except csv.Error as error:
