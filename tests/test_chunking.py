@@ -35,6 +35,8 @@ def test_chunks_stay_inside_one_document_and_paragraph(config):
     documents, chunks = _chunks(config)
     by_id = {d.doc_id: d for d in documents}
     for c in chunks:
+        if by_id[c.doc_id].is_glossary:
+            continue  # a row of its table (below)
         paragraph = chunking.paragraphs(by_id[c.doc_id])[c.paragraph - 1]
         assert paragraph[0] <= c.start and c.end <= paragraph[1]
 
@@ -59,9 +61,20 @@ def test_neighbouring_chunks_overlap_but_none_is_a_subset(config):
             assert after.end > before.end and after.start > before.start
 
 
-def test_glossary_is_not_chunked(config):
-    _, chunks = _chunks(config)
-    assert not any(c.doc_id == "glossary" for c in chunks)
+def test_glossary_rows_stating_a_fact_are_passages_after_the_documents(config):
+    documents, chunks = _chunks(config)
+    rows = [c for c in chunks if c.doc_id == "glossary"]
+    assert chunks[-len(rows) :] == rows  # last: the lexical index holds the documents' passages only
+    santos = next(c for c in rows if "Juan Manuel Santos" in c.text)
+    assert santos.text == (
+        "ประธานาธิบดีซานโตส, ซานโตส | Juan Manuel Santos, Santos | "
+        "ประธานาธิบดีของโคลอมเบียในเวลาที่เอกสารเขียน (ดำรงตำแหน่ง ค.ศ. 2010-2018)"
+    )
+    assert santos.sentences == ((santos.start, santos.end),)
+    glossary = next(d for d in documents if d.doc_id == "glossary")
+    assert santos.text == glossary.text[santos.start : santos.end]
+    # A row whose note is only a category ("ประเทศ") says nothing to quote; nor does the header row.
+    assert not any(c.text.startswith(("บราซิล |", "ไทย |")) for c in rows)
 
 
 def test_markdown_heading_joins_its_paragraph():

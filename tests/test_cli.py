@@ -198,9 +198,14 @@ def test_eval_compare_and_report(invoke, tmp_path):
         "short_answer",
         "short_answer_ok",
         "citations_ok",
+        "status",
+        "confidence",
+        "shown_ok",
         "latency_ms",
     }
+    assert data["questions"][0]["status"] in ("answered", "uncertain", "not_found")
     html = report.read_text(encoding="utf-8")
+    assert "<h2>Reliability of the confidence</h2>" in html
     assert html.count("data:image/png;base64,") == 4  # per language + configurations overall, th, en
     assert "llama-index defaults" in html and "<h2>Failed questions" in html
     assert "| llama-index defaults |" in result.stdout

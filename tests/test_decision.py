@@ -120,3 +120,9 @@ def test_without_a_usable_model_every_reply_is_uncertain_or_not_found(built_inde
         known = answerer.answer("When was the Treaty of Asunción signed?")
         assert known.status == "uncertain" and known.confidence is None and known.citations
         assert answerer.answer("Who won the 2022 FIFA World Cup?").status == "not_found"
+
+
+def test_a_fact_only_the_glossary_states_is_shown_from_its_row(answerer):
+    answer = answerer.answer("ซานโตสดำรงตำแหน่งช่วงปีไหน")
+    assert answer.status != "not_found" and "2010-2018" in answer.answer
+    assert answer.citations[0].source == "glossary.md"

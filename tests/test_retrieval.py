@@ -39,7 +39,17 @@ def test_hits_carry_scores_and_chunks(built_index):
 
 def test_top_k_is_respected(built_index):
     assert len(Retriever(built_index).search("ชิลี", top_k=2)) == 2
-    assert len(Retriever(built_index).search("ชิลี", top_k=200)) == len(built_index.chunks)
+    # Every passage but the glossary's rows, which are quoted, never searched for.
+    assert (
+        len(Retriever(built_index).search("ชิลี", top_k=200))
+        == len(built_index.chunks) - built_index.chunks.glossary.sum()
+    )
+
+
+def test_the_glossary_rows_of_the_names_a_question_asks_about(built_index):
+    rows = Retriever(built_index).glossary_rows("ซานโตสดำรงตำแหน่งช่วงปีไหน")
+    assert [h.chunk.text.split(" | ")[1] for h in rows] == ["Juan Manuel Santos, Santos"]
+    assert Retriever(built_index).glossary_rows("บราซิลยุติการเจรจาอะไร") == []  # Brazil's row is a category
 
 
 def test_glossary_brings_thai_names_to_english_questions(built_index):
