@@ -185,7 +185,7 @@ class Answerer:
         index = retriever.index
         # The glossary is a source too: the rows of the names asked about may be quoted (a term of office).
         rows = retriever.glossary_rows(text)
-        ranked = self._rank(retriever, query, [*hits[:ANSWER_PASSAGES], *rows], question, lang)
+        ranked = self._rank(retriever, query, [*hits[:ANSWER_PASSAGES], *rows], question, lang, history)
         composed, evidence = ("", (), None), None
         opening = overview(index, question)
         if opening is not None:
@@ -261,7 +261,9 @@ class Answerer:
         """The same interface as the LLM answerer's: here the whole answer comes at once."""
         yield self.answer(question, history, top_k, answer_language)
 
-    def _rank(self, retriever: Retriever, query, hits: list[Hit], question: str, lang: str) -> list[dict]:
+    def _rank(
+        self, retriever: Retriever, query, hits: list[Hit], question: str, lang: str, history: tuple[Turn, ...] = ()
+    ) -> list[dict]:
         """The sentences of these passages (the retrieved ones the answer may quote, then any glossary rows)
         as candidate quotes, best first: scored by cosine, passage
         rank, whether they hold what the question asks for, and the question's words they contain (see
@@ -274,6 +276,14 @@ class Answerer:
         offered = extraction.options(question, index.entities)
         asked = [forms for forms in extraction.names_in(question, index.entities) if forms not in offered]
         named = {w for forms in asked for f in forms for w in content_words(f, lang)}  # their words
+        # A follow-up's pronoun stands for the names of the conversation's last answer ("ประเทศนั้น" after
+        # "เวเนซุเอลา"): their words tell the clauses of a quote apart as the question's own names do.
+        referents = set()
+        if query.text != question:
+            last = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+            referents = {
+                w for forms in extraction.names_in(last, index.entities) for f in forms for w in content_words(f, lang)
+            }
         # What the question is about, a follow-up's earlier question included ("Where was its founding
         # treaty signed?" after "What is UNASUR?" is about UNASUR).
         about = extraction.names_in(query.text, index.entities) if query.text != question else asked
@@ -328,6 +338,7 @@ class Answerer:
                     "holders": holders,
                     "unit": unit,
                     "follow_up": query.text != question,
+                    "referents": referents,
                 }
         return sorted(candidates.values(), key=lambda c: -c["score"])
 
@@ -631,7 +642,10 @@ def _anchored(found: list[tuple[int, int]], text: str, candidate: dict, question
         return found
     if candidate["kind"] in extraction.ENTITY_KINDS:
         return _anchored_name(found, text, candidate, question, entities)
-    words, lang, named = candidate["question_words"], language(question), candidate["named"]  # as `_rank` scored
+    # A follow-up's "ประเทศนั้น", "it" stands for a name of the conversation, which counts as if asked.
+    lang = language(question)
+    words = candidate["question_words"] | candidate["referents"]
+    named = candidate["named"] | candidate["referents"]
     ends = [0] + [b for _, b in found[:-1]]
     clauses, subject = [], set()
     for e, (a, _) in zip(ends, found):

@@ -487,3 +487,15 @@ def test_what_a_name_stands_for_is_answered_by_the_name_written_out(answerer):
     answer = answerer.answer("What does FTAA stand for?")
     assert not answer.refused, answer.refusal_reason
     assert "Free Trade Area of the Americas" in answer.answer or "Free-Trade Area of the Americas" in answer.answer
+
+
+def test_a_follow_up_keeps_the_short_answer_of_the_question_it_stands_for(answerer):
+    """ "ประเทศนั้น" is the country the last answer named: its clause of the quote is the one asked about."""
+    history = [
+        {"role": "user", "content": "ประเทศใดถูกระงับสมาชิกภาพใน MERCOSUR"},
+        {"role": "assistant", "content": "เวเนซุเอลา"},
+    ]
+    follow_up = answerer.draft("ประเทศนั้นเข้าเป็นสมาชิก MERCOSUR ปีไหน", history)
+    alone = answerer.draft("เวเนซุเอลาเข้าเป็นสมาชิก MERCOSUR ปีไหน")
+    assert follow_up.short_answer == alone.short_answer and "2012" in alone.short_answer["text"]
+    assert len(follow_up.citations) == len(alone.citations) == 1
