@@ -321,6 +321,8 @@ class _EmbeddingBar:
 
     def close(self) -> None:
         if self.bar is not None:
+            # Texts counted twice (a sentence in two documents) were embedded once: end at 100%.
+            self.bar.total = self.bar.n
             self.bar.close()
             self.bar = None
 

