@@ -197,15 +197,8 @@ SETTINGS = {
     "hnsw_ef_search": "with `hnsw`: the search breadth, read at query time (higher finds more of the exact "
     "top results, slower)",
     "auto_rebuild": "rebuild a stale index on start instead of failing",
-    "refusal_threshold_th": "best-passage similarity below which a Thai question is refused",
-    "refusal_threshold_en": "best-passage similarity below which an English question is refused",
-    "refusal_min_word_share": "share of the question's content words the quoted sentences must hold, else it refuses",
-    "refusal_requires_names": "refuse when a name the question mentions is not in the passages quoted from",
-    "refusal_requires_kind": "refuse when a date, number or name question finds no span of that kind",
-    "refusal_typed_word_share": "with the kind check: the sentence holding that span (with the one before it) "
-    "must also hold this share of the question's content words",
-    "refusal_paraphrase_similarity": "below this best-passage similarity, the quoted sentences must hold one of "
-    "the question's words besides its names, else it refuses",
+    "decision_model": "the answer-decision model (`assistant train-decision`) deciding between answered, uncertain "
+    "and not_found|the one shipped with the package (`assistant/decision.json`)",
     "max_question_chars": "longest question accepted",
     "feedback_path": "where thumbs up/down from the web chat are appended",
     "feedback_max_mb": "the feedback log is rotated (one older file, `.1`) past this size",
@@ -276,7 +269,7 @@ server refuses and why in [security.md](security.md).
 def _shown(default) -> str:
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
-    if default == "":
+    if default == "" or default is None:
         return "–"
     return f"`{default}`"
 
