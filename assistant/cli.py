@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -28,7 +29,43 @@ def _offline(config: Config) -> None:
 def _config(corpus: Path | None, index_dir: Path | None, **overrides) -> Config:
     config = Config.from_env(corpus_dir=corpus, index_dir=index_dir, **overrides)
     _offline(config)
+    _logging(config.log_level)
     return config
+
+
+class _Stderr(logging.StreamHandler):
+    """Log lines on whatever `sys.stderr` is when they are written (click's test runner swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _quiet_others(record: logging.LogRecord) -> bool:
+    """Other libraries' messages below WARNING are noise to a user: ONNX Runtime's quantizer logs
+    hundreds of INFO lines through the root logger while the model is prepared, bm25s sets its own
+    logger to DEBUG, httpx logs every request Gradio makes."""
+    return record.levelno >= logging.WARNING or record.name == "assistant" or record.name.startswith("assistant.")
+
+
+def _logging(level: str) -> None:
+    """One handler on the root logger, on stderr: the assistant's messages from `level` on, everyone
+    else's from WARNING on (all of them with `debug`). Installed before any library is imported, so
+    the quantizer's import-time `logging.basicConfig` finds a handler and adds none of its own."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    handler.filters.clear()
+    if level.lower() != "debug":
+        handler.addFilter(_quiet_others)
+    root.setLevel(level.upper())
 
 
 def _open(config: Config):
@@ -497,10 +534,10 @@ def train_decision_command(questions, out, corpus, index_dir):
 @cli.command("eval-table")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def eval_table_command(results):
-    """Print the README's evaluation tables (Markdown) from results files of `assistant eval --json`.
+    """Print evaluation tables (Markdown) from results files of `assistant eval --json`.
 
-    One file: its tables. Several (the splits): one table with them side by side, each beside its
-    baseline.
+    One file: its tables (docs/evaluation.md). Several (the splits): one table with them side by side,
+    each beside its baseline (the README's).
 
     \b
     Examples:
@@ -511,6 +548,22 @@ def eval_table_command(results):
 
     loaded = [evaluation.load_results(path) for path in results]
     click.echo(report.readme_tables(loaded[0]) if len(loaded) == 1 else report.side_by_side_table(loaded))
+
+
+@cli.command("config-table")
+@click.option("--common", is_flag=True, help="Only the settings most people change (the README's table).")
+def config_table_command(common):
+    """Print docs/configuration.md (every setting, its variable, default and meaning), generated from
+    assistant/config.py, or with --common the README's table of the settings most people change.
+
+    \b
+    Examples:
+      assistant config-table > docs/configuration.md
+      assistant config-table --common
+    """
+    from assistant import config
+
+    click.echo(config.settings_table(config.COMMON_SETTINGS) if common else config.configuration_page(), nl=common)
 
 
 @cli.command("bench")
@@ -569,12 +622,15 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
 
 @cli.command("bench-table")
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def bench_table_command(results):
-    """Print the README's benchmark tables (Markdown) from a file of `assistant bench --json`.
+@click.option("--headline", is_flag=True, help="Only the README's table: the default path beside torch.")
+def bench_table_command(results, headline):
+    """Print the benchmark tables (Markdown) of docs/benchmarks.md from a file of `assistant bench --json`,
+    or with --headline the README's.
 
     \b
-    Example:
+    Examples:
       assistant bench-table docs/bench.json
+      assistant bench-table --headline docs/bench.json
     """
     from assistant import bench
 
@@ -582,7 +638,7 @@ def bench_table_command(results):
         result = json.loads(results.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise AssistantError(f"{results} is not a benchmark results file ({error}).") from None
-    click.echo(bench.table(result))
+    click.echo(bench.headline(result) if headline else bench.table(result))
 
 
 @cli.command("feedback")

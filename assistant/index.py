@@ -278,6 +278,67 @@ def _nodes(chunks: list[Chunk]):
     return nodes
 
 
+def _embedded_text(node) -> str:
+    """What llama-index embeds (and keys the vector cache by) for a node."""
+    from llama_index.core.schema import MetadataMode
+
+    return node.get_content(metadata_mode=MetadataMode.EMBED)
+
+
+class _EmbeddingBar:
+    """One progress bar for the texts an index build embeds: passages and sentences, Thai and English.
+
+    Only texts the vector cache does not hold count, and the bar opens when the model embeds the first
+    of them, so a build served from the cache shows none (a first build of the corpus shows "Embedding
+    38 passages" over its 210 texts).
+    """
+
+    def __init__(self, show: bool, cache: Path | None, passages: list[str], count: int):
+        self.show, self.cache, self.total, self.bar = show, cache, 0, None
+        new = self.add(passages)
+        self.label = f"Embedding {count} passages" if new >= count else f"Embedding {new} of {count} passages"
+
+    def add(self, texts: list[str]) -> int:
+        """Count the texts of `texts` that will be embedded (not in the cache); returns how many."""
+        new = len(set(texts))
+        if self.show and self.cache is not None and self.cache.is_file():
+            try:
+                held = vector_cache.VectorCache(self.cache)
+                try:
+                    new = sum(held.get(t, collection="embeddings") is None for t in set(texts))
+                finally:
+                    held.close()
+            except Exception:  # the build reports a damaged cache itself; this is only a count
+                pass
+        self.total += new
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+        return new
+
+    def update(self, n: int) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=max(self.total, n),
+                desc=self.label,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} texts, {elapsed}",
+            )
+        if self.bar.n + n > self.bar.total:
+            self.bar.total = self.bar.n + n
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            # Texts counted twice (a sentence in two documents) were embedded once: end at 100%.
+            self.bar.total = self.bar.n
+            self.bar.close()
+            self.bar = None
+
+
 def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     """Read the corpus, chunk, embed and write a new index atomically; the old one survives failures.
 
@@ -296,6 +357,15 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     dimension = len(embed_model.get_query_embedding("dimension probe"))
     faiss_index = new_faiss_index(config, dimension)
 
+    documents = {d.doc_id: d for d in loaded.documents}
+    texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
+    cache = embedding.cache_path(config) if config.vector_cache else None
+    nodes = _nodes(chunks)
+    renderings, problems = translation.load(config.corpus_dir, loaded.documents)
+    english = _english_plan(chunks, documents, renderings)
+    bar = _EmbeddingBar(progress, cache, [_embedded_text(n) for n in nodes], len(chunks))
+    bar.add(texts + english["passages"] + list(english["english_of"].values()))
+
     config.index_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(config.index_dir)
     staging = Path(
@@ -304,17 +374,14 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
     try:
         # llama-index embeds the passages and adds them to FAISS in order: FAISS row i is chunks[i].
         store = FaissVectorStore(faiss_index=faiss_index)
-        documents = {d.doc_id: d for d in loaded.documents}
-        texts = sorted({documents[c.doc_id].text[a:b] for c in chunks for a, b in c.sentences})
-        cache = embedding.cache_path(config) if config.vector_cache else None
-        with vector_cache.passage_cache(embed_model, cache):
+        with vector_cache.passage_cache(embed_model, cache), embedding.counting(embed_model, bar.update):
             VectorStoreIndex(
-                _nodes(chunks),
+                nodes,
                 storage_context=StorageContext.from_defaults(vector_store=store),
                 embed_model=embed_model,
-                show_progress=progress,
+                show_progress=False,
             )
-            vectors = embedding.encode(embed_model, texts, query=False, progress=progress)
+            vectors = embedding.encode(embed_model, texts, query=False)
         store.persist(str(staging / VECTORS))
         np.save(staging / SENTENCES, vectors.astype(np.float16))
         Chunks.from_chunks(chunks, documents, {t: i for i, t in enumerate(texts)}).save(staging)
@@ -332,8 +399,8 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         (staging / ENTITIES).write_text(
             json.dumps(corpus.glossary_rows(loaded.documents), ensure_ascii=False), encoding="utf-8"
         )
-        renderings, problems = translation.load(config.corpus_dir, loaded.documents)
-        english = _build_english(staging, chunks, documents, renderings, texts, embed_model, cache, progress, config)
+        with embedding.counting(embed_model, bar.update):
+            english = _build_english(staging, chunks, documents, english, texts, embed_model, cache, config)
 
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -359,30 +426,15 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         (staging / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
         _swap_in(staging, config.index_dir)
     finally:
+        bar.close()
         shutil.rmtree(staging, ignore_errors=True)
     return load(config, embed_model)
 
 
-def _build_english(
-    staging: Path,
-    chunks: list[Chunk],
-    documents: dict,
-    renderings: dict,
-    texts: list[str],
-    embed_model,
-    cache,
-    progress: bool,
-    config: Config,
-) -> dict:
-    """Index the English renderings: passage vectors and BM25 by chunk, sentence vectors by Thai row.
-
-    A rendering that lacks a sentence the chunker cut (the chunking changed) is reported and left out.
-    """
-    import bm25s
-    from llama_index.core import StorageContext, VectorStoreIndex
-    from llama_index.core.schema import TextNode
-    from llama_index.vector_stores.faiss import FaissVectorStore
-
+def _english_plan(chunks: list[Chunk], documents: dict, renderings: dict) -> dict:
+    """What the English side of the index holds: the renderings that cover every sentence the chunker
+    cuts (one that lacks a sentence, as when the chunking changed, is reported and left out), the
+    chunks they render, their English passages and each Thai sentence's English."""
     problems = []
     for doc_id, rendering in list(renderings.items()):
         missing = translation.coverage(rendering, [s for c in chunks if c.doc_id == doc_id for s in c.sentences])
@@ -394,9 +446,6 @@ def _build_english(
             )
             del renderings[doc_id]
     rows = [i for i, c in enumerate(chunks) if c.doc_id in renderings]
-    out = {"documents": sorted(documents[d].source for d in renderings), "passages": len(rows), "problems": problems}
-    if not rows:
-        return out
     passages = [renderings[chunks[i].doc_id].passage(chunks[i].sentences) for i in rows]
     # Thai sentence text -> its English (the first rendering that has it) after the document's title, so
     # a note's "At its founding it had 12 members" is about UNASUR when its title says so. On dev English
@@ -407,19 +456,53 @@ def _build_english(
         rendering = renderings.get(c.doc_id)
         for a, b in c.sentences if rendering else ():
             english_of.setdefault(documents[c.doc_id].text[a:b], f"{rendering.title}: {rendering.sentences[(a, b)]}")
+    return {
+        "renderings": renderings,
+        "problems": problems,
+        "rows": rows,
+        "passages": passages,
+        "english_of": english_of,
+    }
+
+
+def _build_english(
+    staging: Path,
+    chunks: list[Chunk],
+    documents: dict,
+    plan: dict,
+    texts: list[str],
+    embed_model,
+    cache,
+    config: Config,
+) -> dict:
+    """Index the English renderings (`_english_plan`): passage vectors and BM25 by chunk, sentence
+    vectors by Thai row."""
+    import bm25s
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    renderings, rows, passages, english_of = plan["renderings"], plan["rows"], plan["passages"], plan["english_of"]
+    out = {
+        "documents": sorted(documents[d].source for d in renderings),
+        "passages": len(rows),
+        "problems": plan["problems"],
+    }
+    if not rows:
+        return out
     dimension = len(embed_model.get_query_embedding("probe"))
     # Exact search: the English passages are one per Thai passage of a rendered document, never many.
     store = FaissVectorStore(faiss_index=new_faiss_index(config.with_(vector_index="flat"), dimension))
     nodes = [TextNode(id_=f"{chunks[i].chunk_id}@en", text=t) for i, t in zip(rows, passages)]
+    present = [t for t in texts if t in english_of]
     with vector_cache.passage_cache(embed_model, cache):
         VectorStoreIndex(
             nodes,
             storage_context=StorageContext.from_defaults(vector_store=store),
             embed_model=embed_model,
-            show_progress=progress,
+            show_progress=False,
         )
-        present = [t for t in texts if t in english_of]
-        vectors = embedding.encode(embed_model, [english_of[t] for t in present], query=False, progress=progress)
+        vectors = embedding.encode(embed_model, [english_of[t] for t in present], query=False)
     sentence_rows = np.full(len(texts), -1, dtype=np.int32)
     position = {t: i for i, t in enumerate(texts)}
     sentence_rows[[position[t] for t in present]] = np.arange(len(present), dtype=np.int32)

