@@ -838,7 +838,7 @@ def parse_floor(text: str) -> Floor:
     lang, _, metric = name.strip().rpartition(":")
     metric, lang = metric.strip(), lang.strip()
     if metric in LOWER_IS_BETTER:
-        raise ValueError(f"{metric} is a latency, lower is better: a floor applies to quality metrics only")
+        raise ValueError(f"for {metric} lower is better: a floor applies to the metrics where higher is better")
     quality = [m for m in METRICS if m not in LOWER_IS_BETTER]
     if metric not in quality:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(quality)}")
