@@ -162,9 +162,18 @@ def serve(host, port, corpus, index_dir):
     config = _config(corpus, index_dir)
     if host not in {"0.0.0.0", "::"} and "*" not in config.hosts and host not in config.hosts:
         config = config.with_(allowed_hosts=",".join([*config.hosts, host]))
-    answerer = _open(config)
+    if click.get_current_context().obj is None:  # timed part by part for the metrics
+        from assistant import chat, embedding, index
+
+        loading = time.perf_counter()
+        embed_model = embedding.load(config)
+        model_s = time.perf_counter() - loading
+        answerer = chat.pipeline(index.open_index(config, embed_model, progress=True), config)
+        load_seconds = {"model": model_s, "index": time.perf_counter() - loading - model_s}
+    else:
+        answerer, load_seconds = _open(config), None
     answerer.answer("บราซิล")  # loads the Thai dictionaries now, not during the first visitor's question
-    app = create_app(answerer, config)
+    app = create_app(answerer, config, load_seconds)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     click.echo(
         f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
@@ -658,25 +667,38 @@ def bench_table_command(results, headline):
     "--file",
     "path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The feedback log [env ASSISTANT_FEEDBACK_PATH; default feedback.jsonl].",
+    help="Read this feedback log [default: ASSISTANT_FEEDBACK_URL's database if set, else ASSISTANT_FEEDBACK_PATH].",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry instead of text.")
 def feedback_command(down, since, export, path, as_json):
-    """List the visitors' ratings of answers (with their comments), or turn the thumbs-down questions
-    into draft evaluation lines that a person completes (answers, evidence) and adds to
-    eval/questions.jsonl. The rotated `.1` log is read too; malformed lines are skipped and counted.
+    """List the visitors' ratings of answers (each answer once, with its latest vote and comment), or
+    turn the thumbs-down questions into draft evaluation lines that a person completes (answers,
+    evidence) and adds to eval/questions.jsonl. Reads the PostgreSQL table when ASSISTANT_FEEDBACK_URL
+    is set, else the log and its rotated files; malformed lines are skipped and counted. Line breaks,
+    control and bidi characters in questions and comments are listed as escapes (\\n, \\u202e).
 
     \b
     Examples:
       assistant feedback
       assistant feedback --down --since 2026-11-01
       assistant feedback --export eval/drafts.jsonl
+      ASSISTANT_FEEDBACK_URL=postgresql://assistant@db/assistant assistant feedback --json
     """
 
     from assistant import feedback
 
-    path = path or Config.from_env().feedback_path
-    entries, skipped = feedback.read(path)
+    config = Config.from_env()
+    if path is not None:
+        store = feedback.JsonlStore(path, int(config.feedback_max_mb * 1_000_000), config.feedback_keep_files)
+    else:
+        store = feedback.open_store(config)
+        path = config.feedback_url.split("@")[-1] if config.feedback_url else config.feedback_path
+    try:
+        entries, skipped = store.entries()
+    except feedback.FeedbackUnavailableError:
+        raise AssistantError(store.problem or "The feedback store cannot be read.") from None
+    finally:
+        store.close()
     if since is not None:
         since = since.replace(tzinfo=UTC)
         entries = [e for e in entries if e.time >= since]
@@ -705,14 +727,15 @@ def feedback_command(down, since, export, path, as_json):
                         "question": e.question,
                         "answer": e.answer,
                         "comment": e.comment,
+                        "votes": e.votes,
                     },
                     ensure_ascii=False,
                 )
             )
             continue
-        click.echo(f"{e.time:%Y-%m-%d %H:%M}  {'👍' if e.liked else '👎'}  {e.question}")
+        click.echo(f"{e.time:%Y-%m-%d %H:%M}  {'👍' if e.liked else '👎'}  {feedback.printable(e.question)}")
         if e.comment:
-            click.echo(f"    comment: {e.comment}")
+            click.echo(f"    comment: {feedback.printable(e.comment)}")
     if not as_json:
         click.echo(
             f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"

@@ -63,8 +63,19 @@ class Config:
     # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
     # ("*" for any, else comma-separated origins such as "https://example.org").
     feedback_path: Path = Path("feedback.jsonl")
-    # The feedback log is rotated (one older file kept, `.1`) when it grows past this size.
+    # The feedback log is rotated when it grows past this size, keeping this many older files (`.1` …);
+    # when they are all there, new votes are refused (and health says so) rather than any deleted.
     feedback_max_mb: float = 10.0
+    feedback_keep_files: int = 9
+    # Feedback in PostgreSQL instead of the log (postgresql://user:password@host:port/db), for several
+    # replicas: one row per answer, the table created or migrated on start.
+    feedback_url: str = field(default="", repr=False)
+    # Ratings and comments per client address, as ASSISTANT_RATE_LIMIT; "off" disables it.
+    feedback_rate_limit: str = "30/minute"
+    # Signs the token each answer carries, which a rating must bring back. Replicas behind one load
+    # balancer need the same key; unset, each process makes a random one (ratings of its answers then
+    # fail on any other replica, and after a restart).
+    secret_key: str = field(default="", repr=False)
     allowed_origins: str = "*"
     # Earlier messages (a question or an answer each) sent with a chat question: the visitor's browser
     # keeps the whole conversation, the answerer sees only this many of the latest (at most 50).
@@ -78,6 +89,12 @@ class Config:
     rate_limit: str = "60/minute"
     # Proxies whose X-Forwarded-For names the client (comma-separated addresses); others are ignored.
     trusted_proxies: str = ""
+    # Where the rate limits count: the `limits` library's storage URI, "memory://" (this process) or
+    # "redis://host:port/db" (shared by replicas). With Redis unreachable, requests pass (fail open) and
+    # health says "degraded".
+    rate_limit_storage: str = "memory://"
+    # GET /metrics (Prometheus): "off", "on", or a bearer token the scraper must send.
+    metrics: str = field(default="off", repr=False)
     # Chat questions answered at once (Gradio's queue): a slow LLM call then holds up only its own
     # visitor. Embedding stays serialised on the model's thread.
     chat_concurrency: int = 8
@@ -136,6 +153,24 @@ class Config:
                 raise AssistantError(
                     f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as '60/minute' or 'off'"
                 ) from None
+        if self.feedback_rate_limit.strip().lower() not in {"off", ""}:
+            from limits import parse
+
+            try:
+                parse(self.feedback_rate_limit)
+            except ValueError:
+                raise AssistantError(
+                    f"ASSISTANT_FEEDBACK_RATE_LIMIT={self.feedback_rate_limit!r}: use a rate such as '30/minute' "
+                    "or 'off'"
+                ) from None
+        if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+            raise AssistantError(
+                f"ASSISTANT_RATE_LIMIT_STORAGE={self.rate_limit_storage!r}: use memory:// or redis://host:port/db"
+            )
+        if self.feedback_url and not self.feedback_url.startswith(("postgresql://", "postgres://")):
+            raise AssistantError("ASSISTANT_FEEDBACK_URL must start with postgresql:// (or be empty for the log file)")
+        if self.feedback_keep_files < 0:
+            raise AssistantError("ASSISTANT_FEEDBACK_KEEP_FILES must be 0 or more")
         if not 0 <= self.history_turns <= 50:
             raise AssistantError(f"ASSISTANT_HISTORY_TURNS={self.history_turns}: use 0 to 50")
         if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:

@@ -48,3 +48,11 @@ class QuestionTooLongError(InvalidQuestionError):
 
 class EvaluationError(AssistantError):
     """An evaluation cannot run as asked: no question in the split, an unreadable baseline."""
+
+
+class FeedbackUnavailableError(AssistantError):
+    """Feedback cannot be stored right now (the database is down, the log is full); nothing was saved."""
+
+
+class FeedbackTokenError(AssistantError):
+    """A rating names no answer this service gave: a forged, damaged or expired answer token."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import json
 import logging
 import re
-import uuid
+import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from html import escape
@@ -17,7 +18,7 @@ from typing import Literal
 import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -25,8 +26,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from assistant import corpus, index
 from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answering, validate
 from assistant.config import Config
-from assistant.errors import AssistantError, InvalidQuestionError, QuestionTooLongError
-from assistant.feedback import MAX_COMMENT_CHARS, FeedbackLog, validate_comment
+from assistant.errors import (
+    AssistantError,
+    FeedbackTokenError,
+    InvalidQuestionError,
+    QuestionTooLongError,
+)
+from assistant.feedback import MAX_COMMENT_CHARS, MAX_TOKEN_CHARS, Signer, Store, Vote, open_store, validate_comment
+from assistant.metrics import Metered, Metrics, build_id
 from assistant.types import Answer, as_turns
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ _UPLOAD = re.compile(r"(^|/)gradio_api/upload")
 # sockets were held open indefinitely: 3,000 of them in a probe).
 HEADER_TIMEOUT_S = 10.0
 RATE_LIMITED = "ถามถี่เกินไป โปรดรอสักครู่ · Too many questions: please wait a moment and ask again."
+FEEDBACK_LIMITED = "ให้คะแนนถี่เกินไป โปรดรอสักครู่ · Too many ratings: please wait a moment."
 
 TITLE = "ผู้ช่วยค้นคว้า: การรวมกลุ่มในภูมิภาคลาตินอเมริกา · Latin American integration assistant"
 DESCRIPTION = (
@@ -146,15 +154,65 @@ def answer_html(answer: Answer) -> str:
     return head + body
 
 
-class RateLimit:
-    """Questions per client address, by the `limits` library's moving window; `off` lets all through."""
+class LimitStorage:
+    """Where rate limits count: this process's memory, or Redis shared by the replicas.
 
-    def __init__(self, rate: str, proxies: list[str]):
-        from limits import parse, storage, strategies
+    Redis unreachable fails open: requests pass uncounted (a visitor never gets a 500 for it), one
+    warning a minute is logged, `problem` says so for health, and Redis is tried again after RETRY_S
+    (so a stopped Redis adds no delay to each request).
+    """
+
+    RETRY_S = 2.0
+    WARN_EVERY_S = 60.0
+
+    def __init__(self, uri: str = "memory://"):
+        from limits.storage import storage_from_string
+
+        self.shared = not uri.startswith("memory://")
+        # Loopback or a LAN: a Redis that has not answered in half a second is treated as down.
+        options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if self.shared else {}
+        self.storage = storage_from_string(uri, **options)
+        self.kind = uri.split("://")[0]
+        self.problem: str | None = None
+        self._down_until = 0.0
+        self._warned = -self.WARN_EVERY_S
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        self._down_until = now + self.RETRY_S
+        self.problem = "The rate-limit store is unreachable: limits are not enforced until it is back."
+        if now - self._warned >= self.WARN_EVERY_S:
+            self._warned = now
+            log.warning("%s (%s: %s)", self.problem, type(error).__name__, str(error).splitlines()[0][:200])
+
+    def check(self) -> str | None:
+        """Ping a shared store (run off the event loop); memory is always there."""
+        if self.shared:
+            try:
+                if not self.storage.check():
+                    raise ConnectionError("no answer to PING")
+                self.problem, self._down_until = None, 0.0
+            except Exception as error:  # redis raises its own kinds; any of them means unreachable
+                self.failed(error)
+        return self.problem
+
+
+class RateLimit:
+    """Requests per client address (`name` keeps questions and ratings apart), by the `limits` library's
+    moving window in a LimitStorage; `off` lets all through."""
+
+    def __init__(self, rate: str, proxies: list[str], storage: LimitStorage | None = None, name: str = "ask"):
+        from limits import parse, strategies
 
         self.item = None if rate.strip().lower() in {"off", ""} else parse(rate)
-        self.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self.storage = storage or LimitStorage()
+        self.limiter = strategies.MovingWindowRateLimiter(self.storage.storage)
         self.proxies = set(proxies)
+        self.name = name
+        self.limited = None  # a counter of refusals (metrics), set by create_app
 
     def client(self, host: str | None, forwarded: str | None) -> str:
         """The client's address: X-Forwarded-For only counts when the peer is a trusted proxy, and then
@@ -170,11 +228,23 @@ class RateLimit:
         return host
 
     def retry_after(self, client: str) -> int | None:
-        """None when the client may ask now (and counts the question), else seconds to wait."""
-        if self.item is None or self.limiter.hit(self.item, "ask", client):
+        """None when the client may go on now (and counts the request), else seconds to wait."""
+        if self.item is None or not self.storage.usable():
             return None
-        reset, _ = self.limiter.get_window_stats(self.item, "ask", client)
+        try:
+            if self.limiter.hit(self.item, self.name, client):
+                self.storage.problem = None
+                return None
+            reset, _ = self.limiter.get_window_stats(self.item, self.name, client)
+        except Exception as error:  # a shared store that went away: fail open (see LimitStorage)
+            self.storage.failed(error)
+            return None
+        if self.limited is not None:
+            self.limited.inc()
         return max(1, int(reset - datetime.now(UTC).timestamp()) + 1)
+
+    def request_client(self, request) -> str:
+        return self.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
 
 
 LABELS = {
@@ -275,7 +345,46 @@ def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
         return [], [], citations_html(None)
 
 
-def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, compact: bool = False) -> gr.Blocks:
+class Ratings:
+    """Feedback as the web takes it: each answer carries a signed token (no process remembers what it
+    answered), a rating brings it back to any replica, and the store keeps one vote per answer."""
+
+    def __init__(self, signer: Signer, store: Store, limit: RateLimit, metrics: Metrics):
+        self.signer, self.store, self.limit, self.metrics = signer, store, limit, metrics
+
+    def token(self, answer: Answer) -> str:
+        self.metrics.observe(answer)
+        return self.signer.sign(answer.to_dict())
+
+    def rate(self, token: str, liked: bool, comment: str | None, client: str) -> str:
+        """Store a vote for the answer `token` proves; the answer's id. Raises FeedbackTokenError,
+        FeedbackUnavailableError, InvalidQuestionError (a bad comment) or RateLimited."""
+        vote = "up" if liked else "down"
+        wait = self.limit.retry_after(client)
+        if wait is not None:
+            self.metrics.votes.labels(vote, "limited").inc()
+            raise RateLimited(wait)
+        try:
+            served = self.signer.verify(token)
+        except FeedbackTokenError:
+            self.metrics.votes.labels(vote, "forged").inc()
+            raise
+        try:
+            self.store.record(Vote(served, liked, comment))
+        except AssistantError:
+            self.metrics.votes.labels(vote, "unavailable").inc()
+            raise
+        self.metrics.votes.labels(vote, "saved").inc()
+        return served.id
+
+
+class RateLimited(AssistantError):
+    def __init__(self, wait: int):
+        super().__init__(FEEDBACK_LIMITED)
+        self.wait = wait
+
+
+def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact: bool = False) -> gr.Blocks:
     """The chat page; `compact` drops the page chrome for iframes, the widget and the web component."""
     history_turns = answerer.config.history_turns
 
@@ -320,39 +429,38 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
             if history_turns
             else []
         )
-        # The session's record of what this server answered, by the message's place in the chat:
-        # feedback can only name one of these (restored messages have none).
-        record = {**answer.to_dict(), "id": uuid.uuid4().hex, "rated": False}
+        # The session's answers by the message's place in the chat, each with its signed token: a rating
+        # can only name one of these (restored messages have none), and the token is what the store checks.
+        record = {"token": ratings.token(answer), "liked": None}
         chat = asked + [{"role": "assistant", "content": content}]
         cited = citations_html(answer)
         yield "", chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
 
-    def rate(answers: dict, data: gr.LikeData):
-        """One rating per answer this session was given; anything else is ignored. A rating opens the
-        optional comment box for that answer."""
+    def rate(answers: dict, data: gr.LikeData, request: gr.Request):
+        """A rating of an answer this session was given (a changed mind replaces it); anything else is
+        ignored. A rating opens the optional comment box for that answer."""
         index = data.index if isinstance(data.index, int) else data.index[0]
         record = answers.get(index) if isinstance(index, int) else None
-        if record is None or record.get("rated") or data.liked not in (True, False):
+        if record is None or data.liked not in (True, False):
             return answers, None, gr.update(visible=False), ""
-        feedback.append(bool(data.liked), record)
-        return (
-            {**answers, index: {**record, "rated": True, "liked": bool(data.liked)}},
-            index,
-            gr.update(visible=True),
-            "",
-        )
+        try:
+            ratings.rate(record["token"], bool(data.liked), None, limit.request_client(request))
+        except AssistantError as error:
+            raise gr.Error(str(error)) from None
+        return ({**answers, index: {**record, "liked": bool(data.liked)}}, index, gr.update(visible=True), "")
 
-    def comment(text: str, answers: dict, pending: int | None):
+    def comment(text: str, answers: dict, pending: int | None, request: gr.Request):
         """The comment on the answer just rated: once, bounded, validated."""
         record = answers.get(pending) if isinstance(pending, int) else None
-        if record is None or not record.get("rated") or record.get("commented"):
+        if record is None or record.get("liked") is None or record.get("commented"):
             return answers, None, gr.update(visible=False), ""
         try:
             text = validate_comment(text)
+            if text:
+                ratings.rate(record["token"], record["liked"], text, limit.request_client(request))
         except AssistantError as error:
             raise gr.Error(str(error)) from None
         if text:
-            feedback.comment(record, record["liked"], text)
             gr.Info(_label("thanks", None))
         return {**answers, pending: {**record, "commented": True}}, None, gr.update(visible=False), ""
 
@@ -404,9 +512,10 @@ def build_chat(answerer: Answering, feedback: FeedbackLog, limit: RateLimit, com
             if limit.retry_after(client) is not None:
                 raise gr.Error(RATE_LIMITED)
         try:
-            return answer_request(answerer, parsed).to_dict()
+            answer = answer_request(answerer, parsed)
         except AssistantError as error:
             raise gr.Error(str(error)) from None
+        return {**answer.to_dict(), "feedback_token": ratings.token(answer)}
 
     with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
         if not compact:
@@ -767,16 +876,44 @@ def _stat(path: Path):
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def create_app(answerer: Answering, config: Config) -> FastAPI:
+class FeedbackRequest(BaseModel):
+    """A rating of one answer, from any replica: the token that answer came with."""
+
+    token: str = Field(max_length=MAX_TOKEN_CHARS, description="The answer's `feedback_token`.")
+    liked: bool = Field(description="true for thumbs up, false for thumbs down.")
+    comment: str | None = Field(
+        default=None, max_length=MAX_COMMENT_CHARS * 4, description="Optional; null keeps an earlier comment."
+    )
+
+
+# How often the shared stores (Redis, PostgreSQL) are probed for health, seconds.
+SHARED_CHECK_S = 2.0
+
+
+def create_app(answerer: Answering, config: Config, load_seconds: dict[str, float] | None = None) -> FastAPI:
     """One FastAPI app: `/` chat, `/compact/` iframe chat, `/api/*` JSON, `/embed`, `/widget.js`, `/gradio.js`,
-    `/docs`."""
+    `/docs`, and `/metrics` when ASSISTANT_METRICS allows it."""
     monitor = IndexMonitor(answerer, config)
+    metrics = Metrics(lambda: answerer.retriever.index.manifest, load_seconds)
+    storage = LimitStorage(config.rate_limit_storage)
+    store = open_store(config)
+
+    async def watch_shared() -> None:
+        while True:
+            await asyncio.sleep(SHARED_CHECK_S)
+            for check in (storage.check, store.check):
+                try:
+                    await asyncio.to_thread(check)
+                except Exception:
+                    log.exception("shared store check failed")
 
     @asynccontextmanager
     async def lifespan(app):
-        task = asyncio.create_task(monitor.run())
+        tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(watch_shared())]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
+        store.close()
 
     app = FastAPI(
         title="Latin American integration assistant",
@@ -792,13 +929,26 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts])
     ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
     app.add_middleware(Guard, limit=config.max_body_bytes, ancestors=ancestors)
-    limit = RateLimit(config.rate_limit, config.proxies)
+    app.add_middleware(Metered, metrics=metrics)
+    limit = RateLimit(config.rate_limit, config.proxies, storage, "ask")
+    limit.limited = metrics.rate_limited.labels("ask")
+    feedback_limit = RateLimit(config.feedback_rate_limit, config.proxies, storage, "feedback")
+    feedback_limit.limited = metrics.rate_limited.labels("feedback")
+    ratings = Ratings(Signer(config.secret_key), store, feedback_limit, metrics)
 
     @app.exception_handler(AssistantError)
     async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
         """The library's errors as HTTP: the caller's fault (4xx) or the server's state (503)."""
+        if isinstance(error, RateLimited):
+            return JSONResponse({"detail": str(error)}, status_code=429, headers={"Retry-After": str(error.wait)})
         status = (
-            413 if isinstance(error, QuestionTooLongError) else 422 if isinstance(error, InvalidQuestionError) else 503
+            413
+            if isinstance(error, QuestionTooLongError)
+            else 422
+            if isinstance(error, InvalidQuestionError)
+            else 403
+            if isinstance(error, FeedbackTokenError)
+            else 503
         )
         return JSONResponse({"detail": str(error)}, status_code=status)
 
@@ -806,19 +956,30 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
     async def health() -> JSONResponse:
         """Whether the server can answer, without waiting behind questions (it runs on the event loop)."""
         manifest = answerer.retriever.index.manifest
-        status = "error" if monitor.problem else "stale" if monitor.stale else "ok"
+        # Degraded: answers work, a shared store does not (limits unenforced, or ratings refused).
+        degraded = storage.problem or store.problem
+        status = "error" if monitor.problem else "stale" if monitor.stale else "degraded" if degraded else "ok"
         problems = [
             p
             for p in (
                 monitor.problem,
                 "The corpus changed since the index was built: run `assistant index`." if monitor.stale else None,
+                storage.problem,
+                store.problem,
             )
             if p
         ]
         body = {
             "status": status,
             "problems": problems,
-            "index": {"chunks": manifest["chunks"], "model": manifest["embed_model"], "built_at": manifest["built_at"]},
+            "index": {
+                "chunks": manifest["chunks"],
+                "model": manifest["embed_model"],
+                "built_at": manifest["built_at"],
+                "build_id": build_id(manifest),
+            },
+            "rate_limits": {"storage": storage.kind, "ok": storage.problem is None},
+            "feedback": {"store": type(store).__name__.removesuffix("Store").lower(), "ok": store.problem is None},
             "llm": {"mode": config.llm, "model": config.llm_model or None},
         }
         return JSONResponse(body, status_code=503 if monitor.problem else 200)
@@ -826,12 +987,39 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
     @app.post("/api/ask", response_model=dict)  # the answer's schema; a rate-limited 429 is a JSONResponse
     def ask(body: AskRequest, request: Request) -> dict | JSONResponse:
         """Answer a question with cited passages: the same object as `assistant ask --json`."""
-        wait = limit.retry_after(
-            limit.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
-        )
+        wait = limit.retry_after(limit.request_client(request))
         if wait is not None:
             return JSONResponse({"detail": RATE_LIMITED}, status_code=429, headers={"Retry-After": str(wait)})
-        return answer_request(answerer, body).to_dict()
+        answer = answer_request(answerer, body)
+        return {**answer.to_dict(), "feedback_token": ratings.token(answer)}
+
+    @app.post("/api/feedback")
+    def give_feedback(body: FeedbackRequest, request: Request) -> dict:
+        """Rate an answer (thumbs up or down, an optional comment) by the `feedback_token` it came with,
+        on any replica. Rating the same answer again replaces the vote (the latest wins). 403: the token
+        is forged, damaged or expired; 429: too many ratings; 503: the store is down, nothing was saved."""
+        answer_id = ratings.rate(body.token, body.liked, body.comment, limit.request_client(request))
+        return {"saved": True, "answer_id": answer_id, "liked": body.liked}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_route(request: Request) -> Response:
+        # For the operator's scraper only: off by default, never to a browser on another site (a
+        # cross-origin fetch carries Origin), and with a token set, only with that bearer token.
+        setting = config.metrics.strip()
+        if setting.lower() in {"", "off"}:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if request.headers.get("origin") or request.headers.get("sec-fetch-site") in {"cross-site", "same-site"}:
+            return JSONResponse({"detail": "Metrics are not served to web pages."}, status_code=403)
+        if setting.lower() != "on":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {setting}".encode()):
+                return JSONResponse(
+                    {"detail": "Metrics need the bearer token set in ASSISTANT_METRICS."},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        body, media_type = metrics.render()
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})
 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request) -> str:
@@ -850,12 +1038,11 @@ def create_app(answerer: Answering, config: Config) -> FastAPI:
         # Shipped in the gradio package but not served by it; other sites load it from here.
         return FileResponse(gradio_js, media_type="text/javascript")
 
-    feedback = FeedbackLog(config.feedback_path, int(config.feedback_max_mb * 1_000_000))
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
         app = gr.mount_gradio_app(
             app,
-            build_chat(answerer, feedback, limit, compact=compact),
+            build_chat(answerer, ratings, limit, compact=compact),
             path=path,
             theme=theme,
             css=CSS,
