@@ -195,6 +195,27 @@ http {{
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+@contextmanager
+def _replicas(env: dict, folder: Path, count: int) -> Iterator[list]:
+    """`count` servers started side by side (each loads the model for ~20 s), stopped on exit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.bench import served
+
+    stacks = [ExitStack() for _ in range(count)]
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            futures = [
+                pool.submit(stack.enter_context, served(env, folder / f"replica-{n}.log"))
+                for n, stack in enumerate(stacks, 1)
+            ]
+            running = [f.result() for f in futures]
+        yield running
+    finally:
+        for stack in stacks:
+            stack.close()
+
+
 @dataclass
 class Cluster:
     redis: Engine
@@ -209,8 +230,6 @@ class Cluster:
 def cluster(folder: Path, env: dict | None = None, replicas: int = 2) -> Iterator[Cluster]:
     """Redis, PostgreSQL, `replicas` servers sharing them (one secret key, trusting nginx on loopback)
     and nginx in front; everything stopped on exit. `env` adds settings for the replicas."""
-    from assistant.bench import served
-
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         r = stack.enter_context(redis(folder / "redis"))
@@ -222,7 +241,7 @@ def cluster(folder: Path, env: dict | None = None, replicas: int = 2) -> Iterato
             "ASSISTANT_TRUSTED_PROXIES": "127.0.0.1",
             **(env or {}),
         }
-        running = [stack.enter_context(served(shared, folder / f"replica-{n}.log")) for n in range(replicas)]
+        running = stack.enter_context(_replicas(shared, folder, replicas))
         web = stack.enter_context(nginx([f"127.0.0.1:{s.port}" for s in running], folder))
         yield Cluster(r, pg, web, running, shared, folder)
 
