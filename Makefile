@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install model system run chat index eval eval-compare eval-gate bench test test-fast clean
+.PHONY: install model system run chat index eval eval-compare eval-gate bench test test-fast cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,10 +46,19 @@ eval-gate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/assistant bench --json docs/bench.json
 
-# Debian's Chromium and Thai fonts for the browser tests (as root, as CI runs; skipped when present).
+# Debian's Chromium and Thai fonts for the browser tests, and Redis, PostgreSQL and nginx for the cluster
+# tests and `make cluster` (as root, as CI runs; skipped when present).
 system:
-	@command -v chromium >/dev/null && fc-list | grep -qi tlwg || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-thai-tlwg; }
+	@command -v chromium >/dev/null && fc-list | grep -qi tlwg && command -v redis-server >/dev/null \
+	  && test -x /usr/sbin/nginx && test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-thai-tlwg \
+	    redis-server postgresql nginx; }
+
+# A local trial of several replicas: Redis, PostgreSQL, two `assistant serve` and nginx on free loopback
+# ports (printed), logs in cluster/; Ctrl-C stops them all. See docs/deployment.md.
+cluster: $(STAMP) system
+	test -f index/manifest.json || $(BIN)/assistant index
+	$(BIN)/python -m assistant.cluster cluster
 
 test: $(STAMP) model system
 	$(BIN)/ruff check assistant tests
@@ -63,4 +72,4 @@ test-fast: $(STAMP) model
 	$(BIN)/python -m pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) index test-artifacts
+	rm -rf $(VENV) index test-artifacts cluster

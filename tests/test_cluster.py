@@ -3,11 +3,13 @@ docs/deployment.md describe them: shared limits, feedback from any replica, fail
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,13 +29,15 @@ def cluster(built_index, config, tmp_path_factory):
     ]
     if missing or not (local.PG_BIN / "initdb").exists():
         pytest.skip("Redis, PostgreSQL or nginx is not installed (make system)")
+    folder = tmp_path_factory.mktemp("cluster")
+    shutil.copytree(config.index_dir, folder / "index")  # the replicas' own: a test publishes a new one
     env = {
-        "ASSISTANT_INDEX_DIR": str(config.index_dir),
+        "ASSISTANT_INDEX_DIR": str(folder / "index"),
         "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
         "ASSISTANT_RATE_LIMIT": "20/minute",
         "ASSISTANT_METRICS": METRICS_TOKEN,
     }
-    with local.cluster(tmp_path_factory.mktemp("cluster"), env) as running:
+    with local.cluster(folder / "run", env) as running:
         yield running
 
 
@@ -189,29 +193,66 @@ def test_postgres_stopped_answers_continue_and_feedback_errors_clearly(cluster):
     assert again.status_code == 200
 
 
+class Load:
+    """`clients` threads asking through nginx until stopped; every outcome recorded."""
+
+    def __init__(self, url: str, clients: int):
+        self.results: list[int | str] = []
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(clients)
+        for _ in range(clients):
+            self.pool.submit(self._client, url)
+
+    def _client(self, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not self.stop.is_set():
+                try:
+                    self.results.append(http.post("/api/ask", json=QUESTION, headers=visitor()).status_code)
+                except httpx.HTTPError as error:
+                    self.results.append(type(error).__name__)
+
+    def finish(self) -> list:
+        self.stop.set()
+        self.pool.shutdown()
+        return [r for r in self.results if r != 200]
+
+
+def test_a_published_index_reaches_both_replicas_without_a_failed_request(cluster):
+    """A build copied whole next to the live folder and renamed into place (docs/deployment.md)."""
+    live = Path(cluster.env["ASSISTANT_INDEX_DIR"])
+    urls = [s.url for s in cluster.replicas]
+    before = {httpx.get(u + "/api/health").json()["index"]["build_id"] for u in urls}
+    new = live.with_name("index.new")
+    shutil.copytree(live, new)
+    manifest = json.loads((new / "manifest.json").read_text(encoding="utf-8"))
+    manifest["built_at"] = "2030-01-01T00:00:00+00:00"  # another build of the same corpus
+    (new / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    load = Load(cluster.nginx.url, 4)
+    time.sleep(1)
+    live.rename(live.with_name("index.old"))
+    new.rename(live)
+    published = time.monotonic()
+    while time.monotonic() - published < 15:
+        seen = [httpx.get(u + "/api/health").json()["index"] for u in urls]
+        if all(i["built_at"] == "2030-01-01T00:00:00+00:00" for i in seen):
+            break
+        time.sleep(0.1)
+    switched = time.monotonic() - published
+    time.sleep(1)
+    failed = load.finish()
+    assert switched < 5 and len({i["build_id"] for i in seen}) == 1 and seen[0]["build_id"] not in before
+    assert len(load.results) > 4 and not failed, failed[:5]
+
+
 def test_a_replica_killed_under_load_fails_no_question(cluster):
     """8 clients ask through nginx for 15 s; one replica is killed (SIGKILL) after 5 s: nginx retries
     the questions it had in flight on the other, and every answer arrives."""
-    results: list[int | str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(base_url=cluster.nginx.url, timeout=60) as http:
-            while not stop.is_set():
-                try:
-                    results.append(http.post("/api/ask", json=QUESTION, headers=visitor()).status_code)
-                except httpx.HTTPError as error:
-                    results.append(type(error).__name__)
-
-    with ThreadPoolExecutor(8) as pool:
-        for _ in range(8):
-            pool.submit(client)
-        time.sleep(5)
-        before = len(results)
-        cluster.replicas[1].process.kill()
-        time.sleep(10)
-        stop.set()
-    failed = [r for r in results if r != 200]
-    print(f"load through nginx: {len(results)} questions in 15 s, {before} before the kill, {len(failed)} failed")
-    assert before > 8 and len(results) > before + 8 and not failed, (len(results), failed[:5])
+    load = Load(cluster.nginx.url, 8)
+    time.sleep(5)
+    before = len(load.results)
+    cluster.replicas[1].process.kill()
+    time.sleep(10)
+    failed = load.finish()
+    print(f"load through nginx: {len(load.results)} questions in 15 s, {before} before the kill, {len(failed)} failed")
+    assert before > 8 and len(load.results) > before + 8 and not failed, (len(load.results), failed[:5])
     assert httpx.get(cluster.nginx.url + "/api/health").json()["status"] == "ok"
