@@ -88,11 +88,10 @@ class Metrics:
         r.register(IndexCollector())
 
     def observe(self, answer: Answer) -> None:
-        """One answer's stage timings and outcome (the Answer's `status` where it has one)."""
+        """One answer's stage timings and outcome (answered, uncertain or not_found)."""
         for stage, ms in answer.timings_ms.items():
             self.latency.labels(stage).observe(ms / 1000)
-        outcome = getattr(answer, "status", None) or ("refused" if answer.refused else "answered")
-        self.answers.labels(outcome).inc()
+        self.answers.labels(answer.status).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -917,3 +917,62 @@ def test_kept_conversation_is_checked_and_bounded():
         json.dumps([1, 2]),
     ):
         assert _restored(damaged, 6) == ([], [], '<div class="citations"></div>')
+
+
+# --- feedback by answer token, shared limits, metrics ---------------------------------------------------
+
+
+def test_feedback_by_token_one_vote_per_answer_and_metrics(answerer, config, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from assistant.feedback import read
+    from assistant.web import create_app
+
+    settings = config.with_(
+        feedback_path=tmp_path / "f.jsonl", feedback_rate_limit="4/minute", metrics="token", secret_key="k"
+    )
+    with TestClient(create_app(answerer, settings), base_url="http://localhost") as client:
+        answer = client.post("/api/ask", json={"question": "บราซิลยุติการเจรจาอะไร"}).json()
+        token = answer["feedback_token"]
+        assert client.post("/api/feedback", json={"token": token, "liked": True, "comment": "ดี"}).status_code == 200
+        assert client.post("/api/feedback", json={"token": token, "liked": False}).json()["liked"] is False
+        forged = client.post("/api/feedback", json={"token": token[:-4] + "AAAA", "liked": True})
+        assert forged.status_code == 403 and "forged" in forged.json()["detail"]
+        limited = client.post("/api/feedback", json={"token": token, "liked": False})
+        assert client.post("/api/feedback", json={"token": token, "liked": True}).status_code == 429
+        assert limited.status_code == 200  # the 4th rating in the minute; the 5th was refused
+        (entry,), _ = read(settings.feedback_path)
+        assert (entry.liked, entry.comment, entry.votes, entry.question) == (False, "ดี", 3, answer["question"])
+        assert client.get("/metrics").status_code == 401
+        scraped = client.get("/metrics", headers={"Authorization": "Bearer token"}).text
+        assert 'assistant_feedback_votes_total{result="saved",vote="up"} 1.0' in scraped
+        assert 'assistant_feedback_votes_total{result="forged",vote="up"} 1.0' in scraped
+        assert 'assistant_rate_limited_total{limit="feedback"} 1.0' in scraped
+        assert 'assistant_requests_total{route="/api/feedback",status="429"} 1.0' in scraped
+        assert f'assistant_answers_total{{outcome="{answer["status"]}"}} 1.0' in scraped
+        assert 'assistant_answer_seconds_count{stage="total"} 1.0' in scraped
+        health = client.get("/api/health").json()
+        assert health["feedback"] == {"store": "jsonl", "ok": True} and len(health["index"]["build_id"]) == 12
+    plain = config.with_(feedback_path=tmp_path / "g.jsonl")
+    with TestClient(create_app(answerer, plain), base_url="http://localhost") as client:
+        assert client.get("/metrics").status_code == 404  # off by default
+        other = client.post("/api/feedback", json={"token": token, "liked": True})  # another key
+        assert other.status_code == 403
+
+
+def test_unreachable_rate_limit_store_fails_open_without_delay():
+    """Redis that is not there (a closed loopback port): requests pass, the problem is reported, and
+    the store is not asked again on every request."""
+    from assistant.web import LimitStorage, RateLimit
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    storage = LimitStorage(f"redis://127.0.0.1:{port}/0")
+    limit = RateLimit("1/minute", [], storage)
+    started = time.monotonic()
+    assert [limit.retry_after("198.51.100.1") for _ in range(50)] == [None] * 50
+    assert time.monotonic() - started < 2 and "not enforced" in storage.problem
+    assert storage.check() is not None
+    memory = RateLimit("1/minute", [])
+    assert memory.retry_after("x") is None and memory.retry_after("x") >= 1 and memory.storage.check() is None
