@@ -36,6 +36,7 @@ def cluster(built_index, config, tmp_path_factory):
         "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
         "ASSISTANT_RATE_LIMIT": "20/minute",
         "ASSISTANT_METRICS": METRICS_TOKEN,
+        "ASSISTANT_RELOAD_INTERVAL_S": "1",
     }
     with local.cluster(folder / "run", env) as running:
         yield running
@@ -121,6 +122,44 @@ def test_feedback_on_one_replica_for_anothers_answer_is_stored_once(cluster):
         refused = httpx.post(a + "/api/feedback", json={"token": forged, "liked": False}, headers=visitor())
         assert refused.status_code == 403 and "forged, damaged or expired" in refused.json()["detail"]
     assert len([r for r in rows(cluster) if r[0] == answer_id]) == 1
+
+
+def test_the_chat_in_chromium_through_nginx_keeps_to_one_replica_and_rates_into_postgres(cluster):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Chromium is not installed (make system)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+    queue = 'assistant_requests_total{route="/compact/gradio_api/queue",status="200"}'
+    before = [metrics(s.url).get(queue, 0) for s in cluster.replicas]
+    known = {r[0] for r in rows(cluster)}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page()
+        page.goto(cluster.nginx.url + "/compact/?lang=en", wait_until="load")
+        for question in ("ALBA ก่อตั้งขึ้นเมื่อใด", "How far is Bogotá from Santiago?"):
+            messages = page.locator("#chat .message")
+            count = messages.count()
+            page.locator("#question textarea").fill(question)
+            page.locator("#ask").click()
+            messages.nth(count + 1).wait_for(timeout=60_000)
+            page.locator("#citations details").first.wait_for(timeout=60_000)
+        page.locator("#chat button[aria-label='Dislike']").last.click()
+        comment = page.locator("#comment textarea")
+        comment.wait_for(timeout=20_000)
+        comment.fill("give kilometres")
+        comment.press("Enter")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not [r for r in rows(cluster) if r[0] not in known and r[2]]:
+            time.sleep(0.2)
+        browser.close()
+    (row,) = [r for r in rows(cluster) if r[0] not in known]
+    assert row[1:] == (False, "give kilometres", 2)  # the thumb, then the comment on the same answer
+    after = [metrics(s.url).get(queue, 0) for s in cluster.replicas]
+    grew = [a - b for a, b in zip(after, before)]
+    assert sorted(grew)[0] == 0 and sorted(grew)[1] >= 4  # the whole conversation on one replica
 
 
 def test_metrics_count_what_happened_and_need_the_token(cluster):
@@ -227,7 +266,7 @@ def test_a_published_index_reaches_both_replicas_without_a_failed_request(cluste
     manifest = json.loads((new / "manifest.json").read_text(encoding="utf-8"))
     manifest["built_at"] = "2030-01-01T00:00:00+00:00"  # another build of the same corpus
     (new / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    load = Load(cluster.nginx.url, 4)
+    load = Load(cluster.nginx.url, 2)
     time.sleep(1)
     live.rename(live.with_name("index.old"))
     new.rename(live)
@@ -240,6 +279,7 @@ def test_a_published_index_reaches_both_replicas_without_a_failed_request(cluste
     switched = time.monotonic() - published
     time.sleep(1)
     failed = load.finish()
+    print(f"new index served by both replicas {switched:.1f} s after publishing, {len(load.results)} questions")
     assert switched < 5 and len({i["build_id"] for i in seen}) == 1 and seen[0]["build_id"] not in before
     assert len(load.results) > 4 and not failed, failed[:5]
 
