@@ -352,7 +352,8 @@ class Ratings:
     def __init__(self, signer: Signer, store: Store, limit: RateLimit, metrics: Metrics):
         self.signer, self.store, self.limit, self.metrics = signer, store, limit, metrics
 
-    def token(self, answer: Answer) -> str:
+    def issue(self, answer: Answer) -> str:
+        """An answer given (counted for the metrics) and the token a rating of it must bring back."""
         self.metrics.observe(answer)
         return self.signer.sign(answer.to_dict())
 
@@ -431,7 +432,7 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
         )
         # The session's answers by the message's place in the chat, each with its signed token: a rating
         # can only name one of these (restored messages have none), and the token is what the store checks.
-        record = {"token": ratings.token(answer), "liked": None}
+        record = {"token": ratings.issue(answer), "liked": None}
         chat = asked + [{"role": "assistant", "content": content}]
         cited = citations_html(answer)
         yield "", chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
@@ -515,7 +516,7 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
             answer = answer_request(answerer, parsed)
         except AssistantError as error:
             raise gr.Error(str(error)) from None
-        return {**answer.to_dict(), "feedback_token": ratings.token(answer)}
+        return {**answer.to_dict(), "feedback_token": ratings.issue(answer)}
 
     with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
         if not compact:
@@ -991,7 +992,7 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         if wait is not None:
             return JSONResponse({"detail": RATE_LIMITED}, status_code=429, headers={"Retry-After": str(wait)})
         answer = answer_request(answerer, body)
-        return {**answer.to_dict(), "feedback_token": ratings.token(answer)}
+        return {**answer.to_dict(), "feedback_token": ratings.issue(answer)}
 
     @app.post("/api/feedback")
     def give_feedback(body: FeedbackRequest, request: Request) -> dict:
