@@ -247,6 +247,12 @@ class JsonlStore(Store):
     def entries(self) -> tuple[list[Entry], int]:
         return read(self.path, self.keep)
 
+    def check(self) -> str | None:
+        # A full log is full until the operator moves the oldest file away.
+        if self.problem and "full" in self.problem and not self.files()[0].exists():
+            self.problem = None
+        return self.problem
+
 
 def read(path: Path, keep: int = 9) -> tuple[list[Entry], int]:
     """The rated answers in a JSON Lines log and its rotated files, each answer once with its latest vote

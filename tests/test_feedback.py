@@ -154,6 +154,10 @@ def test_rotation_keeps_n_files_then_refuses_instead_of_deleting(tmp_path):
     entries, skipped = store.entries()
     assert skipped == 0 and entries[0].answer_id == "areal" and entries[0].comment == "the distance is wrong"
     assert len(entries) == flood + 1  # every acknowledged vote is still there
+    (tmp_path / "feedback.jsonl.2").rename(tmp_path / "archived.jsonl")  # the operator makes room
+    assert store.check() is None
+    store.record(Vote(served("next"), True))
+    assert store.entries()[0][-1].answer_id == "anext"
 
 
 def test_an_unwritable_log_is_a_clear_error(tmp_path):
