@@ -250,7 +250,9 @@ def main() -> None:
     """`make cluster`: start everything, print where, stop cleanly on Ctrl-C or SIGTERM."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "cluster")
     token = secrets.token_urlsafe(16)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Both stop everything (Ctrl-C, `kill`), even when started in the background, where SIGINT is ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print("Starting Redis, PostgreSQL, two replicas and nginx (the replicas take a minute)…", flush=True)
     try:
         with cluster(folder, {"ASSISTANT_METRICS": token}) as c:
