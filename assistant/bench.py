@@ -810,3 +810,45 @@ def headline(result: dict) -> str:
     lines = ["| benchmark | ONNX Runtime (default) | torch |", "|---|---:|---:|"]
     lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
     return "\n".join(lines)
+
+
+def through_nginx(
+    config: Config, questions, replicas=(1, 2), clients: int = 8, seconds: float = 20.0, log=print
+) -> list[dict]:
+    """`/api/ask` through nginx in front of one, then two replicas sharing Redis and PostgreSQL (the
+    cluster of `make cluster`, rate limits off): `clients` asking back to back for `seconds`, after a
+    short warm-up. Each row also has every replica's peak RSS."""
+    from assistant import cluster
+
+    index.read_manifest(config.index_dir)  # built beforehand: replicas must not race to build it
+    env = {
+        **_env(config),
+        "ASSISTANT_INDEX_DIR": str(config.index_dir.resolve()),
+        "ASSISTANT_CORPUS_DIR": str(config.corpus_dir.resolve()),
+        "ASSISTANT_RATE_LIMIT": "off",
+    }
+    rows = []
+    for count in replicas:
+        log(f"Through nginx with {count} replica{'s' if count > 1 else ''}: {clients} clients for {seconds:.0f} s …")
+        folder = config.cache_dir / "bench" / f"cluster-{count}"
+        with cluster.cluster(folder, env, replicas=count) as running:
+            soak(running.nginx.url, 2, 3, questions)
+            row = soak(running.nginx.url, clients, seconds, questions)
+            row["replicas"] = count
+            row["peak_rss_mb"] = [round(_peak_rss_mb(s.process.pid)) for s in running.replicas]
+        rows.append(row)
+    return rows
+
+
+def cluster_table(rows: list[dict]) -> str:
+    lines = [
+        "| through nginx | clients | s | requests | errors | req/s | p50 ms | p95 ms | peak RSS per replica MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['replicas']} replica{'s' if r['replicas'] > 1 else ''} | {r['clients']} | {r['seconds']:.0f} | "
+            f"{r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+            f"{', '.join(str(m) for m in r['peak_rss_mb'])} |"
+        )
+    return "\n".join(lines)

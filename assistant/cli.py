@@ -603,7 +603,13 @@ def config_table_command(common):
     default=None,
     help="Leave out the synthetic corpora larger than this (the 100k one takes about two hours to embed once).",
 )
-def bench_command(quick, json_out, questions, corpus, max_passages):
+@click.option(
+    "--cluster",
+    "through_nginx",
+    is_flag=True,
+    help="Only measure /api/ask through nginx with one and two replicas (Redis, PostgreSQL, nginx: make system).",
+)
+def bench_command(quick, json_out, questions, corpus, max_passages, through_nginx):
     """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
     against exact search and llama-index's default query path in the same run), HTTP load, a soak and
     memory by component; the torch path and the int8 precision are measured beside the default.
@@ -616,11 +622,19 @@ def bench_command(quick, json_out, questions, corpus, max_passages):
       assistant bench --quick
       assistant bench --json bench.json
       assistant bench --max-passages 10000
+      assistant bench --cluster
     """
-    from assistant import bench
+    from assistant import bench, evaluation
 
     config = _config(corpus, None)
     started = time.perf_counter()
+    if through_nginx:
+        asked = evaluation.load_questions(questions).questions[:60]
+        rows = bench.through_nginx(config, asked, log=lambda m: click.echo(m, err=True))
+        click.echo(bench.cluster_table(rows))
+        if json_out:
+            json_out.write_text(json.dumps({"cluster": rows}, indent=1), encoding="utf-8")
+        return
     result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True), max_passages=max_passages)
     result["seconds"] = time.perf_counter() - started
     click.echo(bench.table(result))
