@@ -936,6 +936,11 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
     feedback_limit = RateLimit(config.feedback_rate_limit, config.proxies, storage, "feedback")
     feedback_limit.limited = metrics.rate_limited.labels("feedback")
     ratings = Ratings(Signer(config.secret_key), store, feedback_limit, metrics)
+    if (config.feedback_url or storage.shared) and not config.secret_key:
+        log.warning(
+            "Shared stores are set but ASSISTANT_SECRET_KEY is not: this process signs answers with a key of "
+            "its own, so other replicas will refuse ratings of its answers. Give every replica the same key."
+        )
 
     @app.exception_handler(AssistantError)
     async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
