@@ -239,7 +239,13 @@ SETTINGS = {
     "and not_found|the one shipped with the package (`assistant/decision.json`)",
     "max_question_chars": "longest question accepted",
     "feedback_path": "where thumbs up/down from the web chat are appended",
-    "feedback_max_mb": "the feedback log is rotated (one older file, `.1`) past this size",
+    "feedback_max_mb": "the feedback log is rotated past this size",
+    "feedback_keep_files": "older feedback files kept (`.1` …); when all are there new ratings are refused, none "
+    "deleted",
+    "feedback_url": "`postgresql://…`: feedback in PostgreSQL instead of the log, shared by replicas (see "
+    "docs/deployment.md)",
+    "feedback_rate_limit": "ratings and comments per client address; `off` disables",
+    "secret_key": "signs the token each answer carries for its rating; replicas need the same one|random per process",
     "allowed_origins": "sites that may embed the chat or call the API, comma-separated (`*`: any)",
     "history_turns": "earlier messages (questions and answers, at most 50) sent with a chat question; the "
     "visitor's tab keeps the conversation itself",
@@ -247,6 +253,9 @@ SETTINGS = {
     "proxy or on a public name, list that name",
     "rate_limit": "questions per client address (chat and `/api/ask`), e.g. `1000/hour`; `off` disables",
     "trusted_proxies": "proxy addresses whose `X-Forwarded-For` names the client",
+    "rate_limit_storage": "where rate limits count: `memory://` (this process) or `redis://host:port/db` "
+    "(shared by replicas; unreachable: requests pass and health says degraded)",
+    "metrics": "`GET /metrics` for Prometheus: `off`, `on`, or a bearer token the scraper must send",
     "chat_concurrency": "chat questions answered at once (a slow LLM call holds up only its own visitor)",
     "reload_interval_s": "how often a running server looks for a newly published index, seconds",
     "max_body_bytes": "largest request body, counted as it arrives",
