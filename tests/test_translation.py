@@ -30,6 +30,8 @@ def test_every_document_but_the_glossary_has_a_rendering(documents, renderings):
 
 def test_one_english_sentence_for_every_sentence_the_chunker_cuts(documents, renderings, config):
     for chunk in chunking.split(documents.values(), index.chunk_params(config)):
+        if documents[chunk.doc_id].is_glossary:
+            continue  # bilingual already: its rows give the English names
         rendering = renderings[chunk.doc_id]
         assert translation.coverage(rendering, chunk.sentences) == [], chunk.chunk_id
     for doc_id, rendering in renderings.items():
