@@ -75,8 +75,13 @@ def synthetic_corpus(config: Config, folder: Path, passages: int, seed: int = 0)
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
     """The process's peak resident memory (VmHWM), in MB."""
+    return rss_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """The process's resident memory now (VmRSS), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -233,10 +238,13 @@ class Served:
 
 
 @contextmanager
-def served(env: dict, log_path: Path, *args: str, timeout: float = 240) -> Iterator[Served]:
+def served(
+    env: dict, log_path: Path, *args: str, timeout: float = 240, open_files: int | None = None
+) -> Iterator[Served]:
     """`assistant serve` in a new process on a free loopback port, with `env` over this process's
     environment and `args` after `serve`, its output in `log_path`; yields it once /api/health answers
-    200 and stops it afterwards. The benchmark and the tests start their servers with it."""
+    200 and stops it afterwards. The benchmark and the tests start their servers with it. `open_files`
+    lowers the process's open-file limit (RLIMIT_NOFILE), as a small server might have."""
     import httpx
 
     with socket.socket() as s:
@@ -245,7 +253,13 @@ def served(env: dict, log_path: Path, *args: str, timeout: float = 240) -> Itera
     started = time.perf_counter()
     with log_path.open("w") as log:
         command = [sys.executable, "-m", "assistant", "serve", "--port", str(port), *args]
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -269,14 +283,22 @@ def served(env: dict, log_path: Path, *args: str, timeout: float = 240) -> Itera
             process.wait()
 
 
+def _limit_open_files(count: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @contextmanager
 def server(config: Config, log_path: Path):
     """The benchmark's server for `config`; yields (base URL, pid, seconds until healthy)."""
-    # The load comes from one address: the per-client rate limit would turn it into 429s.
+    # The load comes from one address: the per-client rate limit would turn it into 429s, and the
+    # per-client connection cap would refuse the soak's clients past 64.
     env = {
         **_env(config),
         "ASSISTANT_FEEDBACK_PATH": str(log_path.with_suffix(".feedback.jsonl")),
         "ASSISTANT_RATE_LIMIT": "off",
+        "ASSISTANT_MAX_CONNECTIONS_PER_CLIENT": "1000",
     }
     args = ("--corpus", str(config.corpus_dir), "--index", str(config.index_dir))
     with served(env, log_path, *args) as running:
@@ -626,9 +648,12 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
             }
             if name == "corpus":
                 log(f"Soak: {plan.soak_clients} clients for {plan.soak_seconds:.0f} s …")
+                before = rss_mb(pid)
                 result["soak"] = {
                     **soak(base, plan.soak_clients, plan.soak_seconds, questions),
                     "peak_rss_mb": _peak_rss_mb(pid),
+                    "rss_before_mb": before,
+                    "rss_after_mb": rss_mb(pid),
                 }
             result["http"].append(row)
     log("HTTP load: the torch path on the corpus …")
@@ -745,6 +770,12 @@ def table(result: dict) -> str:
             f"| /api/ask | {k['clients']} | {k['seconds']:.0f} | {k['requests']} | {k['errors']} | "
             f"{k['requests_per_s']:.1f} | {k['p50_ms']:.0f} | {k['p95_ms']:.0f} | {k['peak_rss_mb']:.0f} |",
         ]
+        if "rss_after_mb" in k:  # results from before it was measured lack it
+            lines += [
+                "",
+                f"Server RSS before and after the soak: {k['rss_before_mb']:.0f} MB → {k['rss_after_mb']:.0f} MB "
+                f"({k['errors']} errors).",
+            ]
     lines += ["", "| server memory, as it starts (corpus) | added MB | RSS MB | peak MB |", "|---|---:|---:|---:|"]
     lines += [
         f"| {c['component']} | {c['added_mb']:.0f} | {c['rss_mb']:.0f} | {c['peak_mb']:.0f} |" for c in result["memory"]

@@ -178,10 +178,11 @@ def serve(host, port, corpus, index_dir):
     click.echo(
         f"Ready in {time.perf_counter() - started:.1f} s. Answers: {_mode(config)}.\n"
         f"  Chat:        {base}/\n  Embed:       {base}/embed\n"
-        f"  API docs:    {base}/docs\n  Health:      {base}/api/health",
+        + (f"  API docs:    {base}/docs\n" if config.api_docs else "")
+        + f"  Health:      {base}/api/health",
         err=True,
     )
-    run_server(app, host, port)
+    run_server(app, host, port, config)
 
 
 @cli.command()

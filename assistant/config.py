@@ -59,7 +59,14 @@ class Config:
     # The answer-decision model (`assistant train-decision`); None: the one shipped with the package
     # (assistant/decision.json).
     decision_model: Path | None = None
-    max_question_chars: int = 2000
+    # Longest question, characters. The work per question grows with its length until the embedding's
+    # 512 tokens (measured on random Thai letters, the worst case: 100 characters 73 ms of CPU, 300 →
+    # 233 ms, 2,000 → 514 ms, a typical question 21 ms); the evaluation's longest question has 134.
+    max_question_chars: int = 300
+    # Longest question in the model's tokens (with the default ONNX model), counted before anything else:
+    # random letters take a token each, words fewer (a 116-character Thai question 40). Measured per
+    # question: 10 tokens 29 ms of CPU, 86 -> 86 ms, 128 -> 162 ms, 249 -> 246 ms.
+    max_question_tokens: int = 96
     # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
     # ("*" for any, else comma-separated origins such as "https://example.org").
     feedback_path: Path = Path("feedback.jsonl")
@@ -80,6 +87,9 @@ class Config:
     # Earlier messages (a question or an answer each) sent with a chat question: the visitor's browser
     # keeps the whole conversation, the answerer sees only this many of the latest (at most 50).
     history_turns: int = 20
+    # Characters of those messages the answerer reads at most (the latest first): a browser may send long
+    # turns, and none of them should cost more than a question.
+    history_chars: int = 4000
     # Host names the server answers to (comma-separated; "*" for any). A request for another name is
     # refused, which blocks DNS-rebinding pages from reaching a chat on this machine. `serve --host`
     # adds its own address; behind a proxy, list the public name.
@@ -87,7 +97,11 @@ class Config:
     # Questions per client address (chat and /api/ask), in the `limits` library's notation
     # ("60/minute", "1000/hour"); "off" disables it.
     rate_limit: str = "60/minute"
-    # Proxies whose X-Forwarded-For names the client (comma-separated addresses); others are ignored.
+    # Every other chat event (page loads restoring a conversation, ratings, comments), per client address;
+    # "" means twice ASSISTANT_RATE_LIMIT, "off" disables it.
+    event_rate_limit: str = ""
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks such as
+    # 10.0.0.0/8); empty: the connection's own address is the client, whatever the headers say.
     trusted_proxies: str = ""
     # Where the rate limits count: the `limits` library's storage URI, "memory://" (this process) or
     # "redis://host:port/db" (shared by replicas). With Redis unreachable, requests pass (fail open) and
@@ -95,6 +109,22 @@ class Config:
     rate_limit_storage: str = "memory://"
     # GET /metrics (Prometheus): "off", "on", or a bearer token the scraper must send.
     metrics: str = field(default="off", repr=False)
+    # Connections the server holds at once; past it, requests get 503. Lowered at start to fit the
+    # process's open-file limit (see docs/security.md).
+    max_connections: int = 1000
+    # Connections one client address may hold at once (trusted proxies are exempt); more are closed at once.
+    max_connections_per_client: int = 64
+    # Connections waiting to be accepted (the listen backlog).
+    backlog: int = 256
+    # A request body must arrive whole within this many seconds of its head (1 byte every 2 s held a
+    # connection for ever); with ASSISTANT_MAX_BODY_BYTES that is also a minimum rate.
+    body_timeout_s: float = 20.0
+    # Chat events waiting in Gradio's queue (each chat page has its own); past it, a new one is refused.
+    queue_size: int = 64
+    # A chat result nobody reads (its event stream never opened) is dropped after this many seconds.
+    unread_result_s: float = 10.0
+    # /docs, the interactive API page (Swagger UI, served from this server's own copy); off hides it.
+    api_docs: bool = True
     # Chat questions answered at once (Gradio's queue): a slow LLM call then holds up only its own
     # visitor. Embedding stays serialised on the model's thread.
     chat_concurrency: int = 8
@@ -144,15 +174,17 @@ class Config:
             raise AssistantError(
                 "ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH must be positive"
             )
-        if self.rate_limit.strip().lower() not in {"off", ""}:
-            from limits import parse
+        for name in ("rate_limit", "event_rate_limit"):
+            value = getattr(self, name)
+            if value.strip().lower() not in {"off", ""}:
+                from limits import parse
 
-            try:
-                parse(self.rate_limit)
-            except ValueError:
-                raise AssistantError(
-                    f"ASSISTANT_RATE_LIMIT={self.rate_limit!r}: use a rate such as '60/minute' or 'off'"
-                ) from None
+                try:
+                    parse(value)
+                except ValueError:
+                    raise AssistantError(
+                        f"ASSISTANT_{name.upper()}={value!r}: use a rate such as '60/minute' or 'off'"
+                    ) from None
         if self.feedback_rate_limit.strip().lower() not in {"off", ""}:
             from limits import parse
 
@@ -171,6 +203,18 @@ class Config:
             raise AssistantError("ASSISTANT_FEEDBACK_URL must start with postgresql:// (or be empty for the log file)")
         if self.feedback_keep_files < 0:
             raise AssistantError("ASSISTANT_FEEDBACK_KEEP_FILES must be 0 or more")
+        if min(self.max_connections, self.max_connections_per_client, self.backlog, self.queue_size) < 1:
+            raise AssistantError(
+                "ASSISTANT_MAX_CONNECTIONS, ASSISTANT_MAX_CONNECTIONS_PER_CLIENT, ASSISTANT_BACKLOG and "
+                "ASSISTANT_QUEUE_SIZE must be positive"
+            )
+        if self.max_question_chars < 1 or self.max_question_tokens < 1:
+            raise AssistantError("ASSISTANT_MAX_QUESTION_CHARS and ASSISTANT_MAX_QUESTION_TOKENS must be positive")
+        if self.body_timeout_s <= 0 or self.unread_result_s <= 0 or self.history_chars < 0:
+            raise AssistantError(
+                "ASSISTANT_BODY_TIMEOUT_S and ASSISTANT_UNREAD_RESULT_S must be positive, "
+                "ASSISTANT_HISTORY_CHARS at least 0"
+            )
         if not 0 <= self.history_turns <= 50:
             raise AssistantError(f"ASSISTANT_HISTORY_TURNS={self.history_turns}: use 0 to 50")
         if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
@@ -237,7 +281,9 @@ SETTINGS = {
     "auto_rebuild": "rebuild a stale index on start instead of failing",
     "decision_model": "the answer-decision model (`assistant train-decision`) deciding between answered, uncertain "
     "and not_found|the one shipped with the package (`assistant/decision.json`)",
-    "max_question_chars": "longest question accepted",
+    "max_question_chars": "longest question accepted, characters",
+    "max_question_tokens": "longest question accepted, in the default model's tokens (random letters take one "
+    "each: the work per question grows with them; see docs/security.md)",
     "feedback_path": "where thumbs up/down from the web chat are appended",
     "feedback_max_mb": "the feedback log is rotated past this size",
     "feedback_keep_files": "older feedback files kept (`.1` …); when all are there new ratings are refused, none "
@@ -249,10 +295,21 @@ SETTINGS = {
     "allowed_origins": "sites that may embed the chat or call the API, comma-separated (`*`: any)",
     "history_turns": "earlier messages (questions and answers, at most 50) sent with a chat question; the "
     "visitor's tab keeps the conversation itself",
+    "history_chars": "characters of those messages the answerer reads at most, the latest first",
     "allowed_hosts": "host names the server answers to (`*` for any); `serve --host ADDR` adds ADDR; behind a "
     "proxy or on a public name, list that name",
     "rate_limit": "questions per client address (chat and `/api/ask`), e.g. `1000/hour`; `off` disables",
-    "trusted_proxies": "proxy addresses whose `X-Forwarded-For` names the client",
+    "event_rate_limit": "other chat events per client address (page loads, ratings, comments)|twice "
+    "`ASSISTANT_RATE_LIMIT`",
+    "trusted_proxies": "proxy addresses or networks whose `X-Forwarded-For` names the client; empty: the "
+    "connection's address is the client (docs/security.md)",
+    "max_connections": "connections held at once, past it `503`; lowered to the open-file limit minus 100",
+    "max_connections_per_client": "connections one client address may hold (trusted proxies exempt)",
+    "backlog": "connections waiting to be accepted",
+    "body_timeout_s": "a request body must arrive whole within this many seconds of its head",
+    "queue_size": "chat events waiting in each chat page's queue; past it new ones are refused",
+    "unread_result_s": "a chat result whose event stream is never opened is dropped after this many seconds",
+    "api_docs": "serve `/docs` (Swagger UI, from this server's own copy)",
     "rate_limit_storage": "where rate limits count: `memory://` (this process) or `redis://host:port/db` "
     "(shared by replicas; unreachable: requests pass and health says degraded)",
     "metrics": "`GET /metrics` for Prometheus: `off`, `on`, or a bearer token the scraper must send",

@@ -307,6 +307,11 @@ class OnnxEmbedding(BaseEmbedding):
             vectors[chunk] = part
         return vectors
 
+    def tokens(self, text: str) -> int:
+        """How many of the model's tokens a question takes (at most MAX_TOKENS): the work of answering it
+        grows with this (see `web.question_cost`)."""
+        return len(self._tokenizer.encode(self.query_prompt + text, MAX_TOKENS))
+
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Several questions in one call (the benchmark's batching measurement)."""
         return self._thread.run(self._encode, [self.query_prompt + t for t in texts])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import inspect
 import ipaddress
 import json
 import logging
 import re
+import sys
+import threading
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -29,12 +33,13 @@ from assistant.config import Config
 from assistant.errors import (
     AssistantError,
     FeedbackTokenError,
+    FeedbackUnavailableError,
     InvalidQuestionError,
     QuestionTooLongError,
 )
 from assistant.feedback import MAX_COMMENT_CHARS, MAX_TOKEN_CHARS, Signer, Store, Vote, open_store, validate_comment
 from assistant.metrics import Metered, Metrics, build_id
-from assistant.types import Answer, as_turns
+from assistant.types import Answer, Turn, as_turns
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,33 @@ _CITE = re.compile(r"\[(\d{1,3})\]")
 MAX_TURN_CHARS = 20_000
 # Gradio's own file routes: the app takes no uploads, so nothing may be stored through them.
 _UPLOAD = re.compile(r"(^|/)gradio_api/upload")
+# Gradio's HTTP routes that run a function (the public one is `ask`): past the rate limit they answer
+# 429 with Retry-After before the body is read (they answered 500, or an error in the event stream).
+_GRADIO_CALL = re.compile(r"(^|/)gradio_api/(call|run|api)/")
+_GRADIO_EVENT = re.compile(r"(^|/)gradio_api/(queue/join|call/|run/|api/)")
+# JSON items ("{", "[" and ",") in a chat event's body: Gradio copies every item of its data several
+# times before any function runs (a 12,000-message chat, 0.95 MB, cost 0.2 s of CPU to be ignored);
+# a kept conversation of 40 messages holds a few thousand.
+MAX_EVENT_ITEMS = 20_000
 # A client that has not sent a whole request head within this many seconds is disconnected (idle
 # sockets were held open indefinitely: 3,000 of them in a probe).
 HEADER_TIMEOUT_S = 10.0
 RATE_LIMITED = "ถามถี่เกินไป โปรดรอสักครู่ · Too many questions: please wait a moment and ask again."
 FEEDBACK_LIMITED = "ให้คะแนนถี่เกินไป โปรดรอสักครู่ · Too many ratings: please wait a moment."
+# What a visitor sees when something fails inside the server: never the exception's text (it named
+# folders: "[Errno 21] Is a directory: '/…/fbdir'").
+SERVER_ERROR = "ขออภัย ระบบขัดข้อง โปรดลองอีกครั้ง · Sorry, something went wrong on the server: please try again."
+FEEDBACK_FAILED = "บันทึกความคิดเห็นไม่ได้ในขณะนี้ · Your feedback could not be saved just now."
+# The conversation a visitor's tab hands back on reload, characters: 40 messages of this server's HTML
+# with their citations took 14,500 (20 English answers); a forged 0.9 MB one was echoed back whole.
+MAX_SAVED_CHARS = 200_000
+# Chat sessions (their conversation state) kept in memory per chat page; the oldest go first.
+MAX_SESSIONS = 2000
+# Tags and attributes this server's chat messages and citations use: a restored conversation keeps
+# these and nothing else (nh3, the Rust `ammonia` sanitiser).
+_MESSAGE_TAGS = {"br", "mark", "strong", "em", "a"}
+_CITED_TAGS = {"div", "h4", "details", "summary", "p", "mark"}
+_CITE_ID = re.compile(r"cite-\d{1,3}")
 
 TITLE = "ผู้ช่วยค้นคว้า: การรวมกลุ่มในภูมิภาคลาตินอเมริกา · Latin American integration assistant"
 DESCRIPTION = (
@@ -154,6 +181,41 @@ def answer_html(answer: Answer) -> str:
     return head + body
 
 
+def networks(proxies: list[str]) -> list:
+    """Trusted proxies as networks (an address is a network of one)."""
+    try:
+        return [ipaddress.ip_network(p, strict=False) for p in proxies]
+    except ValueError as error:
+        raise AssistantError(
+            f"ASSISTANT_TRUSTED_PROXIES: {error}; use addresses or networks, comma-separated"
+        ) from None
+
+
+def _within(address: str | None, trusted: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in n for n in trusted)
+
+
+def client_address(peer: str | None, forwarded: str | None, trusted: list) -> str:
+    """The client's address: the connection's own, unless it comes from a trusted proxy; then the
+    right-most X-Forwarded-For address that is not a proxy (the left part is the client's to forge).
+    A header with anything but addresses in it is ignored whole."""
+    peer = peer or "unknown"
+    if not forwarded or not _within(peer, trusted):
+        return peer
+    try:
+        chain = [ipaddress.ip_address(a.strip()) for a in forwarded.split(",")]
+    except ValueError:
+        return peer
+    for address in reversed(chain):
+        if not any(address in n for n in trusted):
+            return str(address)
+    return str(chain[0])
+
+
 class LimitStorage:
     """Where rate limits count: this process's memory, or Redis shared by the replicas.
 
@@ -210,22 +272,13 @@ class RateLimit:
         self.item = None if rate.strip().lower() in {"off", ""} else parse(rate)
         self.storage = storage or LimitStorage()
         self.limiter = strategies.MovingWindowRateLimiter(self.storage.storage)
-        self.proxies = set(proxies)
+        self.proxies = networks(proxies)
         self.name = name
         self.limited = None  # a counter of refusals (metrics), set by create_app
 
     def client(self, host: str | None, forwarded: str | None) -> str:
-        """The client's address: X-Forwarded-For only counts when the peer is a trusted proxy, and then
-        the right-most address that is not one of them (the left part is the client's to forge)."""
-        host = host or "unknown"
-        if host in self.proxies and forwarded:
-            for address in reversed([a.strip() for a in forwarded.split(",") if a.strip()]):
-                if address not in self.proxies:
-                    try:
-                        return str(ipaddress.ip_address(address))
-                    except ValueError:
-                        break
-        return host
+        """The client's address (see `client_address`)."""
+        return client_address(host, forwarded, self.proxies)
 
     def retry_after(self, client: str) -> int | None:
         """None when the client may go on now (and counts the request), else seconds to wait."""
@@ -243,8 +296,36 @@ class RateLimit:
             self.limited.inc()
         return max(1, int(reset - datetime.now(UTC).timestamp()) + 1)
 
+    def wait(self, client: str) -> int | None:
+        """Like `retry_after`, without counting: None when the client may go on now."""
+        if self.item is None or not self.storage.usable():
+            return None
+        try:
+            if self.limiter.test(self.item, self.name, client):
+                return None
+            reset, _ = self.limiter.get_window_stats(self.item, self.name, client)
+        except Exception as error:  # as in retry_after
+            self.storage.failed(error)
+            return None
+        if self.limited is not None:
+            self.limited.inc()
+        return max(1, int(reset - datetime.now(UTC).timestamp()) + 1)
+
     def request_client(self, request) -> str:
         return self.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
+
+
+def event_rate(config: Config) -> str:
+    """The rate for chat events other than questions: ASSISTANT_EVENT_RATE_LIMIT, else twice the
+    question rate (a visitor's page loads and ratings come with their questions)."""
+    if config.event_rate_limit.strip():
+        return config.event_rate_limit
+    if config.rate_limit.strip().lower() in {"off", ""}:
+        return "off"
+    from limits import parse
+
+    item = parse(config.rate_limit)
+    return f"{item.amount * 2} per {item.multiples} {item.GRANULARITY.name}"
 
 
 LABELS = {
@@ -325,22 +406,50 @@ def _text(content) -> str:
     return ""
 
 
+def _kept_attribute(tag: str, name: str, value: str) -> str | None:
+    """The attribute values this server writes, and no others."""
+    allowed = {
+        "class": {"citations", "where", "original", "citation", "english", "cite"},
+        "lang": {"th", "en"},
+    }
+    if name in allowed:
+        return value if value in allowed[name] else None
+    if name == "id":
+        return value if _CITE_ID.fullmatch(value) else None
+    if name == "href":
+        return value if value.startswith("#") and _CITE_ID.fullmatch(value[1:]) else None
+    return None
+
+
+def sanitised(html: str, cited: bool = False) -> str:
+    """HTML the visitor's tab kept (a chat message, or the citations when `cited`), reduced by nh3 to
+    the tags and attribute values this server writes: what comes back from sessionStorage is the
+    client's to change."""
+    import nh3
+
+    tags = _CITED_TAGS if cited else _MESSAGE_TAGS
+    attributes = {"*": {"class"}, "details": {"id"}, "p": {"lang"}} if cited else {"a": {"href", "class"}}
+    return nh3.clean(html, tags=tags, attributes=attributes, attribute_filter=_kept_attribute, link_rel=None)
+
+
 def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
-    """The chat, its turns and citations as the visitor's browser kept them; anything damaged or
-    forged starts a fresh conversation. The messages are HTML this server rendered; only script on this
-    origin could have changed them, and the Chatbot sanitises them again."""
+    """The chat, its turns and citations as the visitor's browser kept them; anything damaged, forged
+    or too large starts a fresh conversation, and the kept HTML is sanitised again (see `sanitised`)."""
+    if not isinstance(saved, str) or len(saved) > MAX_SAVED_CHARS:
+        return [], [], citations_html(None)
     try:
         data = json.loads(saved) if saved else {}
         messages = [
-            {"role": m["role"], "content": m["content"]}
-            for m in data.get("messages", [])
+            {"role": m["role"], "content": sanitised(m["content"])}
+            for m in data.get("messages", [])[-MAX_SHOWN_MESSAGES:]
             if m["role"] in ("user", "assistant") and isinstance(m["content"], str)
         ]
         turns = [Message.model_validate(t).model_dump() for t in data.get("turns", [])]
         cited = data.get("cited")
-        if not isinstance(cited, str) or not cited.startswith('<div class="citations">'):
+        cited = sanitised(cited, cited=True) if isinstance(cited, str) else ""
+        if not cited.startswith('<div class="citations">'):
             cited = citations_html(None)
-        return messages[-MAX_SHOWN_MESSAGES:], turns[-history_turns:] if history_turns else [], cited
+        return messages, turns[-history_turns:] if history_turns else [], cited
     except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
         return [], [], citations_html(None)
 
@@ -385,34 +494,105 @@ class RateLimited(AssistantError):
         self.wait = wait
 
 
-def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact: bool = False) -> gr.Blocks:
-    """The chat page; `compact` drops the page chrome for iframes, the widget and the web component."""
+def bounded_turns(history, keep: int, chars: int) -> tuple[Turn, ...]:
+    """The latest `keep` turns, cut to `chars` characters in all, the latest kept first (a long turn keeps
+    its beginning): the answerer's work must not grow with what a client sends."""
+    kept, budget = [], chars
+    for turn in reversed(as_turns(history, keep=keep)):
+        if budget <= 0:
+            break
+        kept.append(Turn(turn.role, turn.content[:budget]))
+        budget -= len(kept[-1].content)
+    return tuple(reversed(kept))
+
+
+def visitor_errors(fn):
+    """A chat event whose failures reach the visitor as one bilingual line (SERVER_ERROR), never as the
+    exception's text; the traceback goes to the server's log. `gr.Error`s (messages meant for the
+    visitor) pass through."""
+
+    def failed(error: Exception) -> gr.Error:
+        log.error("chat event %s failed: %s", fn.__name__, type(error).__name__, exc_info=error)
+        return gr.Error(SERVER_ERROR, print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streamed(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as error:
+                raise failed(error) from None
+
+        return streamed
+
+    @functools.wraps(fn)
+    def called(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            raise failed(error) from None
+
+    return called
+
+
+def _refuse(message: str) -> gr.Error:
+    """A message for the visitor, without a traceback in the log."""
+    return gr.Error(message, print_exception=False)
+
+
+def build_chat(
+    answerer: Answering, ratings: Ratings, limit: RateLimit, compact: bool = False, events: RateLimit | None = None
+) -> gr.Blocks:
+    """The chat page; `compact` drops the page chrome for iframes, the widget and the web component.
+    Questions count against `limit`, every other event against `events`."""
     history_turns = answerer.config.history_turns
+    history_chars = answerer.config.history_chars
+    events = events or limit
 
     def saving(shown: list, turns: list, cited: str) -> str:
         return json.dumps({"messages": shown[-MAX_SHOWN_MESSAGES:], "turns": turns, "cited": cited}, ensure_ascii=False)
 
+    def check(request: gr.Request | None, limiter: RateLimit) -> None:
+        if request is None:
+            return
+        client = limiter.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
+        if limiter.retry_after(client) is not None:
+            raise _refuse(RATE_LIMITED)
+
+    @visitor_errors
     def respond(message: str, shown: list, turns: list, answers: dict, reply: str, request: gr.Request):
-        """Yields the chat as the answer grows (with an LLM), then with its citations."""
-        client = limit.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
-        if limit.retry_after(client) is not None:
-            raise gr.Error(RATE_LIMITED)
+        """Yields the chat as the answer grows (with an LLM), then with its citations. The chat so far is
+        this session's (`shown`, kept on the server), not what the browser sends: a forged 12,000-message
+        chat cost 1.4 s of CPU to read and echo back."""
+        check(request, limit)
         try:
-            validate(message, answerer.config.max_question_chars)
+            question_cost(answerer, message)
         except AssistantError as error:
-            raise gr.Error(str(error)) from None
-        shown = [{"role": m["role"], "content": _text(m["content"])} for m in shown]
+            raise _refuse(str(error)) from None
+        shown = [{"role": m["role"], "content": _text(m["content"])} for m in shown or []]
+        # The chat keeps its latest MAX_SHOWN_MESSAGES; feedback records follow their messages' places.
+        dropped = max(0, len(shown) + 2 - MAX_SHOWN_MESSAGES)
+        if dropped:
+            shown = shown[dropped:]
+            answers = {i - dropped: r for i, r in answers.items() if isinstance(i, int) and i >= dropped}
         asked = shown + [{"role": "user", "content": _html(message)}]
         written = ""
-        earlier = as_turns(turns, keep=history_turns)
+        earlier = bounded_turns(turns or [], history_turns, history_chars)
         try:
             reply = reply if reply in ANSWER_LANGUAGES else "auto"
             for event in answerer.stream(message, earlier, answer_language=reply):
                 if isinstance(event, str):
                     written += event
+                    partial = asked + [{"role": "assistant", "content": _html(written)}]
                     yield (
                         "",
-                        asked + [{"role": "assistant", "content": _html(written)}],
+                        partial,
+                        gr.skip(),
                         turns,
                         answers,
                         citations_html(None),
@@ -421,7 +601,7 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
                     continue
                 answer = event
         except AssistantError as error:
-            raise gr.Error(str(error)) from None
+            raise _refuse(str(error)) from None
         content = answer_html(answer)
         turns = (
             (turns + [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.answer}])[
@@ -435,23 +615,32 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
         record = {"token": ratings.issue(answer), "liked": None}
         chat = asked + [{"role": "assistant", "content": content}]
         cited = citations_html(answer)
-        yield "", chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
+        yield "", chat, chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
 
+    @visitor_errors
     def rate(answers: dict, data: gr.LikeData, request: gr.Request):
         """A rating of an answer this session was given (a changed mind replaces it); anything else is
         ignored. A rating opens the optional comment box for that answer."""
-        index = data.index if isinstance(data.index, int) else data.index[0]
+        check(request, events)
+        index = data.index if isinstance(data.index, int) else (data.index or [None])[0]
         record = answers.get(index) if isinstance(index, int) else None
         if record is None or data.liked not in (True, False):
             return answers, None, gr.update(visible=False), ""
         try:
             ratings.rate(record["token"], bool(data.liked), None, limit.request_client(request))
+        except RateLimited:
+            raise _refuse(FEEDBACK_LIMITED) from None
+        except (FeedbackUnavailableError, OSError) as error:
+            log.error("feedback could not be written: %s", error)
+            raise _refuse(FEEDBACK_FAILED) from None
         except AssistantError as error:
-            raise gr.Error(str(error)) from None
+            raise _refuse(str(error)) from None
         return ({**answers, index: {**record, "liked": bool(data.liked)}}, index, gr.update(visible=True), "")
 
+    @visitor_errors
     def comment(text: str, answers: dict, pending: int | None, request: gr.Request):
         """The comment on the answer just rated: once, bounded, validated."""
+        check(request, events)
         record = answers.get(pending) if isinstance(pending, int) else None
         if record is None or record.get("liked") is None or record.get("commented"):
             return answers, None, gr.update(visible=False), ""
@@ -459,17 +648,26 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
             text = validate_comment(text)
             if text:
                 ratings.rate(record["token"], record["liked"], text, limit.request_client(request))
+        except RateLimited:
+            raise _refuse(FEEDBACK_LIMITED) from None
+        except (FeedbackUnavailableError, OSError) as error:
+            log.error("feedback could not be written: %s", error)
+            raise _refuse(FEEDBACK_FAILED) from None
         except AssistantError as error:
-            raise gr.Error(str(error)) from None
+            raise _refuse(str(error)) from None
         if text:
             gr.Info(_label("thanks", None))
         return {**answers, pending: {**record, "commented": True}}, None, gr.update(visible=False), ""
 
-    def clear():
-        return "", [], [], {}, citations_html(None), "", None, gr.update(visible=False)
+    @visitor_errors
+    def clear(request: gr.Request):
+        check(request, events)
+        return "", [], [], [], {}, citations_html(None), "", None, gr.update(visible=False)
 
+    @visitor_errors
     def restore(saved: str, request: gr.Request):
         """A reloaded page: the conversation the browser kept, and the page's language (`?lang=en`)."""
+        check(request, events)
         query = request.query_params if request is not None else {}
         lang = query.get("lang") if query.get("lang") in LABELS else None
         shown, turns, cited = _restored(saved, history_turns)
@@ -483,7 +681,7 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
             gr.update(placeholder=_label("comment", lang)),
             gr.update(value=_label("send", lang)),
         )
-        return (shown, turns, cited) + labels
+        return (shown, shown, turns, cited) + labels
 
     def ask(
         question: str,
@@ -505,17 +703,12 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
                 }
             )
         except ValidationError as error:
-            raise gr.Error(_validation_message(error)) from None
-        if request is not None:
-            client = limit.client(
-                request.client.host if request.client else None, request.headers.get("x-forwarded-for")
-            )
-            if limit.retry_after(client) is not None:
-                raise gr.Error(RATE_LIMITED)
+            raise _refuse(_validation_message(error)) from None
+        check(request, limit)
         try:
             answer = answer_request(answerer, parsed)
         except AssistantError as error:
-            raise gr.Error(str(error)) from None
+            raise _refuse(str(error)) from None
         return {**answer.to_dict(), "feedback_token": ratings.issue(answer)}
 
     with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
@@ -523,6 +716,7 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
             gr.Markdown(f"## {TITLE}\n{DESCRIPTION}")
         greeting = gr.Markdown("", elem_id="greeting", visible=False)
         turns, answers, pending = gr.State([]), gr.State({}), gr.State(None)
+        shown = gr.State([])  # the chat as this server sent it (the Chatbot's copy is the browser's)
         # What the browser keeps of the conversation (JSON), written to sessionStorage when it changes;
         # mounted so its value reaches the page's script, but not displayed nor read out (CSS above).
         saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
@@ -572,8 +766,8 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
                     gr.Examples(EXAMPLES, inputs=box, label="ตัวอย่าง · Examples")
             with gr.Column(scale=2, min_width=280):
                 cited = gr.HTML(citations_html(None), elem_id="citations")
-        outputs = [box, chatbot, turns, answers, cited, saved]
-        inputs = [box, chatbot, turns, answers, reply]
+        outputs = [box, chatbot, shown, turns, answers, cited, saved]
+        inputs = [box, shown, turns, answers, reply]
         box.submit(respond, inputs, outputs, api_visibility="private")
         send.click(respond, inputs, outputs, api_visibility="private")
         cleared = outputs + [pending, comment_row]
@@ -593,13 +787,15 @@ def build_chat(answerer: Answering, ratings: Ratings, limit: RateLimit, compact:
         blocks.load(
             restore,
             [saved],
-            [chatbot, turns, cited, greeting, box, send, clear_button, reply, comment_box, comment_send],
+            [chatbot, shown, turns, cited, greeting, box, send, clear_button, reply, comment_box, comment_send],
             js=LOAD_JS,
             api_visibility="private",
         )
-        gr.api(ask, api_name="ask")
-    # Questions run side by side, so a slow LLM call holds up only its own visitor.
-    blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency)
+        gr.api(visitor_errors(ask), api_name="ask")
+    # Questions run side by side, so a slow LLM call holds up only its own visitor; the waiting line is
+    # bounded, and so are the sessions whose state is kept.
+    blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency, max_size=answerer.config.queue_size)
+    blocks.state_session_capacity = MAX_SESSIONS
     return blocks
 
 
@@ -694,11 +890,19 @@ class Message(BaseModel):
             raise ValueError(str(error)) from None
 
 
+class Turned(BaseModel):
+    """A history turn as sent: its text is checked (`validate`) only if it is kept (`answer_request`);
+    checking 50 turns of 19,000 characters took 100 ms of CPU."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_TURN_CHARS)
+
+
 class AskRequest(BaseModel):
     """One question with its conversation: the same checks for `/api/ask` and Gradio's `/ask`."""
 
     question: str = Field(description="The question, in Thai or English.")
-    history: list[Message] = Field(
+    history: list[Turned] = Field(
         default_factory=list,
         max_length=MAX_HISTORY_TURNS,
         description="Earlier turns of the conversation, oldest first.",
@@ -710,10 +914,28 @@ class AskRequest(BaseModel):
 
 
 def answer_request(answerer: Answering, request: AskRequest) -> Answer:
-    """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages reach the answerer,
-    as in the chat."""
-    turns = as_turns((m.model_dump() for m in request.history), keep=answerer.config.history_turns)
+    """The answer to an API question; only the latest ASSISTANT_HISTORY_TURNS messages, within
+    ASSISTANT_HISTORY_CHARS, reach the answerer, as in the chat."""
+    question_cost(answerer, request.question)
+    turns = bounded_turns(
+        (m.model_dump() for m in request.history), answerer.config.history_turns, answerer.config.history_chars
+    )
+    turns = tuple(Turn(t.role, validate(t.content, MAX_TURN_CHARS, what="history turn")) for t in turns)
     return answerer.answer(request.question, turns, top_k=request.top_k, answer_language=request.answer_language)
+
+
+def question_cost(answerer: Answering, question: str) -> None:
+    """Refuses a question whose work would be out of proportion: over ASSISTANT_MAX_QUESTION_CHARS, or
+    (with a model that can count them) over ASSISTANT_MAX_QUESTION_TOKENS of the model's tokens. A
+    2,000-character question of random Thai letters cost 0.5 s of CPU against 30 ms for a typical one."""
+    config = answerer.config
+    validate(question, config.max_question_chars)
+    count = getattr(getattr(answerer.retriever.index, "embed_model", None), "tokens", None)
+    if callable(count) and count(question) - count("") > config.max_question_tokens:  # "" : prompt, markers
+        raise QuestionTooLongError(
+            f"คำถามยาวเกินไป · The question is too long: {config.max_question_tokens} of the model's tokens at "
+            "most (about 250 characters of Thai words). Ask something shorter."
+        )
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -732,29 +954,54 @@ class Guard:
       (a Content-Length check alone let a 300 MB chunked body through).
     - Gradio's upload route is refused: the app takes no files, and uploads were kept and served back.
     - Responses say which sites may frame the chat.
+    - The client's address is the connection's, or from X-Forwarded-For when the connection comes from a
+      trusted proxy (`client_address`); everything after this sees that address.
+    - Gradio's HTTP routes that run a function answer 429 with Retry-After past the question rate.
     """
 
-    def __init__(self, app, limit: int, ancestors: str):
+    def __init__(
+        self, app, limit: int, ancestors: str, trusted: list | None = None, questions: RateLimit | None = None
+    ):
         self.app, self.limit, self.ancestors = app, limit, ancestors.encode()
+        self.trusted, self.questions = trusted or [], questions
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        peer = scope.get("client")
+        if self.trusted and peer and _within(peer[0], self.trusted):
+            forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+            scope = {**scope, "client": (client_address(peer[0], forwarded, self.trusted), peer[1])}
+            proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").strip().lower()
+            if proto in ("http", "https") and scope["type"] == "http":
+                scope["scheme"] = proto
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if _UPLOAD.search(scope["path"]):
             return await _reply(send, 404, "This server accepts no uploads.")
-        headers = dict(scope["headers"])
+        if self.questions is not None and scope["method"] == "POST" and _GRADIO_CALL.search(scope["path"]):
+            wait = self.questions.wait(scope["client"][0] if scope.get("client") else "unknown")
+            if wait is not None:
+                return await _reply(send, 429, RATE_LIMITED, [(b"retry-after", str(wait).encode())])
         length = headers.get(b"content-length", b"").decode("latin-1").strip()
         if length and (not length.isdigit() or int(length) > self.limit):
             return await _reply(send, 413, f"Request body over {self.limit:,} bytes.")
-        received, started = 0, False
+        received, items, started = 0, 0, False
+        event = scope["method"] == "POST" and _GRADIO_EVENT.search(scope["path"]) is not None
 
         async def counted():
-            nonlocal received
+            nonlocal received, items
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                received += len(body)
                 if received > self.limit:
                     raise _TooLarge(self.limit)
+                if event:
+                    items += body.count(b"{") + body.count(b"[") + body.count(b",")
+                    if items > MAX_EVENT_ITEMS:
+                        raise _TooLarge(self.limit, f"Request body with over {MAX_EVENT_ITEMS:,} JSON items.")
             return message
 
         async def sending(message):
@@ -772,21 +1019,21 @@ class Guard:
 
         try:
             await self.app(scope, counted, sending)
-        except _TooLarge:
+        except _TooLarge as error:
             if not started:
-                await _reply(send, 413, f"Request body over {self.limit:,} bytes.")
+                await _reply(send, 413, error.detail)
 
 
 class _TooLarge(HTTPException):
     """Raised from `receive` past the limit; an HTTPException, so frameworks that wrap body errors
     (FastAPI turns others into a 400) let it through as the 413 it is."""
 
-    def __init__(self, limit: int):
-        super().__init__(413, f"Request body over {limit:,} bytes.")
+    def __init__(self, limit: int, detail: str | None = None):
+        super().__init__(413, detail or f"Request body over {limit:,} bytes.")
 
 
-async def _reply(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _reply(send, status: int, detail: str, headers: list | None = None) -> None:
+    body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
     await send(
         {
             "type": "http.response.start",
@@ -795,10 +1042,89 @@ async def _reply(send, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class UnreadResults:
+    """Drops chat results nobody reads, with their session's state.
+
+    Gradio keeps an event's output until the session's event stream (`/queue/data`) takes it; a client
+    that never opens the stream leaves it there for ever (1,200 forged page loads, each echoing 0.9 MB:
+    534 MB -> 1,947 MB). A stream that is open takes each message within milliseconds, so a message still
+    first in line after `after_s` seconds has no reader.
+    """
+
+    def __init__(self, pages: list[gr.Blocks], after_s: float):
+        self.pages, self.after_s = pages, after_s
+        self.waiting: dict[tuple[int, str], tuple[object, float]] = {}
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop the sessions whose first message waited `after_s`; returns how many."""
+        now = time.monotonic() if now is None else now
+        waiting, dropped = {}, 0
+        for n, blocks in enumerate(self.pages):
+            queue = blocks._queue
+            for session, messages in list(queue.pending_messages_per_session.items()):
+                pending = getattr(messages, "_queue", None)  # asyncio.Queue's deque
+                if not pending:
+                    continue
+                head, key = pending[0], (n, session)
+                first = self.waiting.get(key)
+                if first is None or first[0] is not head:
+                    waiting[key] = (head, now)
+                elif now - first[1] < self.after_s:
+                    waiting[key] = first
+                else:
+                    queue.pending_messages_per_session.pop(session, None)
+                    queue.pending_event_ids_session.pop(session, None)
+                    holder = blocks.state_holder
+                    with holder.lock:
+                        holder.session_data.pop(session, None)
+                        holder.time_last_used.pop(session, None)
+                    dropped += 1
+        self.waiting = waiting
+        return dropped
+
+    async def run(self) -> None:
+        idle = 0
+        while True:
+            await asyncio.sleep(min(2.0, self.after_s / 2))
+            try:
+                dropped = self.sweep()
+            except Exception:  # Gradio's internals may change; the sweep must not stop the server
+                log.exception("sweeping unread chat results failed")
+                dropped = 0
+            idle = 0 if dropped else idle + 1
+            if dropped or idle == 5:
+                _release_memory()
+
+
+def _large_blocks_from_the_system() -> None:
+    """Large blocks (request bodies, a chat's output) come from and go back to the system at once.
+    glibc otherwise raises its mmap threshold after the first large block is freed, and later ones
+    come from heaps that keep their pages: after 1,200 events of 0.9 MB arriving faster than they were
+    answered, RSS stayed 134 MB higher with nothing left holding them."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, glibc's default, now fixed
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _release_memory() -> None:
+    """Hands memory Python has freed back to the system. glibc keeps freed blocks of its heaps (after
+    dropping 400 unread 0.9 MB events, RSS stayed 211 MB higher with nothing left holding them)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class IndexMonitor:
@@ -820,10 +1146,36 @@ class IndexMonitor:
         self.corpus_state = None
         self.problem: str | None = None
         self.stale = False
+        self.manifest_missing = False
+        self.corpus_missing = False
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong, for the public health check: without folder paths."""
+        found = [
+            "The index's manifest is missing: run `assistant index` (answers still come from the copy loaded at start)."
+            if self.manifest_missing
+            else None,
+            _public(self.problem) if self.problem else None,
+            "The corpus folder is missing or holds no documents: restore it, then run `assistant index`."
+            if self.corpus_missing
+            else None,
+            "The corpus changed since the index was built: run `assistant index`."
+            if self.stale and not self.corpus_missing
+            else None,
+        ]
+        return [p for p in found if p]
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.problem or self.manifest_missing or self.corpus_missing)
 
     def check(self) -> None:
         current = self.answerer.retriever.index
         state = _stat(self.folder / index.MANIFEST)
+        if state is None and not self.manifest_missing:
+            log.warning("The index manifest %s is missing.", self.folder / index.MANIFEST)
+        self.manifest_missing = state is None
         if state is not None and state != self.manifest_state:
             self.manifest_state = state
             try:
@@ -856,9 +1208,12 @@ class IndexMonitor:
         if corpus_state != self.corpus_state:
             self.corpus_state = corpus_state
             try:
+                self.corpus_missing = not corpus.files(self.config.corpus_dir)
                 self.stale = corpus.content_hash(self.config.corpus_dir) != current.manifest["corpus_hash"]
             except (AssistantError, OSError):
-                self.stale = True
+                self.corpus_missing, self.stale = True, True
+            if self.corpus_missing:
+                log.warning("The corpus folder %s is missing or holds no documents.", self.config.corpus_dir)
 
     async def run(self) -> None:
         while True:
@@ -867,6 +1222,14 @@ class IndexMonitor:
                 await asyncio.to_thread(self.check)
             except Exception:  # the monitor must outlive any surprise on disk
                 log.exception("index check failed")
+
+
+_PATH = re.compile(r"(?<![\w.-])(?:[A-Za-z]:)?(?:[\\/][^\s'\"()\\/]+)+[\\/]?")
+
+
+def _public(text: str) -> str:
+    """A message without the server's folder paths (health is public): each path becomes its last part."""
+    return _PATH.sub(lambda m: m[0].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or "/", text)
 
 
 def _stat(path: Path):
@@ -908,19 +1271,30 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
                 except Exception:
                     log.exception("shared store check failed")
 
+    pages: list[gr.Blocks] = []
+    unread = UnreadResults(pages, config.unread_result_s)
+
     @asynccontextmanager
     async def lifespan(app):
-        tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(watch_shared())]
+        tasks = [
+            asyncio.create_task(monitor.run()),
+            asyncio.create_task(watch_shared()),
+            asyncio.create_task(unread.run()),
+        ]
         yield
         for task in tasks:
             task.cancel()
         store.close()
 
+    # /docs is served from this server's copy of Swagger UI (the swagger-ui-bundle package), not from a
+    # CDN; ReDoc has no packaged copy, so /redoc is off.
     app = FastAPI(
         title="Latin American integration assistant",
         version="0.1.0",
         lifespan=lifespan,
         description="Answers in Thai or English with cited passages of the documents.",
+        docs_url=None,
+        redoc_url=None,
     )
     origins = config.origins or ["*"]
     app.add_middleware(
@@ -929,10 +1303,11 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
     hosts = config.hosts or ["*"]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts])
     ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
-    app.add_middleware(Guard, limit=config.max_body_bytes, ancestors=ancestors)
     app.add_middleware(Metered, metrics=metrics)
     limit = RateLimit(config.rate_limit, config.proxies, storage, "ask")
     limit.limited = metrics.rate_limited.labels("ask")
+    events = RateLimit(event_rate(config), config.proxies, storage, "event")
+    events.limited = metrics.rate_limited.labels("event")
     feedback_limit = RateLimit(config.feedback_rate_limit, config.proxies, storage, "feedback")
     feedback_limit.limited = metrics.rate_limited.labels("feedback")
     ratings = Ratings(Signer(config.secret_key), store, feedback_limit, metrics)
@@ -941,6 +1316,11 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
             "Shared stores are set but ASSISTANT_SECRET_KEY is not: this process signs answers with a key of "
             "its own, so other replicas will refuse ratings of its answers. Give every replica the same key."
         )
+    app.add_middleware(
+        Guard, limit=config.max_body_bytes, ancestors=ancestors, trusted=networks(config.proxies), questions=limit
+    )
+    if config.api_docs:
+        _self_hosted_docs(app)
 
     @app.exception_handler(AssistantError)
     async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
@@ -964,17 +1344,8 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         manifest = answerer.retriever.index.manifest
         # Degraded: answers work, a shared store does not (limits unenforced, or ratings refused).
         degraded = storage.problem or store.problem
-        status = "error" if monitor.problem else "stale" if monitor.stale else "degraded" if degraded else "ok"
-        problems = [
-            p
-            for p in (
-                monitor.problem,
-                "The corpus changed since the index was built: run `assistant index`." if monitor.stale else None,
-                storage.problem,
-                store.problem,
-            )
-            if p
-        ]
+        status = "error" if monitor.failing else "stale" if monitor.stale else "degraded" if degraded else "ok"
+        problems = monitor.problems + [_public(p) for p in (storage.problem, store.problem) if p]
         body = {
             "status": status,
             "problems": problems,
@@ -988,7 +1359,7 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
             "feedback": {"store": type(store).__name__.removesuffix("Store").lower(), "ok": store.problem is None},
             "llm": {"mode": config.llm, "model": config.llm_model or None},
         }
-        return JSONResponse(body, status_code=503 if monitor.problem else 200)
+        return JSONResponse(body, status_code=503 if monitor.failing else 200)
 
     @app.post("/api/ask", response_model=dict)  # the answer's schema; a rate-limited 429 is a JSONResponse
     def ask(body: AskRequest, request: Request) -> dict | JSONResponse:
@@ -1046,10 +1417,12 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
 
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
+        pages.append(build_chat(answerer, ratings, limit, compact=compact, events=events))
         app = gr.mount_gradio_app(
             app,
-            build_chat(answerer, ratings, limit, compact=compact),
+            pages[-1],
             path=path,
+            show_error=False,  # an unexpected exception's text never reaches the page (see visitor_errors)
             theme=theme,
             css=CSS,
             js=CLIENT_JS,
@@ -1059,41 +1432,170 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
     return app
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run the app with uvicorn's h11 server, with a deadline for each connection's request head."""
+def _self_hosted_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package's files, served here (FastAPI's
+    self-hosting recipe): no request leaves for a CDN, and the page works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} – API",
+            swagger_js_url=root + "/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=root + "/docs-assets/swagger-ui.css",
+            swagger_favicon_url=root + "/docs-assets/favicon-32x32.png",
+        )
+
+
+class LogBudget:
+    """A log stream (stderr) that no client can use to fill the disk.
+
+    Within each minute, a line seen `repeats` times already (digits aside) is dropped, and so is anything
+    past `per_minute` characters; the next minute starts with a count of what was dropped. A probe's
+    1,100 connections past the open-file limit made asyncio's accept loop write 370 MB in 25 s, and each
+    bad `fn_index` logged a 4.4 KB traceback.
+    """
+
+    def __init__(self, stream, per_minute: int = 64_000, repeats: int = 3, clock=time.monotonic):
+        self.stream, self.per_minute, self.repeats, self.clock = stream, per_minute, repeats, clock
+        self.lock = threading.Lock()
+        self.started, self.used, self.dropped, self.seen, self.partial = clock(), 0, 0, {}, ""
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            now = self.clock()
+            if now - self.started >= 60:
+                if self.dropped:
+                    self.stream.write(f"[{self.dropped} log lines dropped in the last minute: repeated or too many]\n")
+                self.started, self.used, self.dropped, self.seen = now, 0, 0, {}
+            lines = (self.partial + text).split("\n")
+            self.partial = lines.pop()[:10_000]
+            for line in lines:
+                key = re.sub(r"\d+", "#", line)[:200]
+                count = self.seen.get(key, 0) + 1
+                if len(self.seen) < 10_000:
+                    self.seen[key] = count
+                if count > self.repeats or self.used + len(line) + 1 > self.per_minute:
+                    self.dropped += 1
+                    continue
+                self.used += len(line) + 1
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding: the real stream's
+        return getattr(self.stream, name)
+
+
+# Open files the server needs besides its connections (model, index, logs, Gradio's temp files).
+FILES_RESERVED = 100
+
+
+def connection_limit(config: Config) -> int:
+    """ASSISTANT_MAX_CONNECTIONS, lowered to fit the process's open-file limit (each connection is a
+    file): past it uvicorn answers 503 instead of the accept loop failing."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return config.max_connections
+    return max(8, min(config.max_connections, soft - FILES_RESERVED))
+
+
+def serve(app: FastAPI, host: str, port: int, config: Config | None = None) -> None:
+    """Run the app with uvicorn's h11 server: deadlines for each request's head and body, a cap on
+    connections (per client too), X-Forwarded-For left to the app (`Guard`), and a log budget."""
     import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeadTimeout(H11Protocol):
-        """Closes a connection whose first request head is not complete within HEADER_TIMEOUT_S.
+    config = config or Config()
+    trusted = networks(config.proxies)
+    body_timeout, per_client = config.body_timeout_s, config.max_connections_per_client
+    open_by_client: dict[str, int] = {}
+
+    class Deadlines(H11Protocol):
+        """Closes a connection whose request head is not complete within HEADER_TIMEOUT_S, or whose body
+        is not complete within ASSISTANT_BODY_TIMEOUT_S of its head, and one that would take its client
+        past ASSISTANT_MAX_CONNECTIONS_PER_CLIENT.
 
         uvicorn only times out idle keep-alive connections after a response; a client that connects and
-        sends nothing, or a few bytes at a time, was held open forever. Behind a reverse proxy, set its
-        own header timeout too (nginx: client_header_timeout).
+        sends nothing, or a few bytes at a time, was held open forever (1 byte of body every 2 s too).
+        Behind a reverse proxy, set its own timeouts too (nginx: client_header_timeout, client_body_timeout).
         """
 
         def connection_made(self, transport):
             super().connection_made(transport)
+            self._timed_cycle, self._body_deadline, self._counted = None, None, None
             self._head_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self.timeout_keep_alive_handler)
+            address = self.client[0] if self.client else None
+            if address and not _within(address, trusted):
+                self._counted = address
+                open_by_client[address] = open_by_client.get(address, 0) + 1
+                if open_by_client[address] > per_client:
+                    log.warning("Refused a connection from %s: it holds %d already.", address, per_client)
+                    transport.abort()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.cycle is not None and self._head_deadline is not None:
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                if self._head_deadline is None:  # the next request on a kept-alive connection
+                    self._head_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self.timeout_keep_alive_handler)
+                return
+            if cycle is not self._timed_cycle:  # a new request's head is complete
+                self._timed_cycle = cycle
+                self._cancel_head()
+                if cycle.more_body:
+                    self._body_deadline = self.loop.call_later(body_timeout, self._body_late, cycle)
+            if not cycle.more_body and self._body_deadline is not None:
+                self._body_deadline.cancel()
+                self._body_deadline = None
+
+        def _cancel_head(self) -> None:
+            if self._head_deadline is not None:
                 self._head_deadline.cancel()
                 self._head_deadline = None
 
+        def _body_late(self, cycle) -> None:
+            if self.cycle is cycle and cycle.more_body and not self.transport.is_closing():
+                self.transport.close()
+
         def connection_lost(self, exc):
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
+            self._cancel_head()
+            if self._body_deadline is not None:
+                self._body_deadline.cancel()
+            if self._counted is not None:
+                left = open_by_client.pop(self._counted, 1) - 1
+                if left > 0:
+                    open_by_client[self._counted] = left
+                self._counted = None
             super().connection_lost(exc)
 
+    _large_blocks_from_the_system()
+    sys.stderr = LogBudget(sys.stderr)
+    sys.stdout = LogBudget(sys.stdout)
     # Open event streams (Gradio's queue) would otherwise hold a stopping server indefinitely.
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        http=HeadTimeout,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=5,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            http=Deadlines,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+            proxy_headers=False,  # uvicorn trusted X-Forwarded-For from 127.0.0.1; the Guard decides
+            limit_concurrency=connection_limit(config),
+            backlog=config.backlog,
+        )
     )
+    server.run()

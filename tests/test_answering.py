@@ -110,7 +110,7 @@ def test_follow_up_detection():
     [
         ("", "empty"),
         ("   \n\t ", "empty"),
-        ("ก" * 2001, "limit is 2,000"),
+        ("ก" * 2001, "limit is 300"),
         ("ชิลี\x00เปรู", "control characters"),
         ("what\x1b[31m", "control characters"),
         ("\u200b", "empty"),

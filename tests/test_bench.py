@@ -118,6 +118,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     soak = result["soak"]
     assert soak["clients"] == 64 and soak["requests"] >= 64 and soak["errors"] == 0
     assert soak["peak_rss_mb"] >= ours["peak_rss_mb"]
+    assert 0 < soak["rss_before_mb"] and soak["rss_after_mb"] <= soak["peak_rss_mb"]
     components = [c["component"] for c in result["memory"]]
     assert components[0] == "interpreter" and any(c.startswith("tokenizer") for c in components)
     assert all(c["rss_mb"] > 0 for c in result["memory"])

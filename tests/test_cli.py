@@ -55,7 +55,7 @@ def test_ask_plain_text_has_sources_in_question_language(invoke):
     [
         (["ask", ""], "empty"),
         (["ask", "   "], "empty"),
-        (["ask", "ก" * 2001], "limit is 2,000"),
+        (["ask", "ก" * 2001], "limit is 300"),
         (["ask", "ชิลี\x07"], "control characters"),
         (["ask", "ชิลี", "--bogus"], "No such option"),
         (["ask", "ชิลี", "--top-k", "0"], "Invalid value"),

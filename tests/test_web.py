@@ -198,7 +198,10 @@ def test_cors_and_frame_ancestors(server):
 def test_openapi_docs_and_embed_page(server):
     status, _, raw = http("GET", server.url + "/openapi.json")
     assert status == 200 and "/api/ask" in json.loads(raw)["paths"]
-    assert http("GET", server.url + "/docs")[0] == 200
+    status, _, raw = http("GET", server.url + "/docs")
+    assert status == 200 and b"/docs-assets/swagger-ui-bundle.js" in raw and b"cdn." not in raw
+    assert http("GET", server.url + "/docs-assets/swagger-ui-bundle.js")[0] == 200
+    assert http("GET", server.url + "/redoc")[0] == 404
     status, _, raw = http("GET", server.url + "/embed")
     page = raw.decode()
     assert status == 200
@@ -976,3 +979,436 @@ def test_unreachable_rate_limit_store_fails_open_without_delay():
     assert storage.check() is not None
     memory = RateLimit("1/minute", [])
     assert memory.retry_after("x") is None and memory.retry_after("x") >= 1 and memory.storage.check() is None
+
+
+# --- Hardening: bounded memory and CPU per visitor, honest client addresses, quiet logs ------------
+
+
+def http_from(source: str, method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    """`http` from another loopback address (127.0.0.2, …): a second visitor, or a proxy."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60, source_address=(source, 0))
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def dependency(url: str, trigger: str, inputs: int | None = None) -> dict:
+    """The chat page's event for a trigger ("load", "like", "click" …) from Gradio's config."""
+    config = json.loads(http("GET", url + "/config")[2])
+    return next(
+        d
+        for d in config["dependencies"]
+        if d.get("backend_fn")
+        and any(t[1] == trigger for t in d["targets"])
+        and (inputs is None or len(d["inputs"]) == inputs)
+    )
+
+
+def join(url: str, event: dict, data: list, session: str, event_data=None, source: str = "127.0.0.1"):
+    payload = {
+        "data": data,
+        "event_data": event_data,
+        "fn_index": event["id"],
+        "trigger_id": event["targets"][0][0],
+        "session_hash": session,
+    }
+    return http_from(source, "POST", url + "/gradio_api/queue/join", json.dumps(payload).encode())
+
+
+def completed(url: str, session: str) -> dict:
+    """The session's next finished event, read from its event stream."""
+    request = urllib.request.Request(f"{url}/gradio_api/queue/data?session_hash={session}")
+    with urllib.request.urlopen(request, timeout=120) as stream:
+        for line in stream:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the event stream ended without a result")
+
+
+def server_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_unread_chat_results_do_not_grow_memory(config, built_index, tmp_path):
+    """The probe's pattern: 1,200 page loads each handing back a 0.9 MB kept conversation, their event
+    streams never opened. Before: 520 MB -> 2,571 MB, nothing freed a minute later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.bench import rss_mb
+
+    s = Server(
+        {
+            "ASSISTANT_INDEX_DIR": str(config.index_dir),
+            "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+            "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"),
+            "ASSISTANT_RATE_LIMIT": "off",  # what is measured is the server holding results, not refusing
+            "ASSISTANT_UNREAD_RESULT_S": "5",
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        restore = dependency(s.url, "load")
+        saved = json.dumps({"messages": [{"role": "user", "content": "x" * 20_000}] * 45, "turns": [], "cited": ""})
+        assert 850_000 < len(saved) < 950_000
+
+        def flood(count: int) -> dict:
+            codes = {}
+            with ThreadPoolExecutor(8) as pool:
+                for status, _, _ in pool.map(
+                    lambda n: join(s.url, restore, [saved], f"unread{count}x{n}"), range(count)
+                ):
+                    codes[status] = codes.get(status, 0) + 1
+            return codes
+
+        assert set(flood(100)) <= {200, 503}  # the server's thread pool and caches warm up
+        time.sleep(12)
+        before = rss_mb(s.process.pid)
+        codes = flood(1200)  # 503: the queue of waiting events is full (ASSISTANT_QUEUE_SIZE)
+        assert set(codes) <= {200, 503} and codes.get(200, 0) >= 100, codes
+        time.sleep(15)
+        grown = rss_mb(s.process.pid) - before
+        print(f"RSS {before:.0f} MB -> {before + grown:.0f} MB after 1,200 unread 0.9 MB events: {codes}")
+        assert grown <= 50, f"RSS grew {grown:.0f} MB"
+        # A reader still gets its result, and a kept conversation that large starts afresh.
+        assert join(s.url, restore, [saved], "reader")[0] == 200
+        result = completed(s.url, "reader")
+        assert result["success"] and result["output"]["data"][0] == []
+        assert http("GET", s.url + "/api/health")[0] == 200
+    finally:
+        s.stop()
+
+
+def test_slow_bodies_are_cut_off_under_a_low_open_file_limit(config, built_index, tmp_path):
+    """300 connections sending a body 1 byte a second, against a server allowed 256 open files. Before, a
+    body was never cut off (still open after 90 s); 1,100 such connections made health fail and the
+    accept loop's errors wrote 370 MB of log."""
+    import select
+
+    from assistant.bench import served
+
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    env = {
+        "ASSISTANT_INDEX_DIR": str(config.index_dir),
+        "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+        "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"),
+        "ASSISTANT_BODY_TIMEOUT_S": "4",
+    }
+    log = tmp_path / "server.log"
+    with served(env, log, open_files=256) as running:
+        started_log = log.stat().st_size
+        # One slow body: cut off at its deadline.
+        probe = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+        probe.sendall(head)
+        started, cut = time.monotonic(), None
+        while cut is None and time.monotonic() - started < 30:
+            probe.send(b" ")
+            if select.select([probe], [], [], 1.0)[0]:
+                assert probe.recv(4096) == b""
+                cut = time.monotonic() - started
+        probe.close()
+        assert cut is not None and 3.5 <= cut <= 8, f"the slow body was cut after {cut} s"
+        # 300 of them, past what 256 open files allow: the ones past the connection cap get 503, the
+        # rest are cut at their deadline, and the server answers again.
+        slow, answered = [], []
+        for n in range(300):  # six addresses, 50 each: under the per-client cap of 64
+            try:
+                sock = socket.create_connection(
+                    ("127.0.0.1", running.port), timeout=5, source_address=(f"127.0.0.{2 + n // 50}", 0)
+                )
+                sock.sendall(head)
+                slow.append(sock)
+            except OSError:
+                pass
+        started = time.monotonic()
+        while slow and time.monotonic() - started < 40:
+            for sock in slow:
+                try:
+                    sock.send(b" ")
+                except OSError:
+                    pass
+            for sock in select.select(slow, [], [], 1.0)[0]:
+                try:
+                    answered.append(sock.recv(4096)[:12])
+                except OSError:
+                    answered.append(b"")
+                slow.remove(sock)
+                sock.close()
+        assert not slow, f"{len(slow)} slow connections still open after 40 s"
+        assert answered.count(b"HTTP/1.1 503") > 0 and set(answered) <= {b"", b"HTTP/1.1 503"}
+        healthy = time.monotonic()
+        while http("GET", running.url + "/api/health")[0] != 200:
+            assert time.monotonic() - healthy < 30
+            time.sleep(1)
+        # One address may hold 64 connections: more are closed at once.
+        crowd = [
+            socket.create_connection(("127.0.0.1", running.port), timeout=5, source_address=("127.0.0.9", 0))
+            for _ in range(80)
+        ]
+        time.sleep(1.0)
+        readable, _, _ = select.select(crowd, [], [], 1.0)
+        refused = sum(1 for sock in readable if sock.recv(1) == b"")
+        assert refused == 16, refused
+        for sock in crowd:
+            sock.close()
+        assert http("GET", running.url + "/api/health")[0] == 200
+        grown = log.stat().st_size - started_log
+        assert grown < 100_000, f"the log grew {grown:,} bytes"
+
+
+def test_client_address_and_rate_limits_for_every_route(config, built_index, tmp_path):
+    """X-Forwarded-For counts only from ASSISTANT_TRUSTED_PROXIES; every chat event is limited; Gradio's
+    HTTP routes answer 429 with Retry-After. Before, a rotating X-Forwarded-For from loopback got 100/100
+    answers past a 60/minute limit."""
+    s = Server(
+        {
+            "ASSISTANT_INDEX_DIR": str(config.index_dir),
+            "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+            "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"),
+            "ASSISTANT_RATE_LIMIT": "3/minute",
+            "ASSISTANT_TRUSTED_PROXIES": "127.0.0.1",
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        body = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
+        url = s.url + "/api/ask"
+        # Not a trusted proxy: its X-Forwarded-For changes nothing.
+        rotating = [http_from("127.0.0.2", "POST", url, body, {"X-Forwarded-For": f"10.0.0.{n}"})[0] for n in range(5)]
+        assert rotating == [200, 200, 200, 429, 429]
+        # Through the trusted proxy each forwarded client has its own budget.
+        assert [http("POST", url, body, {"X-Forwarded-For": f"203.0.113.{n}"})[0] for n in range(5)] == [200] * 5
+        assert http("POST", url, body, {"X-Forwarded-For": "203.0.113.7, 10.9.9.9"})[0] == 200
+        # A malformed header is ignored: the proxy's own address counts.
+        assert [http("POST", url, body, {"X-Forwarded-For": "abc"})[0] for _ in range(4)] == [200, 200, 200, 429]
+        # Gradio's HTTP routes past the limit.
+        for path in ("/gradio_api/call/ask", "/gradio_api/run/ask", "/compact/gradio_api/call/ask"):
+            status, headers, raw = http_from(
+                "127.0.0.2", "POST", s.url + path, json.dumps({"data": ["บราซิลยุติการเจรจาอะไร"]}).encode()
+            )
+            assert status == 429 and 1 <= int(headers["retry-after"]) <= 60, (path, status)
+            assert "Too many questions" in json.loads(raw)["detail"]
+        # Every other chat event counts too (twice the question rate): the page load restoring a chat.
+        restore = dependency(s.url, "load")
+        outcomes = []
+        for n in range(8):
+            assert join(s.url, restore, [""], f"loads{n}", source="127.0.0.4")[0] == 200
+            result = completed(s.url, f"loads{n}")
+            outcomes.append(result["success"] or result["output"]["error"])
+        assert outcomes == [True] * 6 + [RATE_LIMITED_TEXT] * 2
+    finally:
+        s.stop()
+
+
+RATE_LIMITED_TEXT = "ถามถี่เกินไป โปรดรอสักครู่ · Too many questions: please wait a moment and ask again."
+
+
+def test_worst_allowed_request_costs_at_most_five_typical_ones(server):
+    """CPU per request on the server: a typical question against the longest question of random Thai
+    letters the server accepts with 50 history turns of 19,000 characters. Before: 2,000 random Thai
+    characters 513 ms against 27 ms, a 12,000-message chat 1,373 ms against 43 ms."""
+    import random
+    import statistics
+
+    rng = random.Random(1)
+    letters = "กขคงจฉชซญดตถทธนบปผพฟภมยรลวศสหอฮะาิีึืุูเแโใไ่้๊๋"
+    noise = "".join(rng.choice(letters) for _ in range(300))
+    url = server.url + "/api/ask"
+    assert http("POST", url, json.dumps({"question": noise}).encode())[0] == 413
+    longest = next(
+        n for n in range(150, 40, -5) if http("POST", url, json.dumps({"question": noise[:n]}).encode())[0] == 200
+    )
+    turn = " ".join(f"word{n}" for n in range(2800))[:19_000]
+    history = [{"role": "user" if n % 2 == 0 else "assistant", "content": turn} for n in range(50)]
+    worst = json.dumps({"question": noise[:longest], "history": history}).encode()
+    typical = json.dumps({"question": "บราซิลยุติการเจรจาอะไร"}).encode()
+
+    def cpu(body: bytes) -> float:
+        seconds = []
+        for _ in range(5):
+            before = server_cpu_s(server.process.pid)
+            assert http("POST", url, body)[0] == 200
+            seconds.append(server_cpu_s(server.process.pid) - before)
+        return statistics.median(seconds)
+
+    cpu(typical)
+    typical_s, worst_s = cpu(typical), cpu(worst)
+    assert worst_s <= 5 * max(typical_s, 0.02), f"worst {worst_s * 1e3:.0f} ms, typical {typical_s * 1e3:.0f} ms"
+    # A chat event carrying 12,000 messages is refused before Gradio reads it.
+    respond = dependency(server.url, "click", inputs=5)
+    chat = [{"role": "user", "content": [{"type": "text", "text": f"hello {n}"}]} for n in range(12_000)]
+    assert join(server.url, respond, ["บราซิลยุติการเจรจาอะไร", chat, None, None, "auto"], "big")[0] == 413
+
+
+def test_bad_gradio_requests_do_not_flood_the_log(server):
+    """Before: a 4.4 KB traceback for each 100-byte request naming no function, unthrottled."""
+    before = server.log_path.stat().st_size
+    restore = dependency(server.url, "load")
+    for n in range(100):
+        payload = {"data": [], "fn_index": 9999, "trigger_id": 1, "session_hash": f"bad{n}"}
+        assert http("POST", server.url + "/gradio_api/queue/join", json.dumps(payload).encode())[0] >= 400
+        assert join(server.url, restore, ["", "extra", "inputs"], f"wrong{n}")[0] in {200, 400, 422}
+    time.sleep(2.0)
+    grown = server.log_path.stat().st_size - before
+    assert grown < 30_000, f"the log grew {grown:,} bytes"
+    assert http("GET", server.url + "/api/health")[0] == 200
+
+
+def test_health_names_a_missing_manifest_or_corpus_without_paths(config, built_index, tmp_path):
+    from assistant import index
+
+    folder, corpus = tmp_path / "index", tmp_path / "corpus"
+    shutil.copytree(config.index_dir, folder)
+    shutil.copytree(config.corpus_dir, corpus)
+    s = Server(
+        {
+            "ASSISTANT_INDEX_DIR": str(folder),
+            "ASSISTANT_CORPUS_DIR": str(corpus),
+            "ASSISTANT_FEEDBACK_PATH": str(tmp_path / "f.jsonl"),
+        },
+        tmp_path / "server.log",
+    )
+
+    def health_when(condition) -> dict:
+        for _ in range(60):
+            status, _, raw = http("GET", s.url + "/api/health")
+            data = {**json.loads(raw), "code": status}
+            if condition(data):
+                return data
+            time.sleep(0.5)
+        raise AssertionError(f"health never changed: {data}")
+
+    try:
+        manifest = folder / index.MANIFEST
+        kept = manifest.read_bytes()
+        manifest.unlink()
+        data = health_when(lambda d: d["status"] != "ok")
+        assert data["code"] == 503 and data["status"] == "error"
+        assert any("manifest is missing" in p for p in data["problems"]), data
+        assert str(tmp_path) not in json.dumps(data) and "/tmp" not in json.dumps(data)
+        manifest.write_bytes(kept)
+        health_when(lambda d: d["status"] == "ok")
+        shutil.rmtree(corpus)
+        data = health_when(lambda d: d["status"] != "ok")
+        assert data["code"] == 503 and data["status"] == "error"
+        assert any("corpus folder is missing" in p for p in data["problems"]), data
+        assert not any("changed" in p for p in data["problems"])
+        assert str(tmp_path) not in json.dumps(data)
+    finally:
+        s.stop()
+
+
+def test_unwritable_feedback_shows_a_bilingual_message_without_the_path(config, built_index, tmp_path):
+    """Before, the visitor saw "[Errno 21] Is a directory: '/…/fbdir'"."""
+    from assistant.web import FEEDBACK_FAILED
+
+    folder = tmp_path / "fbdir"
+    folder.mkdir()
+    s = Server(
+        {
+            "ASSISTANT_INDEX_DIR": str(config.index_dir),
+            "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+            "ASSISTANT_FEEDBACK_PATH": str(folder),
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        respond, like = dependency(s.url, "click", inputs=5), dependency(s.url, "like")
+        assert join(s.url, respond, ["บราซิลยุติการเจรจาอะไร", None, None, None, "auto"], "rater")[0] == 200
+        assert completed(s.url, "rater")["success"]
+        event = {"index": [1, 0], "value": "", "liked": True}
+        assert join(s.url, like, [None], "rater", event_data=event)[0] == 200
+        result = completed(s.url, "rater")
+        assert not result["success"] and result["output"]["error"] == FEEDBACK_FAILED
+        assert "fbdir" not in json.dumps(result) and "Errno" not in json.dumps(result)
+    finally:
+        s.stop()
+
+
+def test_restored_html_is_sanitised(answerer):
+    """A conversation the tab kept is the client's to change: only this server's tags and attribute
+    values survive, and this server's own HTML survives unchanged."""
+    from html import unescape
+
+    from assistant.web import MAX_SAVED_CHARS, _restored, answer_html, citations_html, sanitised
+
+    for question in ("บราซิลยุติการเจรจาอะไร", "What was South America's major economic group in the 1990s?"):
+        answer = answerer.answer(question, answer_language="en")
+        # The same HTML, up to how a character is written (&#x27; or ').
+        assert unescape(sanitised(answer_html(answer))) == unescape(answer_html(answer))
+        assert unescape(sanitised(citations_html(answer), cited=True)) == unescape(citations_html(answer))
+    forged = (
+        '<img src=x onerror="alert(1)">hi<script>alert(2)</script>'
+        '<a href="javascript:alert(3)" class="cite">[1]</a><a href="#cite-2" class="cite" onclick="x()">[2]</a>'
+        '<a href="https://example.org" class="cite">[3]</a><svg onload="alert(4)"></svg>'
+    )
+    cited = (
+        '<div class="citations"><details id="cite-1" class="citation" ontoggle="alert(5)" open>'
+        '<summary style="x">[1] s</summary><p lang="th">a<mark>b</mark></p><iframe src="//x"></iframe>'
+        '<div class="where" id="evil">w</div></details></div>'
+    )
+    saved = json.dumps({"messages": [{"role": "user", "content": forged}], "turns": [], "cited": cited})
+    (message,), _, kept = _restored(saved, 6)
+    content = message["content"]
+    for bad in ("<img", "onerror", "<script", "javascript:", "onclick", "example.org", "<svg", "onload"):
+        assert bad not in content, (bad, content)
+    assert '<a href="#cite-2" class="cite">[2]</a>' in content and "hi" in content
+    for bad in ("ontoggle", "open", "style", "<iframe", "evil"):
+        assert bad not in kept, (bad, kept)
+    assert kept.startswith('<div class="citations"><details id="cite-1" class="citation"><summary>[1] s</summary>')
+    huge = json.dumps({"messages": [{"role": "user", "content": "x" * MAX_SAVED_CHARS}]})
+    assert _restored(huge, 6) == ([], [], '<div class="citations"></div>')
+
+
+def test_client_address_rules():
+    from assistant.web import client_address, networks
+
+    proxies = networks(["127.0.0.1", "10.0.0.0/8"])
+    assert client_address("192.0.2.1", "203.0.113.9", proxies) == "192.0.2.1"  # not a proxy: header ignored
+    assert client_address("127.0.0.1", "203.0.113.9", proxies) == "203.0.113.9"
+    assert client_address("127.0.0.1", "198.51.100.1, 203.0.113.9, 10.1.1.1", proxies) == "203.0.113.9"
+    assert client_address("127.0.0.1", "abc", proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", "203.0.113.9, abc", proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", "", proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", "203.0.113.9", []) == "127.0.0.1"
+
+
+def test_history_is_bounded_by_turns_and_characters():
+    from assistant.web import bounded_turns
+
+    history = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"{n}:" + "x" * 997} for n in range(10, 40)]
+    kept = bounded_turns(history, 20, 2500)
+    assert [t.content[:3] for t in kept] == ["37:", "38:", "39:"]
+    assert [len(t.content) for t in kept] == [500, 1000, 1000]
+    assert bounded_turns(history, 0, 2500) == () and bounded_turns(history, 20, 0) == ()
+
+
+def test_log_budget_drops_repeats_and_floods():
+    import io
+
+    from assistant.web import LogBudget
+
+    now = [0.0]
+    out = io.StringIO()
+    budget = LogBudget(out, per_minute=2_000, repeats=3, clock=lambda: now[0])
+    for n in range(50):
+        budget.write(f"Traceback for request {n}\n  File x, line {n}\n")
+    assert out.getvalue().count("Traceback") == 3
+    for n in range(100):
+        budget.write(f"unique line {'y' * 50} {chr(0x4E00 + n)}\n")
+    assert len(out.getvalue()) <= 2_000
+    now[0] = 61.0
+    budget.write("next minute\n")
+    assert "log lines dropped in the last minute" in out.getvalue() and out.getvalue().endswith("next minute\n")
