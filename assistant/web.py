@@ -1343,9 +1343,11 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         """Whether the server can answer, without waiting behind questions (it runs on the event loop)."""
         manifest = answerer.retriever.index.manifest
         # Degraded: answers work, a shared store does not (limits unenforced, or ratings refused).
-        degraded = storage.problem or store.problem
+        # Degraded too: no usable answer-decision model, so answers are only uncertain or not found.
+        decision_problem = getattr(getattr(answerer, "extractive", answerer), "decision_problem", None)
+        degraded = storage.problem or store.problem or decision_problem
         status = "error" if monitor.failing else "stale" if monitor.stale else "degraded" if degraded else "ok"
-        problems = monitor.problems + [_public(p) for p in (storage.problem, store.problem) if p]
+        problems = monitor.problems + [_public(p) for p in (storage.problem, store.problem, decision_problem) if p]
         body = {
             "status": status,
             "problems": problems,
@@ -1358,6 +1360,7 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
             "rate_limits": {"storage": storage.kind, "ok": storage.problem is None},
             "feedback": {"store": type(store).__name__.removesuffix("Store").lower(), "ok": store.problem is None},
             "llm": {"mode": config.llm, "model": config.llm_model or None},
+            "decision": {"model": "fallback" if decision_problem else "learned", "ok": decision_problem is None},
         }
         return JSONResponse(body, status_code=503 if monitor.failing else 200)
 

@@ -127,6 +127,24 @@ def test_health(server):
     assert status == 200 and data["status"] == "ok"
     assert data["index"]["chunks"] > 0 and data["index"]["model"].startswith("multilingual-e5-small")
     assert data["index"]["built_at"]
+    assert data["decision"] == {"model": "learned", "ok": True}
+
+
+def test_health_says_when_answers_fall_back_without_a_decision_model(built_index, config, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from assistant.answering import Answerer
+    from assistant.retrieval import Retriever
+    from assistant.web import create_app
+
+    settings = config.with_(decision_model=tmp_path / "decision.json", feedback_path=tmp_path / "f.jsonl")
+    with TestClient(create_app(Answerer(Retriever(built_index), settings), settings), base_url="http://localhost") as c:
+        health = c.get("/api/health").json()
+        assert health["status"] == "degraded" and health["decision"] == {"model": "fallback", "ok": False}
+        assert any("no answer-decision model (decision.json)" in p for p in health["problems"])
+        assert str(tmp_path) not in json.dumps(health)
+        answer = c.post("/api/ask", json={"question": "When was the Treaty of Asunción signed?"}).json()
+        assert answer["status"] == "uncertain" and answer["confidence"] is None and answer["citations"]
 
 
 def test_api_ask_round_trip_with_history(server):
