@@ -13,6 +13,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from html import escape
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import gradio as gr
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -73,18 +75,16 @@ FEEDBACK_FAILED = "บันทึกความคิดเห็นไม่�
 MAX_SAVED_CHARS = 200_000
 # Chat sessions (their conversation state) kept in memory per chat page; the oldest go first.
 MAX_SESSIONS = 2000
-# Tags and attributes this server's chat messages and citations use: a restored conversation keeps
-# these and nothing else (nh3, the Rust `ammonia` sanitiser).
-_MESSAGE_TAGS = {"br", "mark", "strong", "em", "a"}
-_CITED_TAGS = {"div", "h4", "details", "summary", "p", "mark"}
-_CITE_ID = re.compile(r"cite-\d{1,3}")
 
 TITLE = "ผู้ช่วยค้นคว้า: การรวมกลุ่มในภูมิภาคลาตินอเมริกา · Latin American integration assistant"
+# One line on the first screen; the rest of the description opens on demand (a phone shows the input and
+# the suggested questions above the fold).
+TAGLINE = "ถามเป็นภาษาไทยหรืออังกฤษ ทุกคำตอบยกข้อความจากเอกสาร · Ask in Thai or English; every answer quotes the documents."
 DESCRIPTION = (
-    "ถามเป็นภาษาไทยหรืออังกฤษเกี่ยวกับเอกสารเรื่องการรวมกลุ่มในภูมิภาคของลาตินอเมริกา "
-    "(MERCOSUR, ประชาคมแอนเดียน, UNASUR, ALBA, พันธมิตรแปซิฟิก) "
-    "ทุกคำตอบยกข้อความจากเอกสารและอ้างอิงแหล่งที่มา [n] — Ask in Thai or English; every answer quotes "
-    "the documents and cites its passages [n]. Open a citation to see the passage."
+    "เอกสารเรื่องการรวมกลุ่มในภูมิภาคของลาตินอเมริกา (MERCOSUR, ประชาคมแอนเดียน, UNASUR, ALBA, "
+    "พันธมิตรแปซิฟิก) พร้อมหมายเหตุ กด [n] ในคำตอบเพื่อเปิดข้อความที่อ้างอิง · The document on regional "
+    "integration in Latin America (MERCOSUR, the Andean Community, UNASUR, ALBA, the Pacific Alliance) and its "
+    "notes. Press [n] in an answer to open the passage it quotes; each answer keeps its own sources."
 )
 EXAMPLES = [
     "บราซิลยุติการเจรจาอะไร",
@@ -92,20 +92,73 @@ EXAMPLES = [
     "Which party is Peru's current president close to?",
     "How far is Bogotá from Santiago?",
 ]
+# Colours are fixed pairs, not theme variables, so each one's contrast is known in light and dark mode:
+# #1a1a1a on #ffe58a is 14.6:1 (a footnote mark in it, #5b4500, 8:1); the muted source label (#4d5562 on white
+# 7.6:1, #c4cad3 on #0b0f19 11.6:1).
 CSS = """
-.citations details{border:1px solid var(--border-color-primary);border-radius:8px;padding:.4rem .6rem;margin:.4rem 0}
-.citations summary{cursor:pointer;font-weight:600}
-.citations mark{background:#ffe58a;color:inherit;padding:0 .1rem}
-.citations .where{color:var(--body-text-color-subdued);font-size:.85em}
-.citations p{white-space:pre-wrap;line-height:1.7}
-.citations .original{color:var(--body-text-color-subdued);font-size:.85em;margin-top:.4rem}
-.citations details.english{border:0;padding:0;margin:.2rem 0}
-.citations details:target,.citations details[open]{border-color:var(--color-accent)}
+.answer p{margin:.2rem 0 .5rem;line-height:1.7}
+.answer mark,.sources mark{background:#ffe58a;color:#1a1a1a;padding:0 .1rem;border-radius:2px}
+.answer .caveat{border-left:4px solid #b35c00;background:#fff4e5;color:#1a1a1a;padding:.4rem .6rem;border-radius:4px}
+.answer .notfound{border-left:4px solid #4d5562;background:#f1f3f5;color:#1a1a1a;padding:.4rem .6rem;border-radius:4px}
+.answer .try{margin:.4rem 0 0;display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}
+.answer button.suggest{border:1px solid #1f5fbf;color:#1f5fbf;background:transparent;border-radius:999px;
+  padding:.25rem .7rem;cursor:pointer;font:inherit;text-align:left}
+.dark .answer button.suggest{border-color:#8ab4f8;color:#8ab4f8}
+.answer sup.fn{font-size:.7em;color:#4d5562;font-weight:400;vertical-align:super;text-decoration:none}
+.dark .answer sup.fn{color:#c4cad3}
+.answer mark sup.fn,.dark .answer mark sup.fn{color:#5b4500}
+.answer a.cite{color:#1f5fbf;text-decoration:underline;cursor:pointer;font-weight:700;white-space:nowrap}
+.dark .answer a.cite{color:#8ab4f8}
+.answer details.sources{border-top:1px solid var(--border-color-primary);margin-top:.6rem;padding-top:.3rem}
+.answer details.sources>summary{cursor:pointer;font-weight:600}
+.answer details.citation{border:1px solid var(--border-color-primary);border-radius:8px;padding:.3rem .6rem;
+  margin:.4rem 0}
+.answer details.citation[open]{border-color:#1f5fbf}
+.answer details.citation>summary{cursor:pointer}
+.answer .where{color:#4d5562;font-size:.9em}
+.dark .answer .where{color:#c4cad3}
+.answer .quote p{white-space:pre-wrap}
+.answer details.english{border:0;padding:0;margin:.2rem 0}
+.answer a.back{color:#1f5fbf;font-size:.9em}
+.dark .answer a.back{color:#8ab4f8}
 #saved{display:none !important}
-#chat a.cite{color:var(--link-text-color);text-decoration:underline;cursor:pointer;font-weight:600}
+footer .show-api,footer a{color:#4d5562 !important} .dark footer .show-api,.dark footer a{color:#c4cad3 !important}
+#about{font-size:.95em} #about summary{cursor:pointer}
+#storage-note{font-size:.9em;color:#4d5562;margin:.2rem 0} .dark #storage-note{color:#c4cad3}
+#offline{border-left:4px solid #b3261e;background:#fdecea;color:#1a1a1a;padding:.4rem .6rem;border-radius:4px;
+  margin:.3rem 0}
+#title{font-size:1.45rem;line-height:1.3;margin:.1rem 0 .2rem}
+#tagline{margin:0 0 .2rem}
+#chat{height:clamp(300px,calc(100dvh - 290px),640px) !important}
+#chat.compact{height:max(220px,calc(100dvh - 250px)) !important}
+.gradio-container:has(#chat.compact) .main{padding:8px 10px !important}
+.gradio-container:has(#chat.compact) #controls{flex-direction:column;gap:6px}
+.gradio-container:has(#chat.compact) #controls [data-testid=block-info]{position:absolute;width:1px;height:1px;
+  overflow:hidden;clip-path:inset(50%)}
+@media (max-width:640px){#title{font-size:1.05rem} #tagline{font-size:.85rem} #about{font-size:.85rem}
+  #chat{height:max(300px,calc(100dvh - 300px)) !important}}
+:focus-visible{outline:3px solid #1f5fbf !important;outline-offset:2px}
+.dark :focus-visible{outline-color:#8ab4f8 !important}
 """
 # Thai-capable system fonts; the default theme would fetch web fonts from a CDN.
 FONTS = ["Noto Sans Thai", "Loma", "Garuda", "Tlwg Typo", "system-ui", "sans-serif"]
+_THAI = re.compile(r"[\u0e00-\u0e7f]")
+# The document's own footnote marks, "ALBA(4)": a bracketed number right after a word.
+_FOOTNOTE = re.compile(r"(?<=[^\s(>])\((\d{1,2})\)")
+STATUSES = ("answered", "uncertain", "not_found")
+OUTCOME = {
+    "uncertain": "ไม่แน่ใจนัก: ข้อความด้านล่างใกล้เคียงที่สุดที่พบ โปรดตรวจสอบ · "
+    "Not certain: these are the closest passages found, please check them.",
+    "not_found": "ไม่พบคำตอบในเอกสาร · Not found in the documents.",
+    "try": "ลองถาม · Try asking:",
+    "sources": "แหล่งที่มา · Sources",
+    "back": "↑ กลับไปที่คำตอบ · Back to the answer",
+    "original": "ต้นฉบับภาษาไทย · Thai original",
+}
+
+
+def _lang_of(text: str) -> str:
+    return "th" if _THAI.search(text) else "en"
 
 
 def _html(text: str) -> str:
@@ -117,68 +170,140 @@ def _html(text: str) -> str:
     return escape(text, quote=False).replace("\n", "<br>")
 
 
+def _footnotes(html: str) -> str:
+    """Escaped text with the document's footnote marks set apart from citation links [n]."""
+    return _FOOTNOTE.sub(r'<sup class="fn" title="เชิงอรรถ · footnote">(\1)</sup>', html)
+
+
 def _marked(text: str, a: int, b: int) -> str:
     """Escaped text with text[a:b] highlighted."""
-    return f"{escape(text[:a])}<mark>{escape(text[a:b])}</mark>{escape(text[b:])}"
+    return _footnotes(f"{escape(text[:a])}<mark>{escape(text[a:b])}</mark>{escape(text[b:])}")
 
 
-def citations_html(answer: Answer | None) -> str:
-    """The cited passages, each a <details> that opens on the passage with its sentence highlighted.
-
-    For an English answer the English rendering comes first and the Thai original beneath it; a Thai
-    answer offers the English rendering on demand.
-    """
-    if answer is None or not answer.citations:
-        return '<div class="citations"></div>'
-    reply = answer.answer_language or answer.language
-    items = []
-    for c in answer.citations:
-        a, b = c.sentence_start - c.start, c.sentence_end - c.start
-        thai = f'<p lang="th">{_marked(c.text, a, b)}</p>'
-        english = ""
-        if c.translation and c.translation.get("text") and c.translation.get("sentence"):
-            text, sentence = c.translation["text"], c.translation["sentence"]
-            at = text.find(sentence)
-            english = f'<p lang="en">{_marked(text, at, at + len(sentence)) if at >= 0 else escape(text)}</p>'
-        shown = c.translation["sentence"] if reply == "en" and english else c.sentence
-        snippet = shown if len(shown) <= 80 else shown[:80] + "…"
-        where = (
-            f'<div class="where">{escape(c.title)} — {escape(c.source)}, {escape(c.chunk_id)}, '
-            f"chars {c.start}–{c.end}</div>"
-        )
-        if reply == "en" and english:
-            body = f'{english}<div class="original">ต้นฉบับภาษาไทย · Thai original</div>{thai}'
-        elif english:
-            body = f'{thai}<details class="english"><summary>English</summary>{english}</details>'
-        else:
-            body = thai
-        items.append(
-            f'<details id="cite-{c.n}" class="citation"><summary>[{c.n}] {escape(snippet)}</summary>'
-            f"{where}{body}</details>"
-        )
-    return f'<div class="citations"><h4>{escape(PHRASES[reply]["sources"])}</h4>{"".join(items)}</div>'
+def status_of(answer: dict) -> str:
+    """answered, uncertain or not_found: the answer's own `status`, else a refusal is not_found."""
+    status = answer.get("status")
+    if status in STATUSES:
+        return status
+    return "not_found" if answer.get("refused") else "answered"
 
 
-def answer_html(answer: Answer) -> str:
-    """The chat message: the short answer first (when there is one), then the cited answer with the
-    short answer highlighted in it; everything from the answer is escaped."""
-    reply = answer.answer_language or answer.language
-    notice = answer.generation.get("notice")
-    head = f"<em>{_html(notice)}</em><br><br>" if notice else ""
-    body = _html(answer.answer)
-    short = answer.short_answer
-    if short:
-        label = PHRASES[reply]["short"]
-        head += f"<strong>{escape(label)}: {_html(short['text'])}</strong><br><br>"
+class Places:
+    """Readable places for citations ("Note (4): ALBA · paragraph 2"), read from the served index: the
+    document's title in the reply's language and the passage's paragraph. File names and character
+    offsets stay in the API and in the label's tooltip."""
+
+    def __init__(self, answerer: Answering | None = None):
+        self.answerer = answerer
+        self._index, self._docs = None, {}
+
+    def __call__(self, c: dict, reply: str) -> str:
+        doc_id, _, number = str(c.get("chunk_id", "")).rpartition("#")
+        title, paragraph = str(c.get("title", "")), None
+        idx = getattr(getattr(self.answerer, "retriever", None), "index", None)
+        if idx is not None:
+            if idx is not self._index:  # a swapped-in index: its own documents
+                self._index, self._docs = idx, {d["doc_id"]: i for i, d in enumerate(idx.chunks.documents)}
+            position = self._docs.get(doc_id)
+            if position is not None and number.isdigit():
+                arrays = idx.chunks.arrays
+                rows = np.flatnonzero((arrays["doc"] == position) & (arrays["number"] == int(number)))
+                paragraph = int(arrays["paragraph"][rows[0]]) if len(rows) else None
+            rendering = idx.english.renderings.get(doc_id) if reply == "en" and idx.english is not None else None
+            if rendering is not None and rendering.title:
+                title = rendering.title
+        label = _short_title(title)
+        if paragraph is not None:
+            label += f" · {'paragraph' if reply == 'en' else 'ย่อหน้า'} {paragraph}"
+        return label
+
+
+def _short_title(title: str) -> str:
+    """A note's title to its name ("Note (4): ALBA, the Bolivarian…" -> "Note (4): ALBA"); others capped."""
+    note = re.match(r"^(.{0,24}\(\d{1,2}\):\s*[^\s,]+)", title)
+    if note:
+        return note[1]
+    return title if len(title) <= 48 else title[:47].rstrip() + "…"
+
+
+def citation_html(c: dict, reply: str, key: str, place: str) -> str:
+    """One cited passage, a <details> that opens on the passage with its sentence highlighted, and a way
+    back to the answer. An English answer shows the English first and the Thai original beneath."""
+    text, start = str(c["text"]), int(c["start"])
+    a, b = int(c["sentence_start"]) - start, int(c["sentence_end"]) - start
+    thai = f'<p lang="th">{_marked(text, a, b)}</p>'
+    english = ""
+    t = c.get("translation") or {}
+    if t.get("text") and t.get("sentence"):
+        at = t["text"].find(t["sentence"])
+        inner = _marked(t["text"], at, at + len(t["sentence"])) if at >= 0 else _footnotes(escape(t["text"]))
+        english = f'<p lang="en">{inner}</p>'
+    if reply == "en" and english:
+        body = f'{english}<div class="where" lang="th">{escape(OUTCOME["original"])}</div>{thai}'
+    elif english:
+        body = f'{thai}<details class="english"><summary lang="en">English</summary>{english}</details>'
+    else:
+        body = thai
+    internal = f"{c.get('source', '')} · {c.get('chunk_id', '')} · chars {c['start']}–{c['end']}"
+    n = int(c["n"])
+    return (
+        f'<details id="cite-{key}-{n}" class="citation"><summary><span class="n">[{n}]</span> '
+        f'<span class="label" title="{escape(internal)}">{escape(place)}</span></summary>'
+        f'<div class="quote">{body}</div>'
+        f'<a class="back" href="#answer-{key}">{escape(OUTCOME["back"])}</a></details>'
+    )
+
+
+def answer_html(answer: dict, key: str, places: Places | None = None) -> str:
+    """One chat message from an answer's data (`Answer.to_dict()`, live or restored): its outcome, the
+    short answer, the cited text with links [n] to its own sources, which follow it in the message.
+    Everything from the answer is escaped; `key` makes its ids unique in the conversation."""
+    places = places or Places()
+    reply = answer.get("answer_language") or answer.get("language") or "th"
+    reply = reply if reply in ("th", "en") else "th"
+    status = status_of(answer)
+    citations = [c for c in answer.get("citations") or [] if isinstance(c, dict)]
+    head = ""
+    if status == "uncertain":
+        head += f'<p class="caveat" role="note">{escape(OUTCOME["uncertain"])}</p>'
+    notice = (answer.get("generation") or {}).get("notice")
+    if notice:
+        head += f"<p><em>{_html(str(notice))}</em></p>"
+    body = _html(str(answer.get("answer", "")))
+    short = answer.get("short_answer")
+    if short and status != "not_found" and short.get("text"):
+        head += f'<p class="short"><strong>{escape(PHRASES[reply]["short"])}: {_html(short["text"])}</strong></p>'
         marked = _html(short["text"])
         if marked in body:
             body = body.replace(marked, f"<mark>{marked}</mark>", 1)
+    body = _footnotes(body)
     # After escaping, so the only links in a message are these, to the answer's own citations.
-    numbers = {c.n for c in answer.citations}
+    numbers = {int(c["n"]) for c in citations}
     body = _CITE.sub(
-        lambda m: f'<a href="#cite-{m[1]}" class="cite">[{m[1]}]</a>' if int(m[1]) in numbers else m[0], body
+        lambda m: f'<a href="#cite-{key}-{m[1]}" class="cite">[{m[1]}]</a>' if int(m[1]) in numbers else m[0], body
     )
-    return head + body
+    parts = [head, f'<p class="text">{body}</p>']
+    if status == "not_found":
+        suggestions = [s for s in answer.get("suggestions") or [] if isinstance(s, str) and s.strip()]
+        if not suggestions:  # answers from before the answerer suggested: the examples in the reply's language
+            suggestions = [q for q in EXAMPLES if _lang_of(q) == reply] or EXAMPLES
+        buttons = "".join(
+            f'<button type="button" class="suggest" lang="{_lang_of(s)}">{escape(s[:200])}</button>'
+            for s in suggestions[:4]
+        )
+        parts.insert(0, f'<p class="notfound" role="note">{escape(OUTCOME["not_found"])}</p>')
+        parts.append(f'<div class="try"><span>{escape(OUTCOME["try"])}</span>{buttons}</div>')
+    if citations:
+        items = "".join(citation_html(c, reply, key, places(c, reply)) for c in citations)
+        parts.append(
+            f'<details class="sources" id="sources-{key}"><summary>{escape(OUTCOME["sources"])} '
+            f"({len(citations)})</summary>{items}</details>"
+        )
+    return f'<div class="answer {status}" lang="{reply}" id="answer-{key}">{"".join(parts)}</div>'
+
+
+def question_html(text: str) -> str:
+    return f'<div lang="{_lang_of(text)}">{_html(text)}</div>'
 
 
 def networks(proxies: list[str]) -> list:
@@ -331,7 +456,7 @@ def event_rate(config: Config) -> str:
 LABELS = {
     "th": {
         "greeting": "สวัสดี ถามเรื่องการรวมกลุ่มในภูมิภาคลาตินอเมริกาเป็นภาษาไทยหรืออังกฤษได้เลย "
-        "ทุกคำตอบยกข้อความจากเอกสาร กด [n] เพื่อดูข้อความที่อ้างอิง",
+        "ทุกคำตอบยกข้อความจากเอกสาร ลองถามคำถามเหล่านี้:",
         "placeholder": "พิมพ์คำถาม…",
         "ask": "ถาม",
         "new": "บทสนทนาใหม่",
@@ -342,7 +467,7 @@ LABELS = {
     },
     "en": {
         "greeting": "Hello! Ask about regional integration in Latin America, in English or Thai. Every "
-        "answer quotes the documents: press [n] to see the passage.",
+        "answer quotes the documents. Try one of these:",
         "placeholder": "Ask a question…",
         "ask": "Ask",
         "new": "New conversation",
@@ -352,6 +477,17 @@ LABELS = {
         "thanks": "Thank you for the feedback.",
     },
 }
+INPUT_LABEL = "ถามคำถาม · Ask a question"
+# Shown by the page's script: where the server cannot be reached, or storage is blocked.
+CLIENT_TEXTS = {
+    "offline": "ติดต่อเซิร์ฟเวอร์ไม่ได้ คำถามของคุณยังอยู่ในช่องพิมพ์ โปรดลองส่งอีกครั้ง · "
+    "Cannot reach the server. Your question is still in the box: please send it again.",
+    "error": "เกิดข้อผิดพลาด คำถามของคุณยังอยู่ในช่องพิมพ์ · Something went wrong. Your question is still in the box.",
+    "unsaved": "เบราว์เซอร์ไม่อนุญาตให้เก็บบทสนทนา จะหายไปเมื่อโหลดหน้าใหม่ · "
+    "This browser blocks storage here: the conversation will not survive a reload.",
+    "sources": OUTCOME["sources"],
+    "copied": "คัดลอกแล้ว · Copied",
+}
 
 
 def _label(key: str, lang: str | None) -> str:
@@ -359,99 +495,339 @@ def _label(key: str, lang: str | None) -> str:
     return LABELS[lang][key] if lang in LABELS else f"{LABELS['th'][key]} · {LABELS['en'][key]}"
 
 
-# Runs once in every chat page (full, compact, web component). Citation markers are links to
-# `#cite-n`: a click opens that passage instead of navigating. Inside a frame, Esc asks the embedding
-# widget to close (key presses in a cross-origin frame never reach the host page).
+# Runs once in every chat page (full, compact, web component). It owns what Gradio's Chatbot does not:
+# - [n] opens that answer's own passage in place (its Sources block, then the citation), and the passage's
+#   "Back to the answer" returns to the [n] pressed; a not-found reply's suggestions ask their question;
+# - "Copy message" copies plain text with the sources listed (Gradio's copies the message's HTML);
+# - the messages' aria-labels (Gradio puts the raw HTML there) are removed: their text is read instead;
+# - a lost connection or an error shows a bilingual line above the input, which keeps the question;
+# - inside the widget's frame: Esc, Tab past either end and the conversation's storage go to widget.js,
+#   which runs in the host page (a third-party frame may not use sessionStorage).
 CLIENT_JS = """() => {
+  const TEXTS = __TEXTS__;
+  const params = new URLSearchParams(location.search);
+  if (window.gradio_config) document.documentElement.lang = params.get("lang") === "en" ? "en" : "th";
+  const framed = window.parent !== window;
+  const roots = () => [document, ...[...document.querySelectorAll("gradio-app")]
+    .map((a) => a.shadowRoot).filter(Boolean)];
+  const find = (selector) => {
+    for (const r of roots()) { const e = r.querySelector(selector); if (e) return e; }
+    return null;
+  };
+  const lastCite = new Map();
+
+  function ask(question) {
+    const box = find("#question textarea");
+    if (!box) return;
+    box.value = question;
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => { const b = find("#ask"); if (b) b.click(); }, 50);
+  }
+
+  function plain(message) {
+    const answer = message.querySelector(".answer");
+    if (!answer) return message.innerText.trim();
+    const lines = [];
+    for (const sel of [".caveat", ".notfound", ".short", ".text"]) {
+      const e = answer.querySelector(":scope > " + sel);
+      if (e) lines.push(e.textContent.trim());
+    }
+    const cites = answer.querySelectorAll("details.citation");
+    if (cites.length) {
+      lines.push("", TEXTS.sources + ":");
+      for (const c of cites) {
+        // textContent: a closed passage's text is not rendered, so it has no innerText.
+        const n = c.querySelector("summary .n").textContent.trim();
+        const label = c.querySelector("summary .label");
+        const quote = c.querySelector(".quote p mark");
+        lines.push(n + " " + label.textContent.trim() + " (" + label.title + ")" +
+          (quote ? ": \\u201c" + quote.textContent.trim() + "\\u201d" : ""));
+      }
+    }
+    return lines.join("\\n");
+  }
+
+  async function copy(text, button) {
+    try { await navigator.clipboard.writeText(text); }
+    catch (e) {
+      const t = document.createElement("textarea");
+      t.value = text; document.body.appendChild(t); t.select();
+      try { document.execCommand("copy"); } finally { t.remove(); }
+    }
+    if (button) { button.title = TEXTS.copied; setTimeout(() => { button.title = "Copy message"; }, 1500); }
+  }
+
+  function note(id, text) {
+    let line = find("#" + id);
+    if (!text) { if (line) line.remove(); return; }
+    const row = find("#question");
+    if (!row) return;
+    const anchor = row.closest(".row") || row;
+    if (!line) {
+      line = document.createElement("p");
+      line.id = id;
+      line.setAttribute("role", id === "offline" ? "alert" : "status");
+      anchor.parentNode.insertBefore(line, anchor);
+    }
+    line.textContent = text;
+  }
+  window.__assistantNote = note;
+
+  // The question being asked, put back in the box when the request fails: Gradio then reloads the page
+  // to reconnect, and the box comes back empty. window.name outlives that reload, also in a third-party
+  // frame (where storage is refused); only on our own pages, not a host page's (web component).
+  const KEPT = "assistant:pending:";
+  const own = !!window.gradio_config;
+  let pending = "", askedAt = 0, keeping = 0;
+  const answers = () => roots().reduce((n, r) => n + r.querySelectorAll(".answer").length, 0);
+  try {
+    if (own && window.name.startsWith(KEPT)) {
+      const kept = JSON.parse(window.name.slice(KEPT.length));
+      pending = String(kept.q || "");
+      askedAt = Number(kept.n) || 0;
+    }
+  } catch (e) { pending = ""; }
+  function remember() {
+    if (own) window.name = pending ? KEPT + JSON.stringify({q: pending, n: askedAt}) : "";
+  }
+  function asking() {
+    note("offline", "");
+    const box = find("#question textarea");
+    pending = box ? box.value : "";
+    askedAt = answers();
+    remember();
+  }
+  function keep() {
+    const until = Date.now() + 20000;
+    clearInterval(keeping);
+    keeping = setInterval(() => {
+      if (!pending || Date.now() > until) { clearInterval(keeping); return; }
+      const box = find("#question textarea");
+      if (box && !box.value) box.value = pending;
+      // Again and again: a page still starting up may not have heard the first one.
+      if (box && box.value === pending) box.dispatchEvent(new Event("input", {bubbles: true}));
+    }, 300);
+  }
+  if (pending) keep();
+  document.addEventListener("input", (event) => {  // what the visitor types is what is kept
+    const box = event.composedPath().find((el) => el instanceof Element && el.matches("#question textarea"));
+    if (box && event.isTrusted && pending) { pending = box.value; remember(); }
+  }, true);
+  document.addEventListener("keydown", (event) => {
+    const box = event.composedPath().find((el) => el instanceof Element && el.matches("#question textarea"));
+    if (box && event.key === "Enter" && !event.shiftKey) asking();
+  }, true);
+
   document.addEventListener("click", (event) => {
-    const link = event.composedPath().find((el) => el instanceof Element && el.matches("a.cite"));
+    const path = event.composedPath().filter((el) => el instanceof Element);
+    const copyButton = path.find((el) => el.matches("button[aria-label='Copy message']"));
+    if (copyButton) {
+      let row = copyButton.closest(".message-buttons");
+      let message = null;
+      for (let e = row && row.previousElementSibling; e && !message; e = e.previousElementSibling) {
+        message = e.matches(".message-row") ? e.querySelector(".message-content") : null;
+      }
+      if (!message) return;
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      copy(plain(message), copyButton);
+      return;
+    }
+    const suggest = path.find((el) => el.matches(".answer button.suggest"));
+    if (suggest) { event.preventDefault(); ask(suggest.innerText.trim()); return; }
+    if (path.find((el) => el.matches("#ask"))) asking();
+    const link = path.find((el) => el.matches(".answer a.cite, .answer a.back"));
     if (!link) return;
     event.preventDefault();
     const id = (link.getAttribute("href") || "").slice(1);
-    if (!/^cite-[0-9]+$/.test(id)) return;
+    if (!/^(cite|answer)-[0-9a-f]+(-[0-9]+)?$/.test(id)) return;
     const root = link.getRootNode();
     const target = (root.getElementById && root.getElementById(id)) || document.getElementById(id);
     if (!target) return;
-    target.open = true;
+    if (link.matches(".back")) {
+      const back = lastCite.get(id) || target.querySelector("a.cite") || target;
+      back.scrollIntoView({block: "center"});
+      setTimeout(() => back.scrollIntoView({block: "nearest"}), 150);
+      back.focus({preventScroll: true});
+      return;
+    }
+    const answer = link.closest(".answer");
+    if (answer) lastCite.set(answer.id, link);
+    for (let d = target; d; d = d.parentElement && d.parentElement.closest("details")) d.open = true;
+    // Again once the chat has grown: its autoscroll follows the bottom when a passage opens there.
     target.scrollIntoView({block: "nearest"});
+    for (const ms of [150, 500]) setTimeout(() => target.scrollIntoView({block: "nearest"}), ms);
     const summary = target.querySelector("summary");
     if (summary) summary.focus({preventScroll: true});
   }, true);
-  if (window.parent !== window) {
+
+  // Gradio labels each message with its raw HTML; without the label its text is read.
+  const unlabel = () => {
+    if (pending && answers() > askedAt) { pending = ""; remember(); }  // answered: nothing left to keep
+    for (const r of roots()) {
+      for (const m of r.querySelectorAll("[data-testid=bot][aria-label], [data-testid=user][aria-label]")) {
+        m.removeAttribute("aria-label");
+      }
+      // The suggested questions are buttons in a "list" without list items: a list they are not.
+      for (const e of r.querySelectorAll("#chat .examples[role=list]")) e.removeAttribute("role");
+      for (const t of r.querySelectorAll(".toast-body:not([data-seen])")) {
+        t.setAttribute("data-seen", "1");
+        // The toast's title ("Error") and close mark (×) are lines of their own.
+        const raw = t.innerText || "";
+        if (!/error|lost|connection|failed/i.test(raw + " " + t.className)) continue;
+        const text = raw.split("\\n").filter((l) => !/^\\s*(error|\\u00d7)?\\s*$/i.test(l)).join(" ");
+        const thai = /[\\u0e00-\\u0e7f]/.test(text);
+        const lost = /connection|lost|network|fetch|reconnect/i.test(text);
+        note("offline", lost ? TEXTS.offline : thai ? text.trim() : TEXTS.error);
+        keep();
+      }
+    }
+  };
+  new MutationObserver(unlabel).observe(document.body, {subtree: true, childList: true, attributes: true,
+    attributeFilter: ["aria-label"]});
+  unlabel();
+
+  if (framed) {
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape") window.parent.postMessage({assistant: "close"}, "*");
     });
   }
-}"""
+  if (framed && params.get("embed") === "widget") {
+    // Focus stays in the widget's dialog: Tab past the last stop (or Shift+Tab past the first) reaches a
+    // sentinel, which hands focus back to the panel's close button in the host page.
+    const sentinel = (forward) => {
+      const s = document.createElement("span");
+      s.tabIndex = 0;
+      s.className = "sentinel";
+      s.style.cssText = "position:fixed;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)";
+      s.addEventListener("focus", () => window.parent.postMessage({assistant: "tab-out", forward}, "*"));
+      return s;
+    };
+    document.body.prepend(sentinel(false));
+    document.body.append(sentinel(true));
+    window.addEventListener("message", (event) => {
+      if (event.source !== window.parent || !event.data || event.data.assistant !== "focus") return;
+      const target = find(event.data.where === "last" ? "#clear" : "#question textarea");
+      if (target) target.focus();
+    });
+  }
+}""".replace("__TEXTS__", json.dumps(CLIENT_TEXTS, ensure_ascii=False))
 # The conversation lives in the visitor's tab (sessionStorage, one key per chat page), not on the
-# server: gr.BrowserState would keep it in localStorage, i.e. for ever and across tabs.
+# server: gr.BrowserState would keep it in localStorage, i.e. for ever and across tabs. Inside the widget
+# it lives in the host page's sessionStorage, through widget.js: a third-party frame's storage throws.
 _STORE_KEY = '"assistant:conversation:" + location.pathname'
+_WIDGET = 'window.parent !== window && new URLSearchParams(location.search).get("embed") === "widget"'
 SAVE_JS = f"""(saved) => {{
+  if ({_WIDGET}) {{ window.parent.postMessage({{assistant: "save", value: saved || ""}}, "*"); return []; }}
   try {{ if (saved) sessionStorage.setItem({_STORE_KEY}, saved); else sessionStorage.removeItem({_STORE_KEY}); }}
   catch (e) {{}}
   return [];
 }}"""
-FORGET_JS = f"""() => {{ try {{ sessionStorage.removeItem({_STORE_KEY}); }} catch (e) {{}} return []; }}"""
-LOAD_JS = f"""() => {{
-  try {{ return [sessionStorage.getItem({_STORE_KEY}) || ""]; }} catch (e) {{ return [""]; }}
+FORGET_JS = f"""() => {{
+  if ({_WIDGET}) {{ window.parent.postMessage({{assistant: "save", value: ""}}, "*"); return []; }}
+  try {{ sessionStorage.removeItem({_STORE_KEY}); }} catch (e) {{}}
+  return [];
+}}"""
+LOAD_JS = f"""async () => {{
+  const say = (text) => {{ const f = () => window.__assistantNote ? window.__assistantNote("storage-note", text)
+    : setTimeout(f, 200); f(); }};
+  if ({_WIDGET}) {{
+    const value = await new Promise((resolve) => {{
+      const timer = setTimeout(() => resolve(null), 2000);
+      window.addEventListener("message", function heard(event) {{
+        if (event.source !== window.parent || !event.data || event.data.assistant !== "stored") return;
+        clearTimeout(timer);
+        window.removeEventListener("message", heard);
+        resolve(event.data.blocked ? null : String(event.data.value || ""));
+      }});
+      window.parent.postMessage({{assistant: "load"}}, "*");
+    }});
+    if (value === null) say({json.dumps(CLIENT_TEXTS["unsaved"], ensure_ascii=False)});
+    return [value || ""];
+  }}
+  try {{ return [sessionStorage.getItem({_STORE_KEY}) || ""]; }}
+  catch (e) {{ say({json.dumps(CLIENT_TEXTS["unsaved"], ensure_ascii=False)}); return [""]; }}
 }}"""
 
 
-def _text(content) -> str:
-    """A chat message's text: Gradio hands messages back with their content as a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+class KeptShort(BaseModel):
+    text: str = Field(max_length=500)
 
 
-def _kept_attribute(tag: str, name: str, value: str) -> str | None:
-    """The attribute values this server writes, and no others."""
-    allowed = {
-        "class": {"citations", "where", "original", "citation", "english", "cite"},
-        "lang": {"th", "en"},
+class KeptTranslation(BaseModel):
+    text: str = Field(max_length=5_000)
+    sentence: str = Field(max_length=2_000)
+
+
+class KeptCitation(BaseModel):
+    n: int = Field(ge=1, le=999)
+    chunk_id: str = Field(max_length=300)
+    source: str = Field(max_length=300)
+    title: str = Field(max_length=500)
+    text: str = Field(max_length=5_000)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    sentence_start: int = Field(ge=0)
+    sentence_end: int = Field(ge=0)
+    translation: KeptTranslation | None = None
+
+
+class KeptGeneration(BaseModel):
+    notice: str | None = Field(default=None, max_length=1_000)
+
+
+class KeptAnswer(BaseModel):
+    """The part of an answer a visitor's tab keeps to show it again; rendered like a new one (escaped)."""
+
+    question: str = Field(max_length=MAX_TURN_CHARS)
+    answer: str = Field(max_length=MAX_TURN_CHARS)
+    refused: bool = False
+    language: Literal["th", "en"] = "th"
+    answer_language: Literal["th", "en"] = "th"
+    short_answer: KeptShort | None = None
+    status: Literal["answered", "uncertain", "not_found"] | None = None
+    suggestions: list[str] = Field(default_factory=list, max_length=4)
+    citations: list[KeptCitation] = Field(default_factory=list, max_length=20)
+    generation: KeptGeneration = Field(default_factory=KeptGeneration)
+
+
+class KeptMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    text: str | None = Field(default=None, max_length=MAX_TURN_CHARS)
+    key: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    token: str | None = Field(default=None, max_length=MAX_TOKEN_CHARS)
+    answer: KeptAnswer | None = None
+    vote: Literal["Like", "Dislike"] | None = None
+
+
+def kept_answer(answer: dict) -> dict:
+    """What the tab keeps of a new answer: the fields `answer_html` reads, nothing else."""
+    trimmed = {
+        **answer,
+        "suggestions": list(answer.get("suggestions") or [])[:4],
+        "citations": list(answer.get("citations") or [])[:20],
     }
-    if name in allowed:
-        return value if value in allowed[name] else None
-    if name == "id":
-        return value if _CITE_ID.fullmatch(value) else None
-    if name == "href":
-        return value if value.startswith("#") and _CITE_ID.fullmatch(value[1:]) else None
-    return None
+    return KeptAnswer.model_validate(trimmed).model_dump(exclude_none=True)
 
 
-def sanitised(html: str, cited: bool = False) -> str:
-    """HTML the visitor's tab kept (a chat message, or the citations when `cited`), reduced by nh3 to
-    the tags and attribute values this server writes: what comes back from sessionStorage is the
-    client's to change."""
-    import nh3
-
-    tags = _CITED_TAGS if cited else _MESSAGE_TAGS
-    attributes = {"*": {"class"}, "details": {"id"}, "p": {"lang"}} if cited else {"a": {"href", "class"}}
-    return nh3.clean(html, tags=tags, attributes=attributes, attribute_filter=_kept_attribute, link_rel=None)
-
-
-def _restored(saved: str, history_turns: int) -> tuple[list, list, str]:
-    """The chat, its turns and citations as the visitor's browser kept them; anything damaged, forged
-    or too large starts a fresh conversation, and the kept HTML is sanitised again (see `sanitised`)."""
+def _restored(saved: str, history_turns: int) -> tuple[list[dict], list[dict]]:
+    """The conversation (structured messages) and its turns as the visitor's tab kept them; anything
+    damaged or forged starts a fresh conversation. Messages are rebuilt from data and rendered escaped,
+    as new ones are: no HTML from the tab is shown."""
     if not isinstance(saved, str) or len(saved) > MAX_SAVED_CHARS:
-        return [], [], citations_html(None)
+        return [], []
     try:
         data = json.loads(saved) if saved else {}
-        messages = [
-            {"role": m["role"], "content": sanitised(m["content"])}
-            for m in data.get("messages", [])[-MAX_SHOWN_MESSAGES:]
-            if m["role"] in ("user", "assistant") and isinstance(m["content"], str)
-        ]
+        messages = [KeptMessage.model_validate(m).model_dump(exclude_none=True) for m in data.get("messages", [])]
+        if any(
+            (m["role"] == "user") != ("text" in m) or (m["role"] == "assistant") != ("answer" in m and "key" in m)
+            for m in messages
+        ):
+            raise ValueError("a message without its content")
         turns = [Message.model_validate(t).model_dump() for t in data.get("turns", [])]
-        cited = data.get("cited")
-        cited = sanitised(cited, cited=True) if isinstance(cited, str) else ""
-        if not cited.startswith('<div class="citations">'):
-            cited = citations_html(None)
-        return messages, turns[-history_turns:] if history_turns else [], cited
+        return messages[-MAX_SHOWN_MESSAGES:], turns[-history_turns:] if history_turns else []
     except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
-        return [], [], citations_html(None)
+        return [], []
 
 
 class Ratings:
@@ -553,9 +929,22 @@ def build_chat(
     history_turns = answerer.config.history_turns
     history_chars = answerer.config.history_chars
     events = events or limit
+    places = Places(answerer)
 
-    def saving(shown: list, turns: list, cited: str) -> str:
-        return json.dumps({"messages": shown[-MAX_SHOWN_MESSAGES:], "turns": turns, "cited": cited}, ensure_ascii=False)
+    def shown(kept: list[dict]) -> list[dict]:
+        return [
+            {"role": "user", "content": question_html(m["text"])}
+            if m["role"] == "user"
+            else {"role": "assistant", "content": m.get("html") or answer_html(m["answer"], m["key"], places)}
+            for m in kept
+        ]
+
+    def saving(kept: list[dict], turns: list) -> str:
+        messages = [{k: v for k, v in m.items() if k != "html"} for m in kept[-MAX_SHOWN_MESSAGES:]]
+        return json.dumps({"v": 2, "messages": messages, "turns": turns}, ensure_ascii=False)
+
+    def votes(kept: list[dict]) -> list[str | None]:
+        return [m.get("vote") for m in kept if m["role"] == "assistant"]
 
     def check(request: gr.Request | None, limiter: RateLimit) -> None:
         if request is None:
@@ -565,22 +954,22 @@ def build_chat(
             raise _refuse(RATE_LIMITED)
 
     @visitor_errors
-    def respond(message: str, shown: list, turns: list, answers: dict, reply: str, request: gr.Request):
-        """Yields the chat as the answer grows (with an LLM), then with its citations. The chat so far is
-        this session's (`shown`, kept on the server), not what the browser sends: a forged 12,000-message
-        chat cost 1.4 s of CPU to read and echo back."""
+    def respond(message: str, kept: list, turns: list, answers: dict, reply: str, request: gr.Request):
+        """Yields the chat as the answer grows (with an LLM), then the answer with its own sources. The chat
+        so far is this session's (`kept`, on the server), not what the browser sends: a forged
+        12,000-message chat cost 1.4 s of CPU to read and echo back."""
         check(request, limit)
         try:
             question_cost(answerer, message)
         except AssistantError as error:
             raise _refuse(str(error)) from None
-        shown = [{"role": m["role"], "content": _text(m["content"])} for m in shown or []]
         # The chat keeps its latest MAX_SHOWN_MESSAGES; feedback records follow their messages' places.
-        dropped = max(0, len(shown) + 2 - MAX_SHOWN_MESSAGES)
+        kept = list(kept or [])
+        dropped = max(0, len(kept) + 2 - MAX_SHOWN_MESSAGES)
         if dropped:
-            shown = shown[dropped:]
+            kept = kept[dropped:]
             answers = {i - dropped: r for i, r in answers.items() if isinstance(i, int) and i >= dropped}
-        asked = shown + [{"role": "user", "content": _html(message)}]
+        asked = kept + [{"role": "user", "text": message}]
         written = ""
         earlier = bounded_turns(turns or [], history_turns, history_chars)
         try:
@@ -588,21 +977,14 @@ def build_chat(
             for event in answerer.stream(message, earlier, answer_language=reply):
                 if isinstance(event, str):
                     written += event
-                    partial = asked + [{"role": "assistant", "content": _html(written)}]
-                    yield (
-                        "",
-                        partial,
-                        gr.skip(),
-                        turns,
-                        answers,
-                        citations_html(None),
-                        gr.skip(),
-                    )
+                    partial = shown(asked) + [{"role": "assistant", "content": f"<div>{_html(written)}</div>"}]
+                    yield "", partial, kept, turns, answers, gr.skip()
                     continue
                 answer = event
         except AssistantError as error:
             raise _refuse(str(error)) from None
-        content = answer_html(answer)
+        data = answer.to_dict()
+        key = uuid.uuid4().hex
         turns = (
             (turns + [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.answer}])[
                 -history_turns:
@@ -611,23 +993,30 @@ def build_chat(
             else []
         )
         # The session's answers by the message's place in the chat, each with its signed token: a rating
-        # can only name one of these (restored messages have none), and the token is what the store checks.
+        # can only name one of these, and the token is what the store checks. The tab keeps the token with
+        # the answer, so a restored answer can be rated too (the token proves this server gave it).
         record = {"token": ratings.issue(answer), "liked": None}
-        chat = asked + [{"role": "assistant", "content": content}]
-        cited = citations_html(answer)
-        yield "", chat, chat, turns, {**answers, len(asked): record}, cited, saving(chat, turns, cited)
+        # The whole conversation stays on the page; the tab keeps its latest MAX_SHOWN_MESSAGES.
+        kept = asked + [{"role": "assistant", "key": key, "token": record["token"], "answer": kept_answer(data)}]
+        kept[-1]["html"] = answer_html(data, key, places)
+        yield "", shown(kept), kept, turns, {**answers, len(kept) - 1: record}, saving(kept, turns)
 
     @visitor_errors
-    def rate(answers: dict, data: gr.LikeData, request: gr.Request):
-        """A rating of an answer this session was given (a changed mind replaces it); anything else is
-        ignored. A rating opens the optional comment box for that answer."""
+    def rate(kept: list, turns: list, answers: dict, data: gr.LikeData, request: gr.Request):
+        """A vote on an answer this server gave (its token): each vote is sent as given and the store keeps
+        the latest; taking a vote back sends nothing. A vote opens the optional comment box for that answer."""
         check(request, events)
         index = data.index if isinstance(data.index, int) else (data.index or [None])[0]
         record = answers.get(index) if isinstance(index, int) else None
-        if record is None or data.liked not in (True, False):
-            return answers, None, gr.update(visible=False), ""
+        if record is None or not (0 <= index < len(kept)) or kept[index]["role"] != "assistant":
+            return kept, answers, None, gr.update(visible=False), "", gr.skip()
+        vote = {True: "Like", False: "Dislike"}.get(data.liked) if isinstance(data.liked, bool) else None
+        changed = {k: v for k, v in kept[index].items() if k != "vote"} | ({"vote": vote} if vote else {})
+        kept = [*kept[:index], changed, *kept[index + 1 :]]
+        if vote is None:
+            return kept, answers, None, gr.update(visible=False), "", saving(kept, turns)
         try:
-            ratings.rate(record["token"], bool(data.liked), None, limit.request_client(request))
+            ratings.rate(record["token"], vote == "Like", None, limit.request_client(request))
         except RateLimited:
             raise _refuse(FEEDBACK_LIMITED) from None
         except (FeedbackUnavailableError, OSError) as error:
@@ -635,7 +1024,8 @@ def build_chat(
             raise _refuse(FEEDBACK_FAILED) from None
         except AssistantError as error:
             raise _refuse(str(error)) from None
-        return ({**answers, index: {**record, "liked": bool(data.liked)}}, index, gr.update(visible=True), "")
+        answers = {**answers, index: {**record, "liked": vote == "Like"}}
+        return kept, answers, index, gr.update(visible=True), "", saving(kept, turns)
 
     @visitor_errors
     def comment(text: str, answers: dict, pending: int | None, request: gr.Request):
@@ -662,7 +1052,7 @@ def build_chat(
     @visitor_errors
     def clear(request: gr.Request):
         check(request, events)
-        return "", [], [], [], {}, citations_html(None), "", None, gr.update(visible=False)
+        return "", [], [], [], {}, "", None, gr.update(visible=False)
 
     @visitor_errors
     def restore(saved: str, request: gr.Request):
@@ -670,10 +1060,17 @@ def build_chat(
         check(request, events)
         query = request.query_params if request is not None else {}
         lang = query.get("lang") if query.get("lang") in LABELS else None
-        shown, turns, cited = _restored(saved, history_turns)
-        greets = compact and query.get("embed") != "widget"  # the widget shows its own greeting
+        kept, turns = _restored(saved, history_turns)
+        for m in kept:
+            if m["role"] == "assistant":
+                m["html"] = answer_html(m["answer"], m["key"], places)
+        widget = compact and query.get("embed") == "widget"  # the widget shows its own greeting
+        chat = gr.update(
+            value=shown(kept),
+            feedback_value=votes(kept),
+            placeholder=OUTCOME["try"] if widget else _label("greeting", lang),
+        )
         labels = (
-            gr.update(value=_label("greeting", lang), visible=True) if greets else gr.update(),
             gr.update(placeholder=_label("placeholder", lang)),
             gr.update(value=_label("ask", lang)),
             gr.update(value=_label("new", lang)),
@@ -681,7 +1078,11 @@ def build_chat(
             gr.update(placeholder=_label("comment", lang)),
             gr.update(value=_label("send", lang)),
         )
-        return (shown, shown, turns, cited) + labels
+        return (chat, kept, turns, _indexed(kept)) + labels
+
+    def example(data: gr.SelectData) -> str:
+        value = data.value
+        return str(value.get("text", "")) if isinstance(value, dict) else str(value or "")
 
     def ask(
         question: str,
@@ -713,68 +1114,79 @@ def build_chat(
 
     with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
         if not compact:
-            gr.Markdown(f"## {TITLE}\n{DESCRIPTION}")
-        greeting = gr.Markdown("", elem_id="greeting", visible=False)
-        turns, answers, pending = gr.State([]), gr.State({}), gr.State(None)
-        shown = gr.State([])  # the chat as this server sent it (the Chatbot's copy is the browser's)
-        # What the browser keeps of the conversation (JSON), written to sessionStorage when it changes;
-        # mounted so its value reaches the page's script, but not displayed nor read out (CSS above).
+            gr.HTML(
+                f'<h1 id="title">{escape(TITLE)}</h1><p id="tagline">{escape(TAGLINE)}</p>'
+                f'<details id="about"><summary>เกี่ยวกับ · About</summary><p>{escape(DESCRIPTION)}</p></details>',
+                elem_id="head",
+            )
+        kept, turns, answers, pending = gr.State([]), gr.State([]), gr.State({}), gr.State(None)
+        # What the browser keeps of the conversation (JSON), written to storage when it changes; mounted
+        # so its value reaches the page's script, but not displayed nor read out (CSS above).
         saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=320):
-                # No Markdown, no LaTeX: every message is escaped text (see `_html`).
-                chatbot = gr.Chatbot(
-                    label="Chat",
-                    height=420 if compact else 520,
-                    elem_id="chat",
-                    feedback_options=("Like", "Dislike"),
-                    sanitize_html=True,
-                    render_markdown=False,
-                    latex_delimiters=[],
-                    allow_tags=False,
-                )
-                with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
-                    comment_box = gr.Textbox(
-                        placeholder=_label("comment", None),
-                        show_label=False,
-                        scale=5,
-                        max_length=MAX_COMMENT_CHARS,
-                        elem_id="comment",
-                    )
-                    comment_send = gr.Button(
-                        _label("send", None), size="sm", scale=1, min_width=80, elem_id="send-comment"
-                    )
-                with gr.Row():
-                    box = gr.Textbox(
-                        placeholder=_label("placeholder", None),
-                        show_label=False,
-                        scale=5,
-                        elem_id="question",
-                        max_length=answerer.config.max_question_chars,
-                    )
-                    send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
-                with gr.Row():
-                    reply = gr.Radio(
-                        [("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")],
-                        value="auto",
-                        label=_label("language", None),
-                        elem_id="answer-language",
-                        scale=3,
-                    )
-                    clear_button = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
-                if not compact:
-                    gr.Examples(EXAMPLES, inputs=box, label="ตัวอย่าง · Examples")
-            with gr.Column(scale=2, min_width=280):
-                cited = gr.HTML(citations_html(None), elem_id="citations")
-        outputs = [box, chatbot, shown, turns, answers, cited, saved]
-        inputs = [box, shown, turns, answers, reply]
+        # No Markdown, no LaTeX: every message is escaped text (see `_html`). Each answer carries its own
+        # sources; the greeting and suggested questions fill the empty chat.
+        chatbot = gr.Chatbot(
+            label="Chat",
+            show_label=False,
+            elem_id="chat",
+            elem_classes=["compact"] if compact else None,
+            feedback_options=("Like", "Dislike"),
+            sanitize_html=True,
+            render_markdown=False,
+            latex_delimiters=[],
+            allow_tags=False,
+            buttons=["copy"],
+            placeholder=_label("greeting", None),
+            examples=[{"text": q} for q in EXAMPLES],
+        )
+        with gr.Row(equal_height=True):
+            box = gr.Textbox(
+                label=INPUT_LABEL,
+                placeholder=_label("placeholder", None),
+                show_label=False,
+                scale=5,
+                elem_id="question",
+                max_length=answerer.config.max_question_chars,
+            )
+            send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
+        # Below the input, so opening it never pushes the question box down.
+        with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
+            comment_box = gr.Textbox(
+                label=_label("comment", None),
+                placeholder=_label("comment", None),
+                show_label=False,
+                scale=5,
+                max_length=MAX_COMMENT_CHARS,
+                elem_id="comment",
+            )
+            comment_send = gr.Button(_label("send", None), size="sm", scale=1, min_width=80, elem_id="send-comment")
+        with gr.Row(elem_id="controls"):
+            reply = gr.Radio(
+                [("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")],
+                value="auto",
+                label=_label("language", None),
+                elem_id="answer-language",
+                scale=3,
+            )
+            clear_button = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
+        outputs = [box, chatbot, kept, turns, answers, saved]
+        inputs = [box, kept, turns, answers, reply]
         box.submit(respond, inputs, outputs, api_visibility="private")
         send.click(respond, inputs, outputs, api_visibility="private")
+        chatbot.example_select(example, None, box, api_visibility="private", queue=False).then(
+            respond, inputs, outputs, api_visibility="private"
+        )
         cleared = outputs + [pending, comment_row]
         # A restored page holds "" in `saved` already, so clearing it changes nothing: forget explicitly.
         clear_button.click(clear, None, cleared, api_visibility="private", js=FORGET_JS)
         chatbot.clear(clear, None, cleared, api_visibility="private", js=FORGET_JS)  # its own trash button
-        chatbot.like(rate, [answers], [answers, pending, comment_row, comment_box], api_visibility="private")
+        # A vote changes what the tab keeps too: the thumb comes back after a reload.
+        chatbot.like(
+            rate,
+            [kept, turns, answers],
+            [kept, answers, pending, comment_row, comment_box, saved],
+            api_visibility="private",
+        )
         for event in (comment_box.submit, comment_send.click):
             event(
                 comment,
@@ -787,7 +1199,7 @@ def build_chat(
         blocks.load(
             restore,
             [saved],
-            [chatbot, shown, turns, cited, greeting, box, send, clear_button, reply, comment_box, comment_send],
+            [chatbot, kept, turns, answers, box, send, clear_button, reply, comment_box, comment_send],
             js=LOAD_JS,
             api_visibility="private",
         )
@@ -799,36 +1211,76 @@ def build_chat(
     return blocks
 
 
+def _indexed(kept: list[dict]) -> dict[int, dict]:
+    """The session's answers by place in the chat, from the tokens the tab kept with them: the token is
+    checked when a rating uses it, so a forged or altered one rates nothing."""
+    return {
+        i: {"token": m["token"], "liked": None}
+        for i, m in enumerate(kept)
+        if m["role"] == "assistant" and isinstance(m.get("token"), str)
+    }
+
+
 # The widget's options: (attribute, default, what it does). widget.js checks each value again.
 WIDGET_OPTIONS = (
-    ("data-title", "ผู้ช่วยค้นคว้า / Research assistant", "The panel's heading and the frame's title."),
-    ("data-lang", "th", "th or en: the widget's labels and greeting, the chat's labels and the answers' language."),
+    ("data-title", "ผู้ช่วยค้นคว้า · Research assistant", "The panel's heading and the frame's title."),
+    (
+        "data-lang",
+        "auto",
+        "auto: labels in both languages, each answer in its question's language; th or en: the labels, the "
+        "greeting and the answers in that language.",
+    ),
     ("data-position", "bottom-right", "bottom-right or bottom-left."),
     ("data-color", "#1f6feb", "Any CSS color, for the button and the panel's header."),
     ("data-greeting", "(per language)", "A short line shown above the chat (300 characters at most)."),
     ("data-open", "false", "true to start with the panel open."),
     ("data-height", "600", "The panel's height in pixels (320–1000) on wide screens; phones get the full screen."),
 )
-_PREVIEW_CHOICES = {"lang": ("th", "en"), "position": ("bottom-right", "bottom-left"), "open": ("false", "true")}
+_PREVIEW_CHOICES = {
+    "lang": ("auto", "th", "en"),
+    "position": ("bottom-right", "bottom-left"),
+    "open": ("false", "true"),
+}
+
+
+# The compact chat sizes itself to its frame (CSS above); at this height the chat, the input and its
+# controls show whole at widths from 320 px up.
+IFRAME_HEIGHT = 600
+COPY_JS = """document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) return;
+  const code = document.getElementById(button.getAttribute("aria-controls"));
+  try { await navigator.clipboard.writeText(code.textContent); }
+  catch (e) { const r = document.createRange(); r.selectNodeContents(code); getSelection().removeAllRanges();
+    getSelection().addRange(r); document.execCommand("copy"); }
+  button.textContent = "คัดลอกแล้ว · Copied";
+  setTimeout(() => { button.textContent = "คัดลอก · Copy"; }, 2000);
+});"""
+
+
+def _copy_button(key: str) -> str:
+    return f'<button type="button" class="copy" aria-controls="{key}-snippet">คัดลอก · Copy</button>'
 
 
 def embed_page(base: str, config: Config, query: dict | None = None) -> str:
     """Copy-ready snippets for this server's URL, the widget first, and a live preview of the widget
     with the options chosen in the form (sent back here as query parameters)."""
     query = query or {}
-    chosen = {"lang": "th", "position": "bottom-right", "open": "false"}
+    chosen = {"lang": "auto", "position": "bottom-right", "open": "false"}
     for key, allowed in _PREVIEW_CHOICES.items():
         if query.get(key) in allowed:
             chosen[key] = query[key]
     for key, size in (("title", 80), ("color", 40), ("greeting", 300)):
         if query.get(key, "").strip():
             chosen[key] = query[key].strip()[:size]
-    attributes = "".join(f'\n        data-{k}="{escape(v)}"' for k, v in chosen.items())
+    # The snippet names only what differs from the defaults, so the one-line default is short.
+    defaults = {"lang": "auto", "position": "bottom-right", "open": "false"}
+    attributes = "".join(f'\n        data-{k}="{escape(v)}"' for k, v in chosen.items() if defaults.get(k) != v)
     widget = f'<script src="{base}widget.js"{attributes}\n        defer></script>'
     compact = f"{base}compact/"
     iframe = (
         f'<iframe src="{compact}" title="Latin American integration assistant"\n'
-        f'        style="width:100%;height:640px;border:0"></iframe>'
+        f'        style="width:100%;height:{IFRAME_HEIGHT}px;border:0"></iframe>'
     )
     component = f'<script type="module" src="{base}gradio.js"></script>\n<gradio-app src="{compact}"></gradio-app>'
     fetch = (
@@ -853,16 +1305,24 @@ def embed_page(base: str, config: Config, query: dict | None = None) -> str:
 
     form = "".join(field(k, k) for k in ("title", "lang", "position", "color", "greeting", "open"))
     blocks = "".join(
-        f"<h2>{title}</h2><pre><code>{escape(code)}</code></pre>"
-        for title, code in (("2. iframe", iframe), ("3. Web component", component), ("4. JSON API", fetch))
+        f'<h2>{title}</h2><pre><code id="{key}-snippet">{escape(code)}</code></pre>{_copy_button(key)}'
+        for key, title, code in (
+            ("iframe", "2. iframe", iframe),
+            ("component", "3. Web component", component),
+            ("api", "4. JSON API", fetch),
+        )
     )
     return f"""<!doctype html><html lang="th"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Embed the assistant</title><style>
 body{{font-family:{", ".join(repr(f) for f in FONTS)};margin:1.5rem auto;max-width:60rem;padding:0 1rem;color:#222}}
 pre{{background:#f5f5f5;padding:.8rem;overflow-x:auto;border-radius:6px}}
-table{{border-collapse:collapse}} td{{border-top:1px solid #ddd;padding:.3rem .5rem;vertical-align:top}}
+table{{border-collapse:collapse}}
+td,th{{border-top:1px solid #ddd;padding:.3rem .5rem;vertical-align:top;text-align:left}}
 form label{{display:inline-block;margin:.2rem .8rem .2rem 0}}
+button.copy{{font:inherit;padding:.2rem .7rem;border:1px solid #1f5fbf;color:#1f5fbf;background:#fff;border-radius:6px;
+  cursor:pointer}}
+:focus-visible{{outline:3px solid #1f5fbf;outline-offset:2px}}
 </style></head><body><h1>Embed the assistant in your site</h1>
 <p>Allowed origins: <code>{escape(origins)}</code> (set <code>ASSISTANT_ALLOWED_ORIGINS</code>).
 Each visitor may ask <code>{escape(config.rate_limit)}</code> questions (<code>ASSISTANT_RATE_LIMIT</code>);
@@ -871,9 +1331,10 @@ a conversation stays in the visitor's tab and the last {config.history_turns} me
 <h2>1. Widget: one tag</h2><p>A chat button in the corner of any page that opens the chat in a panel
 (full screen on phones; Esc closes it). The preview on this page is that widget, with these options:</p>
 <form method="get" action="embed">{form} <button>Preview</button></form>
-<pre><code id="widget-snippet">{escape(widget)}</code></pre>
-<table><tr><td><b>Attribute</b></td><td><b>Default</b></td><td><b>Effect</b></td></tr>{options}</table>
+<pre><code id="widget-snippet">{escape(widget)}</code></pre>{_copy_button("widget")}
+<table><tr><th>Attribute</th><th>Default</th><th>Effect</th></tr>{options}</table>
 {blocks}<h2>Preview of the iframe</h2>{iframe}
+<script>{COPY_JS}</script>
 {widget}</body></html>"""
 
 
@@ -1418,7 +1879,24 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         # Shipped in the gradio package but not served by it; other sites load it from here.
         return FileResponse(gradio_js, media_type="text/javascript")
 
-    theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
+    @app.api_route("/api/ask", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def ask_other_methods() -> JSONResponse:
+        # Without this the chat mounted at / answers 404, as if the API did not exist.
+        return JSONResponse(
+            {"detail": 'Send questions with POST (JSON: {"question": "..."}).'},
+            status_code=405,
+            headers={"Allow": "POST"},
+        )
+
+    # Blue, not the default orange: white on orange-500 is 2.8:1, on blue-600 5.2:1.
+    theme = gr.themes.Default(primary_hue="blue", font=FONTS, font_mono=["ui-monospace", "monospace"]).set(
+        button_primary_background_fill="#1f5fbf",  # white on it: 6.2:1
+        button_primary_background_fill_hover="#174a96",
+        button_primary_background_fill_dark="#1f5fbf",
+        button_primary_background_fill_hover_dark="#174a96",
+        button_primary_text_color="#ffffff",
+        button_primary_text_color_dark="#ffffff",
+    )
     for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
         pages.append(build_chat(answerer, ratings, limit, compact=compact, events=events))
         app = gr.mount_gradio_app(

@@ -139,13 +139,13 @@ def test_the_chat_in_chromium_through_nginx_keeps_to_one_replica_and_rates_into_
         browser = p.chromium.launch(executable_path=chromium, args=flags)
         page = browser.new_page()
         page.goto(cluster.nginx.url + "/compact/?lang=en", wait_until="load")
-        for question in ("ALBA ก่อตั้งขึ้นเมื่อใด", "How far is Bogotá from Santiago?"):
+        for n, question in enumerate(("ALBA ก่อตั้งขึ้นเมื่อใด", "How far is Bogotá from Santiago?")):
             messages = page.locator("#chat .message")
             count = messages.count()
             page.locator("#question textarea").fill(question)
             page.locator("#ask").click()
             messages.nth(count + 1).wait_for(timeout=60_000)
-            page.locator("#citations details").first.wait_for(timeout=60_000)
+            page.locator("#chat .answer").nth(n).wait_for(timeout=60_000)  # with its own sources
         page.locator("#chat button[aria-label='Dislike']").last.click()
         comment = page.locator("#comment textarea")
         comment.wait_for(timeout=20_000)

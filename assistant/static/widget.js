@@ -14,6 +14,8 @@
 
   var base = new URL("./", script.src);
   var LABELS = {
+    auto: {title: "ผู้ช่วยค้นคว้า · Research assistant", open: "เปิดแชท · Open the chat", close: "ปิด · Close",
+           greeting: "ถามเป็นภาษาไทยหรืออังกฤษ ทุกคำตอบอ้างอิงเอกสาร · Ask in Thai or English; every answer cites the documents."},
     th: {title: "ผู้ช่วยค้นคว้า", open: "เปิดแชทผู้ช่วยค้นคว้า", close: "ปิดแชท",
          greeting: "ถามเรื่องการรวมกลุ่มในภูมิภาคลาตินอเมริกาได้เลย ทุกคำตอบอ้างอิงเอกสาร"},
     en: {title: "Research assistant", open: "Open the research assistant chat", close: "Close the chat",
@@ -31,7 +33,8 @@
     return value ? value.slice(0, max) : fallback;
   }
 
-  var lang = option("lang") === "en" ? "en" : "th";
+  // auto (the default): both languages on the labels, and each answer in its question's language.
+  var lang = option("lang") === "en" || option("lang") === "th" ? option("lang") : "auto";
   var labels = LABELS[lang];
   var title = text(option("title"), 80, labels.title);
   var greeting = text(option("greeting"), 300, labels.greeting);
@@ -105,7 +108,8 @@
   panel.hidden = true;
   panel.setAttribute("role", "dialog");
   panel.setAttribute("aria-label", title);
-  panel.setAttribute("lang", lang);
+  panel.setAttribute("lang", lang === "en" ? "en" : "th");
+  panel.setAttribute("aria-modal", "true");
   panel.style.setProperty("--c", color);
   panel.style.setProperty("--h", height + "px");
   var header = document.createElement("header");
@@ -126,18 +130,31 @@
   shell.root.appendChild(panel);
 
   var frame = null;
+  var ready = false;  // the chat in the frame has asked for its conversation: it can take focus
+  var wantsFocus = false;
+
+  function focusChat(where) {
+    if (!frame) return;
+    frame.focus();
+    // A moment after the frame itself takes focus, or the frame's document keeps it on its body.
+    if (ready) {
+      setTimeout(function () {
+        frame.contentWindow.postMessage({assistant: "focus", where: where || "input"}, base.origin);
+      }, 30);
+    } else wantsFocus = true;
+  }
 
   function show(focus) {
     if (!frame) {  // loaded on first open, so pages that never open the chat load nothing more
       frame = document.createElement("iframe");
       frame.title = title;
       frame.setAttribute("allow", "clipboard-write");
-      frame.src = new URL("compact/?embed=widget&lang=" + lang, base).href;
+      frame.src = new URL("compact/?embed=widget" + (lang === "auto" ? "" : "&lang=" + lang), base).href;
       panel.appendChild(frame);
     }
     panel.hidden = false;
     launcher.setAttribute("aria-expanded", "true");
-    if (focus !== false) frame.focus();
+    if (focus !== false) focusChat("input");
   }
 
   function hide() {
@@ -156,10 +173,39 @@
       if (event.key === "Escape") hide();
     });
   });
-  // Esc pressed inside the chat: the frame tells us (its key presses never reach this page).
+  // Focus stays in the dialog: Tab from the close button enters the chat, and the chat hands Tab past
+  // either of its ends back here (see CLIENT_JS in web.py).
+  close.addEventListener("keydown", function (event) {
+    if (event.key !== "Tab") return;
+    event.preventDefault();
+    focusChat(event.shiftKey ? "last" : "input");
+  });
+
+  // The conversation is kept in this page's sessionStorage: the chat's frame is a third-party context,
+  // where the browser refuses it storage.
+  var KEY = "assistant:widget:" + base.href;
+
+  function stored() {
+    try { return {value: window.sessionStorage.getItem(KEY) || "", blocked: false}; }
+    catch (e) { return {value: "", blocked: true}; }
+  }
+
+  // Messages from the chat: Esc (its key presses never reach this page), Tab out, storage.
   window.addEventListener("message", function (event) {
-    if (frame && event.source === frame.contentWindow && event.origin === base.origin &&
-        event.data && event.data.assistant === "close") hide();
+    if (!frame || event.source !== frame.contentWindow || event.origin !== base.origin || !event.data) return;
+    var data = event.data;
+    if (data.assistant === "close") hide();
+    else if (data.assistant === "tab-out") close.focus();
+    else if (data.assistant === "load") {
+      var kept = stored();
+      frame.contentWindow.postMessage({assistant: "stored", value: kept.value, blocked: kept.blocked}, base.origin);
+      ready = true;
+      if (wantsFocus && !panel.hidden) { wantsFocus = false; setTimeout(function () { focusChat("input"); }, 300); }
+    } else if (data.assistant === "save" && typeof data.value === "string") {
+      try {
+        if (data.value) window.sessionStorage.setItem(KEY, data.value); else window.sessionStorage.removeItem(KEY);
+      } catch (e) { /* the chat already said that storage is blocked */ }
+    }
   });
 
   function mount() {
