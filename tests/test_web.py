@@ -1109,7 +1109,8 @@ def test_unread_chat_results_do_not_grow_memory(config, built_index, tmp_path):
         # A reader still gets its result, and a kept conversation that large starts afresh.
         assert join(s.url, restore, [saved], "reader")[0] == 200
         result = completed(s.url, "reader")
-        assert result["success"] and result["output"]["data"][0] == []
+        chat = result["output"]["data"][0]  # the Chatbot's update: its messages and votes
+        assert result["success"] and chat["value"] == [] and chat["feedback_value"] == []
         assert http("GET", s.url + "/api/health")[0] == 200
     finally:
         s.stop()
