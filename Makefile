@@ -63,7 +63,7 @@ cluster: $(STAMP) system
 test: $(STAMP) model system
 	$(BIN)/ruff check assistant tests
 	$(BIN)/ruff format --check assistant tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # The suite without the slow tests (servers, browsers, subprocesses, the benchmark, the torch reference).
 test-fast: $(STAMP) model
