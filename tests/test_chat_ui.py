@@ -290,6 +290,12 @@ def test_widget_by_keyboard_on_another_site_keeps_its_conversation(server, brows
         assert page.evaluate("document.activeElement.dataset.assistant") == "panel"
         inner = page.evaluate("document.activeElement.shadowRoot.activeElement.className")
         stops.add(inner if inner != "" else frame.locator(":root").evaluate("() => document.activeElement.id"))
+        ring = (
+            page.evaluate("getComputedStyle(document.activeElement.shadowRoot.activeElement).outlineStyle")
+            if inner != ""
+            else frame.locator(":root").evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        )
+        assert ring not in ("", "none"), (inner, ring)
     assert {"close", "ask", "clear"} <= stops  # around the dialog: the chat's controls and the close button
     page.keyboard.press("Escape")
     page.wait_for_timeout(300)
