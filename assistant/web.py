@@ -921,6 +921,19 @@ def _refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def _rate(ratings: Ratings, token: str, liked: bool, comment: str | None, client: str) -> None:
+    """Record a chat vote (with its comment); why it could not be, in words the visitor can act on."""
+    try:
+        ratings.rate(token, liked, comment, client)
+    except RateLimited:
+        raise _refuse(FEEDBACK_LIMITED) from None
+    except (FeedbackUnavailableError, OSError) as error:
+        log.error("feedback could not be written: %s", error)
+        raise _refuse(FEEDBACK_FAILED) from None
+    except AssistantError as error:
+        raise _refuse(str(error)) from None
+
+
 def build_chat(
     answerer: Answering, ratings: Ratings, limit: RateLimit, compact: bool = False, events: RateLimit | None = None
 ) -> gr.Blocks:
@@ -1015,15 +1028,7 @@ def build_chat(
         kept = [*kept[:index], changed, *kept[index + 1 :]]
         if vote is None:
             return kept, answers, None, gr.update(visible=False), "", saving(kept, turns)
-        try:
-            ratings.rate(record["token"], vote == "Like", None, limit.request_client(request))
-        except RateLimited:
-            raise _refuse(FEEDBACK_LIMITED) from None
-        except (FeedbackUnavailableError, OSError) as error:
-            log.error("feedback could not be written: %s", error)
-            raise _refuse(FEEDBACK_FAILED) from None
-        except AssistantError as error:
-            raise _refuse(str(error)) from None
+        _rate(ratings, record["token"], vote == "Like", None, limit.request_client(request))
         answers = {**answers, index: {**record, "liked": vote == "Like"}}
         return kept, answers, index, gr.update(visible=True), "", saving(kept, turns)
 
@@ -1036,16 +1041,10 @@ def build_chat(
             return answers, None, gr.update(visible=False), ""
         try:
             text = validate_comment(text)
-            if text:
-                ratings.rate(record["token"], record["liked"], text, limit.request_client(request))
-        except RateLimited:
-            raise _refuse(FEEDBACK_LIMITED) from None
-        except (FeedbackUnavailableError, OSError) as error:
-            log.error("feedback could not be written: %s", error)
-            raise _refuse(FEEDBACK_FAILED) from None
         except AssistantError as error:
             raise _refuse(str(error)) from None
         if text:
+            _rate(ratings, record["token"], record["liked"], text, limit.request_client(request))
             gr.Info(_label("thanks", None))
         return {**answers, pending: {**record, "commented": True}}, None, gr.update(visible=False), ""
 
