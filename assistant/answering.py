@@ -813,10 +813,6 @@ def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], la
     return decision.Evidence(signals)
 
 
-def _share(flags: list[bool]) -> float:
-    return sum(flags) / len(flags) if flags else 1.0
-
-
 # How many questions a "not found" reply suggests.
 SUGGESTIONS = 3
 

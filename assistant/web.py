@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from assistant import corpus, index
+from assistant import corpus, decision, index
 from assistant.answering import ANSWER_LANGUAGES, PHRASES, Answering, validate
 from assistant.config import Config
 from assistant.errors import (
@@ -145,7 +145,6 @@ FONTS = ["Noto Sans Thai", "Loma", "Garuda", "Tlwg Typo", "system-ui", "sans-ser
 _THAI = re.compile(r"[\u0e00-\u0e7f]")
 # The document's own footnote marks, "ALBA(4)": a bracketed number right after a word.
 _FOOTNOTE = re.compile(r"(?<=[^\s(>])\((\d{1,2})\)")
-STATUSES = ("answered", "uncertain", "not_found")
 OUTCOME = {
     "uncertain": "ไม่แน่ใจนัก: ข้อความด้านล่างใกล้เคียงที่สุดที่พบ โปรดตรวจสอบ · "
     "Not certain: these are the closest passages found, please check them.",
@@ -183,7 +182,7 @@ def _marked(text: str, a: int, b: int) -> str:
 def status_of(answer: dict) -> str:
     """answered, uncertain or not_found: the answer's own `status`, else a refusal is not_found."""
     status = answer.get("status")
-    if status in STATUSES:
+    if status in decision.STATUSES:
         return status
     return "not_found" if answer.get("refused") else "answered"
 
