@@ -134,7 +134,7 @@ class Draft:
     short_answer: dict | None
     evidence: decision.Evidence | None  # None: nothing to quote, or an overview
     overview: bool  # an overview question, answered by the opening of the note about what it names
-    suggestions: tuple[str, ...]
+    index: object  # the index it was drafted on (a not-found reply's suggestions come from it)
     timings: dict[str, float]
     started: float
     searched: float
@@ -211,7 +211,7 @@ class Answerer:
             short_answer=composed[2],
             evidence=evidence,
             overview=opening is not None,
-            suggestions=tuple(suggestions(index, hits, question, reply)),
+            index=index,
             timings={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3, **stages},
             started=started,
             searched=searched,
@@ -247,7 +247,10 @@ class Answerer:
             refusal_reason=decided.reason,
             status=decided.status,
             confidence=None if decided.confidence is None else round(decided.confidence, 4),
-            suggestions=draft.suggestions if decided.status == "not_found" else (),
+            # Only a not-found reply suggests questions: none are looked for otherwise.
+            suggestions=tuple(suggestions(draft.index, list(draft.hits), draft.question, draft.reply))
+            if decided.status == "not_found"
+            else (),
             timings_ms={
                 **draft.timings,
                 "compose": (done - draft.searched) * 1e3,

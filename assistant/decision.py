@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 STATUSES = ("answered", "uncertain", "not_found")
-MODEL_PATH = Path(__file__).with_name("decision.json")
 # The signals of `answering` the decision model reads, in this order.
 FEATURES = (
     "english",

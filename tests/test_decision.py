@@ -30,9 +30,9 @@ def examples(answerer, dev):
     return evaluation.decision_examples(answerer, replace(dev, questions=dev.questions[:120]))
 
 
-def test_the_shipped_model_fits_this_index_and_was_trained_on_the_current_dev_split(answerer, dev, built_index):
+def test_the_shipped_model_fits_this_index_and_was_trained_on_the_current_dev_split(answerer, dev, built_index, config):
     assert answerer.decision_model is not None, answerer.decision_problem
-    shipped = json.loads(decision.MODEL_PATH.read_text(encoding="utf-8"))
+    shipped = json.loads(config.decision_model.read_text(encoding="utf-8"))
     lines = [json.dumps(asdict(q), ensure_ascii=False, sort_keys=True) for q in dev.questions]
     assert shipped["data_sha256"] == decision.data_hash(lines), "dev changed: run `assistant train-decision`"
     assert shipped["index_format"] == FORMAT_VERSION
@@ -111,7 +111,7 @@ def test_a_not_found_reply_suggests_questions_the_documents_answer(answerer):
 
 
 def test_without_a_usable_model_every_reply_is_uncertain_or_not_found(built_index, config, tmp_path):
-    stale = json.loads(decision.MODEL_PATH.read_text(encoding="utf-8"))
+    stale = json.loads(config.decision_model.read_text(encoding="utf-8"))
     stale["index_format"] = FORMAT_VERSION - 1
     (tmp_path / "stale.json").write_text(json.dumps(stale), encoding="utf-8")
     for path, problem in [(tmp_path / "stale.json", "retrain"), (tmp_path / "missing.json", "no answer-decision")]:
