@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assistant.thai import sentence_spans, split_long, strip_span
+from assistant.thai import has_thai, sentence_spans, split_long, strip_span
 from assistant.types import Chunk, Document
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
@@ -89,20 +89,7 @@ def split(documents, params: ChunkParams) -> list[Chunk]:
             spans = sentences(doc, p_start, p_end, params.max_chars)
             for group in _groups(spans, params):
                 number += 1
-                a, b = group[0][0], group[-1][1]
-                chunks.append(
-                    Chunk(
-                        chunk_id=f"{doc.doc_id}#{number}",
-                        doc_id=doc.doc_id,
-                        source=doc.source,
-                        title=doc.title,
-                        paragraph=paragraph,
-                        start=a,
-                        end=b,
-                        text=doc.text[a:b],
-                        sentences=tuple(group),
-                    )
-                )
+                chunks.append(_passage(doc, number, paragraph, group))
     # The glossary's rows last: the lexical index holds the documents' passages only (`index.build`).
     return chunks + rows
 
@@ -118,23 +105,26 @@ def _glossary_chunks(doc: Document) -> list[Chunk]:
         if not line.startswith("|") or len(pipes) < 4 or set(line) <= set("|-: "):
             continue
         note = doc.text[pipes[2] + 1 : pipes[3]].strip()
-        if len(note) <= GLOSSARY_NOTE_CHARS or not any("\u0e00" <= ch <= "\u0e7f" for ch in doc.text[start : pipes[1]]):
+        if len(note) <= GLOSSARY_NOTE_CHARS or not has_thai(doc.text[start : pipes[1]]):
             continue
-        a, b = strip_span(doc.text, pipes[0] + 1, pipes[3])
-        chunks.append(
-            Chunk(
-                chunk_id=f"{doc.doc_id}#{len(chunks) + 1}",
-                doc_id=doc.doc_id,
-                source=doc.source,
-                title=doc.title,
-                paragraph=number,
-                start=a,
-                end=b,
-                text=doc.text[a:b],
-                sentences=((a, b),),
-            )
-        )
+        chunks.append(_passage(doc, len(chunks) + 1, number, [strip_span(doc.text, pipes[0] + 1, pipes[3])]))
     return chunks
+
+
+def _passage(doc: Document, number: int, paragraph: int, sentences: list[tuple[int, int]]) -> Chunk:
+    """Passage `number` of a document: these sentences, from the first's start to the last's end."""
+    a, b = sentences[0][0], sentences[-1][1]
+    return Chunk(
+        chunk_id=f"{doc.doc_id}#{number}",
+        doc_id=doc.doc_id,
+        source=doc.source,
+        title=doc.title,
+        paragraph=paragraph,
+        start=a,
+        end=b,
+        text=doc.text[a:b],
+        sentences=tuple(sentences),
+    )
 
 
 def _groups(spans: list[tuple[int, int]], params: ChunkParams) -> list[list[tuple[int, int]]]:
