@@ -187,11 +187,14 @@ class Answerer:
         rows = retriever.glossary_rows(text)
         ranked = self._rank(retriever, query, [*hits[:ANSWER_PASSAGES], *rows], question, lang, history)
         composed, evidence = ("", (), None), None
-        opening = overview(index, question)
+        opening = overview(retriever, question) or name_form(retriever, question)
         if opening is not None:
-            # An overview question gets the opening of the note about what it names, as a definition.
-            candidate = _opening(index, opening, ranked, question, lang)
-            composed = self._compose(index, [candidate], question, reply, hits)
+            # An overview question gets the opening of the note about what it names, as a definition, or
+            # its glossary row and the passage saying most of it; a question about a name's forms, its row.
+            quotes = [_opening(index, opening, ranked, question, lang)]
+            if opening.doc_id in index.chunks.glossary_docs and not _NAME_FORM.search(question):
+                quotes += _context(index, opening, ranked)
+            composed = self._compose(index, quotes, question, reply, hits)
         elif ranked:
             # The quote comes from passages naming what the question is about, when any does
             # ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a purpose).
@@ -362,8 +365,8 @@ class Answerer:
             citations.append(citation)
             if reply == "en" and translation and translation["sentence"]:
                 sentence = translation["sentence"]
-            else:
-                untranslated = untranslated or reply == "en"
+            else:  # a glossary row gives its English names itself
+                untranslated = untranslated or (reply == "en" and chunk.doc_id not in index.chunks.glossary_docs)
                 sentence = citation.sentence
             # A quote that still begins or ends inside a sentence says so, as quotations do.
             if not held and _piece_before(index, chunk, a):
@@ -812,6 +815,7 @@ def _evidence(index, hits: list[Hit], ranked: list[dict], chosen: list[dict], la
         if names
         else 1.0,
         "similarity_gap": max(c["similarity"] for c in ranked) - first["similarity"],
+        "quote_glossary": float(first["hit"].chunk.doc_id in index.chunks.glossary_docs),
     }
     return decision.Evidence(signals)
 
@@ -824,8 +828,11 @@ def suggestions(index, hits: list[Hit], question: str, reply: str) -> list[str]:
     """Questions the documents can answer, about the organisations the passages nearest this question
     name: each has a note of its own, whose opening an overview question quotes (`overview`)."""
     out = []
-    for hit in hits:
-        for _, _, row in index.entities.find(f"{hit.chunk.title} {hit.chunk.text}"):
+    # Then those the documents' titles name: the nearest passages may be glossary rows of places and
+    # terms that name none ("สูตรต้มยำกุ้งมีอะไรบ้าง").
+    texts = [*(f"{hit.chunk.title} {hit.chunk.text}" for hit in hits), *(d["title"] for d in index.chunks.documents)]
+    for text in texts:
+        for _, _, row in index.entities.find(text):
             thai, english, kind = index.entities[row]
             if kind != "organisation" or _about(index, (*thai, *english)) is None:
                 continue
@@ -862,6 +869,18 @@ def _opening(index, chunk: Chunk, ranked: list[dict], question: str, lang: str) 
     }
 
 
+def _context(index, row: Chunk, ranked: list[dict]) -> list[dict]:
+    """The best-ranked sentence of the documents naming what a glossary row names (a row defines a name in a
+    few words; the documents say what it did), or none."""
+    thai, english, _ = index.entities[index.entities.find(row.text)[0][2]]
+    forms = [f.lower() for f in (*thai, *english) if len(f) > 2]
+    for candidate in ranked:
+        text = f"{candidate['thai']} {candidate['english'] or ''}".lower()
+        if candidate["hit"].chunk.doc_id not in index.chunks.glossary_docs and any(f in text for f in forms):
+            return [candidate]
+    return []
+
+
 def _about(index, forms: tuple[str, ...]):
     """The first passage of the document whose title names one of these forms (a note about it), or None."""
     wanted = [f.lower() for f in forms if len(f) > 2]
@@ -882,15 +901,17 @@ _OVERVIEW_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _OVERVIEW_AFTER = re.compile(
-    r"\s*(?:คือ(?:องค์กร|องค์การ|กลุ่ม)?อะไร|คืออะไร|เป็น(?:องค์กร|องค์การ)?อะไร|ให้ฟัง|หน่อย|ครับ|ค่ะ|คะ|นะ|"
+    r"\s*(?:คือ(?:องค์กร|องค์การ|กลุ่ม|บริษัท)?อะไร|คืออะไร|เป็น(?:องค์กร|องค์การ|บริษัท)?อะไร|(?:คือ|เป็น)ใคร|ให้ฟัง|หน่อย|ครับ|ค่ะ|คะ|นะ|"
     r"บ้าง|โดยย่อ|[?!.。\s])+$",
     re.IGNORECASE,
 )
 
 
-def overview(index, question: str) -> Chunk | None:
-    """The opening passage of the note about the organisation an overview question names, or None when the
-    question is not one (more than a name is asked) or no note is about it."""
+def overview(retriever: Retriever, question: str) -> Chunk | None:
+    """The passage an overview question is answered from: the opening of the note about the organisation it
+    names, else the glossary's row of the name (a person, a treaty, a company). None when the question is
+    not one (more than a name is asked) or neither exists."""
+    index = retriever.index
     rest, before = question.strip(), None
     while rest != before:
         before, rest = rest, _OVERVIEW_AFTER.sub("", _OVERVIEW_BEFORE.sub("", rest)).strip()
@@ -900,4 +921,26 @@ def overview(index, question: str) -> Chunk | None:
     if len(found) != 1 or found[0][:2] != (0, len(rest)):
         return None
     thai, english, kind = index.entities[found[0][2]]
-    return _about(index, (*thai, *english)) if kind == "organisation" else None
+    if kind == "organisation" and (note := _about(index, (*thai, *english))) is not None:
+        return note
+    # A row with a note defines its name; a country's ("ประเทศ") does not, the documents say more of it.
+    row = retriever.glossary_row(found[0][2]) if kind != "country" else None
+    return row if row is not None and row.text.split("|")[-1].strip() else None
+
+
+# "What is Santos's full name?", "How do you write Guyana in Thai?", "What does APEC stand for?", "Humala
+# ภาษาไทยเขียนว่าอะไร": a question about a name's forms, which its glossary row gives (Thai, English, note).
+_NAME_FORM = re.compile(
+    r"\b(?:full name|first name|spell(?:ed|t)?|written|write|in thai|in english|thai name|english name|"
+    r"stand for|short for|abbreviation)\b|ชื่อเต็ม|ชื่อต้น|สะกด|เขียนว่า|ภาษาอังกฤษ|ภาษาไทย|ย่อมาจาก",
+    re.IGNORECASE,
+)
+
+
+def name_form(retriever: Retriever, question: str) -> Chunk | None:
+    """The glossary row of the one name a question about a name's forms asks about, or None."""
+    if not _NAME_FORM.search(question):
+        return None
+    rows = {row for _, _, row in retriever.index.entities.find(question)}
+    own = [chunk for row in rows if (chunk := retriever.glossary_row(row)) is not None]
+    return own[0] if len(own) == 1 else None

@@ -11,9 +11,8 @@ from assistant.types import Chunk, Document
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # Bump when the chunking code changes what it produces: an index built by older code is then stale.
 # 3: the glossary's rows that state a fact (a role, a term of office, a capital) are passages too.
-CHUNKER_VERSION = 3
-# A glossary row is quotable when its note says more than a category ("ประเทศ", "ภูมิภาค", "สายการบิน").
-GLOSSARY_NOTE_CHARS = 10
+# 4: every row is: a name's Thai and English forms are a fact too ("How do you write Guyana in Thai?").
+CHUNKER_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -95,17 +94,17 @@ def split(documents, params: ChunkParams) -> list[Chunk]:
 
 
 def _glossary_chunks(doc: Document) -> list[Chunk]:
-    """One passage per glossary row whose note states a fact: "ประธานาธิบดีซานโตส, ซานโตส | Juan Manuel
-    Santos, Santos | ประธานาธิบดีของโคลอมเบียในเวลาที่เอกสารเขียน (ดำรงตำแหน่ง ค.ศ. 2010-2018)", the names and
-    the note (the kind column is the glossary's own bookkeeping). The header row is not one."""
-    chunks, pos = [], 0
+    """One passage per glossary row: "ประธานาธิบดีซานโตส, ซานโตส | Juan Manuel Santos, Santos |
+    ประธานาธิบดีของโคลอมเบียในเวลาที่เอกสารเขียน (ดำรงตำแหน่ง ค.ศ. 2010-2018)", the names and the note (the
+    kind column is the glossary's own bookkeeping). The header row is not one."""
+    chunks, pos, header = [], 0, True
     for number, line in enumerate(doc.text.split("\n")):
         start, pos = pos, pos + len(line) + 1
         pipes = [start + i for i, ch in enumerate(line) if ch == "|"]
         if not line.startswith("|") or len(pipes) < 4 or set(line) <= set("|-: "):
             continue
-        note = doc.text[pipes[2] + 1 : pipes[3]].strip()
-        if len(note) <= GLOSSARY_NOTE_CHARS or not has_thai(doc.text[start : pipes[1]]):
+        if header or not has_thai(doc.text[start : pipes[1]]):
+            header = False  # the table's first row names its columns
             continue
         chunks.append(_passage(doc, len(chunks) + 1, number, [strip_span(doc.text, pipes[0] + 1, pipes[3])]))
     return chunks

@@ -51,6 +51,8 @@ FEATURES = (
     # 0.658 -> 0.709. A short answer found, and the number of fitting sentences, added nothing.
     "names_in_quote",
     "similarity_gap",
+    # Added with the dev questions on glossary facts: a glossary row is quoted (its own names and note).
+    "quote_glossary",
 )
 # Without a usable model (missing, or trained against another index format or embedding model) every
 # answer with retrieved passages is `uncertain` above this passage cosine and `not_found` below it: the

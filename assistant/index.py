@@ -37,7 +37,8 @@ from assistant.types import Chunk, Document
 # 7: the glossary's notes kept with its names (who holds which role where).
 # 8: English sentences embedded after their document's title; English stop words (and "up") after lemmas too.
 # 9: the glossary rows that state a fact are passages (chunking 3).
-FORMAT_VERSION = 9
+# 10: every glossary row is (chunking 4).
+FORMAT_VERSION = 10
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCUMENTS = "documents.json"
@@ -387,9 +388,10 @@ def build(config: Config, embed_model=None, progress: bool = True) -> Index:
         Chunks.from_chunks(chunks, documents, {t: i for i, t in enumerate(texts)}).save(staging)
 
         lexical = bm25s.BM25()
-        # The glossary's rows are quoted when a question names them (`answering`), never searched for: as
-        # passages among the others they took rank 1 from the passage stating a fact (dev hit@1 0.914 -> 0.895).
-        # (`chunking.split` puts them last, so BM25 row i is still chunks[i]).
+        # The glossary's rows are found by the names a question holds (`Retriever.glossary_rows`) and by
+        # dense search, not by their words: as BM25 passages their bare names took rank 1 from the passage
+        # stating a fact (dev hit@1 0.914 -> 0.895). (`chunking.split` puts them last, so BM25 row i is
+        # still chunks[i].)
         lexical.index(
             [lexical_tokens(c.text) for c in chunks if not documents[c.doc_id].is_glossary], show_progress=False
         )

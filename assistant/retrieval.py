@@ -104,7 +104,7 @@ class Retriever:
         self.index = index
         self.mode = mode
         self._phrases = sorted(index.glossary, key=len, reverse=True)
-        self._rows: dict[int, Chunk] | None = None
+        self._rows: dict[int, list[Chunk]] | None = None  # entity row -> the glossary rows naming it
 
     def query(self, text: str) -> Query:
         vector = np.asarray(self.index.embed_model.get_query_embedding(text), dtype=np.float32)
@@ -138,12 +138,10 @@ class Retriever:
         chunks = self.index.chunks
         n = len(chunks)
         candidates = max(CANDIDATES, top_k)
-        # Dense runs in every mode: its cosine is what the answerer's refusal threshold reads.
-        # The glossary's rows are not searched for (`glossary_rows` offers them to the answer): they take no
-        # rank from the passages.
-        glossary = chunks.glossary
-        dense = self._dense(query.vector, min(n, candidates + int(glossary.sum())))
-        dense = [(i, s) for i, s in dense if not glossary[i]][:candidates]
+        # Dense runs in every mode: its cosine is one of the answer decision's signals. The glossary's rows
+        # are among its passages (with the dev questions on glossary facts, hit@3 0.914 -> 0.934, hit@1
+        # 0.843 -> 0.847), not among the lexical index's (see `index.build`).
+        dense = self._dense(query.vector, min(n, candidates))
         dense_rank = {i: r for r, (i, _) in enumerate(dense)}
         dense_score = dict(dense)
         lap("dense")
@@ -198,17 +196,29 @@ class Retriever:
         return hits
 
     def glossary_rows(self, text: str) -> list[Hit]:
-        """The glossary rows (those that state a fact) of the names a text mentions, as hits to quote from."""
-        index = self.index
-        if self._rows is None:  # entity row -> its glossary passage, read once per index
+        """The glossary rows that name what a text names, in their names or their note ("เมืองหลวงของ
+        ปารากวัย" is Asunción's row), as hits to quote from: the name's own row first."""
+        chunks = {}
+        for _, _, row in self.index.entities.find(text):
+            for chunk in self._glossary().get(row, ()):
+                chunks.setdefault(chunk.chunk_id, chunk)
+        return [Hit(chunk, 0.0, 0.0, None, None) for chunk in chunks.values()]
+
+    def glossary_row(self, entity: int) -> Chunk | None:
+        """The glossary row of this name (`index.entities` row) itself, or None."""
+        own = self._glossary().get(entity, ())
+        return own[0] if own and self.index.entities.find(own[0].text)[0][2] == entity else None
+
+    def _glossary(self) -> dict[int, list[Chunk]]:
+        if self._rows is None:  # read once per index
             self._rows = {}
-            for i in np.flatnonzero(index.chunks.glossary):
-                chunk = index.chunks[int(i)]
-                found = index.entities.find(chunk.text)
-                if found:
-                    self._rows.setdefault(found[0][2], chunk)
-        rows = dict.fromkeys(row for _, _, row in index.entities.find(text) if row in self._rows)
-        return [Hit(self._rows[row], 0.0, 0.0, None, None) for row in rows]
+            for i in np.flatnonzero(self.index.chunks.glossary):
+                chunk = self.index.chunks[int(i)]
+                found = dict.fromkeys(row for _, _, row in self.index.entities.find(chunk.text))
+                for n, row in enumerate(found):  # the first name found is the row's own: it goes first
+                    named = self._rows.setdefault(row, [])
+                    named.insert(0 if n == 0 else len(named), chunk)
+        return self._rows
 
     def _evidence(self, query: Query, rows: list[int], fused: dict[int, float]) -> dict[int, float]:
         """The re-ranking score of each of these passages (see RERANK_DEPTH)."""

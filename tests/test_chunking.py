@@ -61,7 +61,7 @@ def test_neighbouring_chunks_overlap_but_none_is_a_subset(config):
             assert after.end > before.end and after.start > before.start
 
 
-def test_glossary_rows_stating_a_fact_are_passages_after_the_documents(config):
+def test_every_glossary_row_is_a_passage_after_the_documents(config):
     documents, chunks = _chunks(config)
     rows = [c for c in chunks if c.doc_id == "glossary"]
     assert chunks[-len(rows) :] == rows  # last: the lexical index holds the documents' passages only
@@ -73,8 +73,11 @@ def test_glossary_rows_stating_a_fact_are_passages_after_the_documents(config):
     assert santos.sentences == ((santos.start, santos.end),)
     glossary = next(d for d in documents if d.doc_id == "glossary")
     assert santos.text == glossary.text[santos.start : santos.end]
-    # A row whose note is only a category ("ประเทศ") says nothing to quote; nor does the header row.
-    assert not any(c.text.startswith(("บราซิล |", "ไทย |")) for c in rows)
+    # A row whose note is only a category still gives the name's two forms; the header row is no row.
+    assert any(c.text == "บราซิล | Brazil | ประเทศ" for c in rows)
+    assert not any(c.text.startswith("ไทย |") for c in rows)
+    table = [line for line in glossary.text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+    assert len(rows) == len(table) - 1
 
 
 def test_markdown_heading_joins_its_paragraph():

@@ -63,7 +63,7 @@ def test_labels_say_whether_the_shown_quote_holds_an_accepted_answer(examples):
 @pytest.mark.parametrize(
     "question, status",
     [
-        ("When was the Treaty of Asunción signed?", "answered"),
+        ("Where is the Andean Community's secretariat?", "answered"),
         ("ALBA ก่อตั้งขึ้นที่เมืองไหน", "answered"),
         ("Who won the 2022 FIFA World Cup?", "not_found"),
     ],
@@ -126,3 +126,41 @@ def test_a_fact_only_the_glossary_states_is_shown_from_its_row(answerer):
     answer = answerer.answer("ซานโตสดำรงตำแหน่งช่วงปีไหน")
     assert answer.status != "not_found" and "2010-2018" in answer.answer
     assert answer.citations[0].source == "glossary.md"
+
+
+@pytest.mark.parametrize(
+    "question, forms",
+    [
+        ("What is Santos's full name?", "Juan Manuel Santos"),
+        ("How do you write Guyana in Thai?", "กายอานา"),
+        ("What does APEC stand for?", "Asia-Pacific Economic Cooperation"),
+        ("Humala ภาษาไทยเขียนว่าอะไร", "อูมาลา"),
+    ],
+)
+def test_a_question_about_a_names_forms_quotes_its_glossary_row(answerer, question, forms):
+    answer = answerer.answer(question)
+    assert answer.status == "answered" and forms in answer.answer, answer.answer
+    assert [c.source for c in answer.citations] == ["glossary.md"]
+    assert not answer.answer.startswith(PHRASES["en"]["untranslated"])  # the row gives its English itself
+
+
+@pytest.mark.parametrize("question", ["Who was Hugo Chávez?", "อูโก ชาเวซเป็นใคร", "What is LAN Chile?"])
+def test_an_overview_of_a_name_without_a_note_quotes_its_row_and_a_passage_naming_it(answerer, question):
+    answer = answerer.answer(question)
+    assert answer.status == "answered" and len(answer.citations) == 2, answer.answer
+    row, passage = answer.citations
+    assert row.source == "glossary.md" and passage.source != "glossary.md"
+    name = row.sentence.split(" | ")[1].split(",")[0]
+    assert name in passage.sentence or name in (passage.translation or {}).get("sentence", ""), passage
+
+
+def test_a_row_whose_note_names_the_country_asked_about_answers_for_it(answerer):
+    answer = answerer.answer("เมืองหลวงของปารากวัยชื่ออะไร")
+    assert answer.status != "not_found" and "อาซุนซิออน" in answer.answer
+    assert answer.citations[0].source == "glossary.md"
+
+
+def test_a_not_found_reply_far_from_every_organisation_still_suggests_questions(answerer):
+    answer = answerer.answer("สูตรต้มยำกุ้งมีอะไรบ้าง")
+    assert answer.status == "not_found" and 2 <= len(answer.suggestions) <= 3
+    assert all(s.endswith("คืออะไร") for s in answer.suggestions)
