@@ -133,7 +133,7 @@ class Draft:
     citations: tuple[Citation, ...]
     short_answer: dict | None
     evidence: decision.Evidence | None  # None: nothing to quote, or an overview
-    overview: bool  # an overview question, answered by the opening of the note about what it names
+    overview: bool  # an overview question or one about a name's forms: answered from its note or row
     index: object  # the index it was drafted on (a not-found reply's suggestions come from it)
     timings: dict[str, float]
     started: float
@@ -169,56 +169,43 @@ class Answerer:
     def draft(self, question: str, history=(), top_k: int | None = None, answer_language: str = "auto") -> Draft:
         """Everything up to the decision: the quote the answer would show and what the decision reads."""
         started = time.perf_counter()
-        retriever = self.retriever
-        question = validate(question, self.config.max_question_chars)
-        if answer_language not in ANSWER_LANGUAGES:
-            raise InvalidQuestionError(f"answer_language must be one of {', '.join(ANSWER_LANGUAGES)}")
-        history = as_turns(history)
-        lang = language(question)
-        reply = lang if answer_language == "auto" else answer_language
-        text = retrieval_query(question, history)
-        query = retriever.query(text)
+        retriever = self.retriever  # read once: a rebuilt index may replace it meanwhile (`use`)
+        question, history, lang, reply = self._checked(question, history, answer_language)
+        query = retriever.query(retrieval_query(question, history))
         embedded = time.perf_counter()
         stages = {}
         hits = retriever.search(query, top_k or self.config.top_k, timings=stages)
         searched = time.perf_counter()
-        index = retriever.index
         # The glossary is a source too: the rows of the names asked about may be quoted (a term of office).
-        rows = retriever.glossary_rows(text)
-        ranked = self._rank(retriever, query, [*hits[:ANSWER_PASSAGES], *rows], question, lang, history)
-        composed, evidence = ("", (), None), None
-        opening = overview(retriever, question) or name_form(retriever, question)
-        if opening is not None:
-            # An overview question gets the opening of the note about what it names, as a definition, or
-            # its glossary row and the passage saying most of it; a question about a name's forms, its row.
-            quotes = [_opening(index, opening, ranked, question, lang)]
-            if opening.doc_id in index.chunks.glossary_docs and not _NAME_FORM.search(question):
-                quotes += _context(index, opening, ranked)
-            composed = self._compose(index, quotes, question, reply, hits)
-        elif ranked:
-            # The quote comes from passages naming what the question is about, when any does
-            # ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a purpose).
-            naming = {c["hit"].chunk.chunk_id: _names(index, c["hit"].chunk, ranked[0]["about"]) for c in ranked}
-            on_topic = [c for c in ranked if naming[c["hit"].chunk.chunk_id]]
-            chosen = _pick(index, on_topic or ranked, hits)
-            composed = self._compose(index, chosen, question, reply, hits)
-            evidence = _evidence(index, hits, ranked, chosen, lang)
+        offered = [*hits[:ANSWER_PASSAGES], *retriever.glossary_rows(query.text)]
+        ranked = self._rank(retriever, query, offered, question, lang, history)
+        quotes, routed = _quotes(retriever, ranked, hits, question, lang)
+        index = retriever.index
+        text, citations, short = self._compose(index, quotes, question, reply, hits) if quotes else ("", (), None)
         return Draft(
             question=question,
             language=lang,
             reply=reply,
-            retrieval_query=text,
+            retrieval_query=query.text,
             hits=tuple(hits),
-            text=composed[0],
-            citations=composed[1],
-            short_answer=composed[2],
-            evidence=evidence,
-            overview=opening is not None,
+            text=text,
+            citations=citations,
+            short_answer=short,
+            evidence=None if routed or not quotes else _evidence(index, hits, ranked, quotes, lang),
+            overview=routed,
             index=index,
             timings={"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3, **stages},
             started=started,
             searched=searched,
         )
+
+    def _checked(self, question, history, answer_language: str) -> tuple[str, tuple[Turn, ...], str, str]:
+        """The question and history as the answer reads them, the question's language and the reply's."""
+        question = validate(question, self.config.max_question_chars)
+        if answer_language not in ANSWER_LANGUAGES:
+            raise InvalidQuestionError(f"answer_language must be one of {', '.join(ANSWER_LANGUAGES)}")
+        lang = language(question)
+        return question, as_turns(history), lang, lang if answer_language == "auto" else answer_language
 
     def decide(self, evidence: decision.Evidence | None) -> decision.Decision:
         """The decision model's verdict, or the conservative fallback without a usable model."""
@@ -271,81 +258,24 @@ class Answerer:
         self, retriever: Retriever, query, hits: list[Hit], question: str, lang: str, history: tuple[Turn, ...] = ()
     ) -> list[dict]:
         """The sentences of these passages (the retrieved ones the answer may quote, then any glossary rows)
-        as candidate quotes, best first: scored by cosine, passage
-        rank, whether they hold what the question asks for, and the question's words they contain (see
-        the constants above)."""
+        as candidate quotes, best first: scored by cosine, passage rank, whether they hold what the question
+        asks for, and the question's words they contain (see the constants above)."""
         index = retriever.index
-        kind = extraction.expected_kind(question)
-        words = content_words(question, lang)
-        # Never answers to the question, and each must be in a passage quoted; not so the choices it offers
-        # ("Among Chile, Peru, Colombia and Mexico, which two …").
-        offered = extraction.options(question, index.entities)
-        asked = [forms for forms in extraction.names_in(question, index.entities) if forms not in offered]
-        named = {w for forms in asked for f in forms for w in content_words(f, lang)}  # their words
-        # A follow-up's pronoun stands for the names of the conversation's last answer ("ประเทศนั้น" after
-        # "เวเนซุเอลา"): their words tell the clauses of a quote apart as the question's own names do.
-        referents = set()
-        if query.text != question:
-            last = next((t.content for t in reversed(history) if t.role == "assistant"), "")
-            referents = {
-                w for forms in extraction.names_in(last, index.entities) for f in forms for w in content_words(f, lang)
-            }
-        # What the question is about, a follow-up's earlier question included ("Where was its founding
-        # treaty signed?" after "What is UNASUR?" is about UNASUR).
-        about = extraction.names_in(query.text, index.entities) if query.text != question else asked
-        # Only a person answers a question naming a role ("Who was Paraguay's president when …"), and only
-        # one the glossary gives that role in the country asked about (`extraction.role_holders`).
-        holders = extraction.role_holders(question, index.entities)
-        # A count must count what the question does ("กี่ดอลลาร์" is not answered by "2 ประเทศ").
-        unit = extraction.counted(question) if kind == "number" else None
-
-        def holds(texts, **reading) -> bool:  # whether the Thai sentence or its English has a fitting span
-            return any(extraction.spans(t, kind, index.entities, asked, **reading) for t in texts if t)
-
+        reading = _reading(index, query, question, lang, history)
         candidates = {}  # (doc, start, end) -> candidate; a sentence in two passages cites the better one
         for rank, hit in enumerate(hits):
             chunk = hit.chunk
             rendering = index.rendering(chunk)
             scores = index.sentence_scores(chunk, query.vector, lang)
             for (a, b), similarity in zip(chunk.sentences, scores):
-                key = (chunk.doc_id, a, b)
-                if key in candidates:
-                    continue
-                thai = chunk.text[a - chunk.start : b - chunk.start]
-                english = rendering.sentences.get((a, b)) if rendering else None
-                typed = kind in extraction.TYPED_KINDS and holds((thai, english), loose=True)
-                # A role question strictly (a person holding the role), a count counting what was asked.
-                fits = typed and (
-                    (holders is None and unit is None) or holds((thai, english), holders=holders, unit=unit)
-                )
-                held = covered(words, lang, f"{chunk.title} {thai}", english and f"{rendering.title} {english}")
-                score = (
-                    float(similarity)
-                    - RANK_PENALTY * rank
-                    + TYPE_BONUS * fits
-                    + WORD_WEIGHT * (len(held) / len(words) if words else 0.0)
-                )
-                candidates[key] = {
-                    "span": (a, b),
-                    "hit": hit,
-                    "rank": rank,
-                    "similarity": float(similarity),
-                    "score": score,
-                    "typed": typed,
-                    "fits": fits,
-                    "words": held,
-                    "kind": kind,
-                    "thai": thai,
-                    "english": english,
-                    "question_words": words,
-                    "asked": asked,
-                    "named": named,
-                    "about": about,
-                    "holders": holders,
-                    "unit": unit,
-                    "follow_up": query.text != question,
-                    "referents": referents,
-                }
+                if (chunk.doc_id, a, b) not in candidates:
+                    thai = chunk.text[a - chunk.start : b - chunk.start]
+                    english = rendering.sentences.get((a, b)) if rendering else None
+                    candidates[chunk.doc_id, a, b] = {
+                        **_scored(index, reading, hit, rank, float(similarity), thai, english, lang),
+                        "span": (a, b),
+                        **reading,
+                    }
         return sorted(candidates.values(), key=lambda c: -c["score"])
 
     def _compose(self, index, chosen: list[dict], question: str, reply: str, hits: list[Hit]):
@@ -395,6 +325,90 @@ class Answerer:
         own = next((c for c in citations if c.sentence_start <= first["span"][0] < c.sentence_end), citations[0])
         short = _short_answer(index, first, own, question, reply) if eligible else None
         return text, tuple(citations), short
+
+
+def _quotes(retriever: Retriever, ranked: list[dict], hits: list[Hit], question: str, lang: str):
+    """The candidates to quote, and whether the question was routed (an overview, a name's forms), which
+    is answered without a decision."""
+    index = retriever.index
+    opening = overview(retriever, question) or name_form(retriever, question)
+    if opening is not None:
+        # An overview question gets the opening of the note about what it names, as a definition, or
+        # its glossary row and the passage saying most of it; a question about a name's forms, its row.
+        quotes = [_opening(index, opening, ranked, question, lang)]
+        if opening.doc_id in index.chunks.glossary_docs and not _NAME_FORM.search(question):
+            quotes += _context(index, opening, ranked)
+        return quotes, True
+    if not ranked:
+        return [], False
+    # The quote comes from passages naming what the question is about, when any does
+    # ("พันธมิตรแปซิฟิกตั้งขึ้นมาเพื่ออะไร" quoted ALBA's founding, whose "เพื่อ" read as a purpose).
+    on_topic = [c for c in ranked if _names(index, c["hit"].chunk, ranked[0]["about"])]
+    return _pick(index, on_topic or ranked, hits), False
+
+
+def _reading(index, query, question: str, lang: str, history: tuple[Turn, ...]) -> dict:
+    """What the question asks, as every candidate quote is read against it."""
+    kind = extraction.expected_kind(question)
+    # Never answers to the question, and each must be in a passage quoted; not so the choices it offers
+    # ("Among Chile, Peru, Colombia and Mexico, which two …").
+    offered = extraction.options(question, index.entities)
+    asked = [forms for forms in extraction.names_in(question, index.entities) if forms not in offered]
+    follow_up = query.text != question
+    # A follow-up's pronoun stands for the names of the conversation's last answer ("ประเทศนั้น" after
+    # "เวเนซุเอลา"): their words tell the clauses of a quote apart as the question's own names do.
+    referents = set()
+    if follow_up:
+        last = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+        referents = {
+            w for forms in extraction.names_in(last, index.entities) for f in forms for w in content_words(f, lang)
+        }
+    return {
+        "kind": kind,
+        "question_words": content_words(question, lang),
+        "asked": asked,
+        "named": {w for forms in asked for f in forms for w in content_words(f, lang)},  # the names' words
+        # What the question is about, a follow-up's earlier question included ("Where was its founding
+        # treaty signed?" after "What is UNASUR?" is about UNASUR).
+        "about": extraction.names_in(query.text, index.entities) if follow_up else asked,
+        # Only a person answers a question naming a role ("Who was Paraguay's president when …"), and only
+        # one the glossary gives that role in the country asked about (`extraction.role_holders`).
+        "holders": extraction.role_holders(question, index.entities),
+        # A count must count what the question does ("กี่ดอลลาร์" is not answered by "2 ประเทศ").
+        "unit": extraction.counted(question) if kind == "number" else None,
+        "follow_up": follow_up,
+        "referents": referents,
+    }
+
+
+def _scored(index, reading: dict, hit: Hit, rank: int, similarity: float, thai: str, english, lang: str) -> dict:
+    """One sentence as a candidate quote: whether it holds a span of the kind asked for, the question's
+    words it holds, and its score."""
+    kind, words, asked = reading["kind"], reading["question_words"], reading["asked"]
+
+    def holds(**how) -> bool:  # whether the Thai sentence or its English has a fitting span
+        return any(extraction.spans(t, kind, index.entities, asked, **how) for t in (thai, english) if t)
+
+    typed = kind in extraction.TYPED_KINDS and holds(loose=True)
+    # A role question strictly (a person holding the role), a count counting what was asked.
+    plain = reading["holders"] is None and reading["unit"] is None
+    fits = typed and (plain or holds(holders=reading["holders"], unit=reading["unit"]))
+    rendering = index.rendering(hit.chunk)
+    held = covered(words, lang, f"{hit.chunk.title} {thai}", english and f"{rendering.title} {english}")
+    score = (
+        similarity - RANK_PENALTY * rank + TYPE_BONUS * fits + WORD_WEIGHT * (len(held) / len(words) if words else 0.0)
+    )
+    return {
+        "hit": hit,
+        "rank": rank,
+        "similarity": similarity,
+        "score": score,
+        "typed": typed,
+        "fits": fits,
+        "words": held,
+        "thai": thai,
+        "english": english,
+    }
 
 
 def _pick(index, ranked: list[dict], hits: list[Hit]) -> list[dict]:
