@@ -510,7 +510,7 @@ def train_decision_command(questions, out, corpus, index_dir):
     """Train the answer-decision model on the dev split of QUESTIONS (deterministic: fixed seeds).
 
     Drafts an answer to every dev question, labels it by whether its quote holds an accepted answer,
-    fits the support head and the calibrated decision by repeated cross-validation, and writes the
+    fits the calibrated decision and picks its thresholds by repeated cross-validation, and writes the
     coefficients with the hash of the questions it saw.
 
     \b
