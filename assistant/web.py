@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -938,58 +939,173 @@ def build_chat(
 ) -> gr.Blocks:
     """The chat page; `compact` drops the page chrome for iframes, the widget and the web component.
     Questions count against `limit`, every other event against `events`."""
-    history_turns = answerer.config.history_turns
-    history_chars = answerer.config.history_chars
-    events = events or limit
-    places = Places(answerer)
+    chat = ChatEvents(answerer, ratings, limit, events or limit, compact)
+    with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
+        page = _chat_layout(compact, answerer.config.max_question_chars)
+        _wire(blocks, page, chat)
+        gr.api(chat.ask, api_name="ask")
+    # Questions run side by side, so a slow LLM call holds up only its own visitor; the waiting line is
+    # bounded, and so are the sessions whose state is kept.
+    blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency, max_size=answerer.config.queue_size)
+    blocks.state_session_capacity = MAX_SESSIONS
+    return blocks
 
-    def shown(kept: list[dict]) -> list[dict]:
-        return [
-            {"role": "user", "content": question_html(m["text"])}
-            if m["role"] == "user"
-            else {"role": "assistant", "content": m.get("html") or answer_html(m["answer"], m["key"], places)}
-            for m in kept
-        ]
 
-    def saving(kept: list[dict], turns: list) -> str:
-        messages = [{k: v for k, v in m.items() if k != "html"} for m in kept[-MAX_SHOWN_MESSAGES:]]
-        return json.dumps({"v": 2, "messages": messages, "turns": turns}, ensure_ascii=False)
+@dataclass(frozen=True)
+class _ChatPage:
+    """The chat page's components, and the session state its events read and write."""
 
-    def votes(kept: list[dict]) -> list[str | None]:
-        return [m.get("vote") for m in kept if m["role"] == "assistant"]
+    chatbot: gr.Chatbot
+    box: gr.Textbox
+    send: gr.Button
+    comment_row: gr.Row
+    comment_box: gr.Textbox
+    comment_send: gr.Button
+    reply: gr.Radio
+    clear: gr.Button
+    saved: gr.Textbox
+    kept: gr.State
+    turns: gr.State
+    answers: gr.State
+    pending: gr.State
 
-    def check(request: gr.Request | None, limiter: RateLimit) -> None:
-        if request is None:
-            return
-        client = limiter.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
-        if limiter.retry_after(client) is not None:
-            raise _refuse(RATE_LIMITED)
+
+def _chat_layout(compact: bool, max_question_chars: int) -> _ChatPage:
+    """The page top to bottom: the heading (not in the compact chat), the chat, the question, the comment
+    box of a vote, the answer language and a new conversation."""
+    if not compact:
+        gr.HTML(
+            f'<h1 id="title">{escape(TITLE)}</h1><p id="tagline">{escape(TAGLINE)}</p>'
+            f'<details id="about"><summary>เกี่ยวกับ · About</summary><p>{escape(DESCRIPTION)}</p></details>',
+            elem_id="head",
+        )
+    kept, turns, answers, pending = gr.State([]), gr.State([]), gr.State({}), gr.State(None)
+    # What the browser keeps of the conversation (JSON), written to storage when it changes; mounted
+    # so its value reaches the page's script, but not displayed nor read out (CSS above).
+    saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
+    # No Markdown, no LaTeX: every message is escaped text (see `_html`). Each answer carries its own
+    # sources; the greeting and suggested questions fill the empty chat.
+    chatbot = gr.Chatbot(
+        label="Chat",
+        show_label=False,
+        elem_id="chat",
+        elem_classes=["compact"] if compact else None,
+        feedback_options=("Like", "Dislike"),
+        sanitize_html=True,
+        render_markdown=False,
+        latex_delimiters=[],
+        allow_tags=False,
+        buttons=["copy"],
+        placeholder=_label("greeting", None),
+        examples=[{"text": q} for q in EXAMPLES],
+    )
+    with gr.Row(equal_height=True):
+        box = gr.Textbox(
+            label=INPUT_LABEL,
+            placeholder=_label("placeholder", None),
+            show_label=False,
+            scale=5,
+            elem_id="question",
+            max_length=max_question_chars,
+        )
+        send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
+    # Below the input, so opening it never pushes the question box down.
+    with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
+        comment_box = gr.Textbox(
+            label=_label("comment", None),
+            placeholder=_label("comment", None),
+            show_label=False,
+            scale=5,
+            max_length=MAX_COMMENT_CHARS,
+            elem_id="comment",
+        )
+        comment_send = gr.Button(_label("send", None), size="sm", scale=1, min_width=80, elem_id="send-comment")
+    with gr.Row(elem_id="controls"):
+        reply = gr.Radio(
+            [("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")],
+            value="auto",
+            label=_label("language", None),
+            elem_id="answer-language",
+            scale=3,
+        )
+        clear = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
+    return _ChatPage(
+        chatbot, box, send, comment_row, comment_box, comment_send, reply, clear, saved, kept, turns, answers, pending
+    )
+
+
+def _wire(blocks: gr.Blocks, page: _ChatPage, chat: ChatEvents) -> None:
+    """The page's events, in the order Gradio numbers them: asking, clearing, voting and commenting,
+    saving and restoring the conversation."""
+    # One function object per handler: Gradio counts concurrency per function, so the three ways of asking
+    # share one limit.
+    respond, clear, comment = chat.respond, chat.clear, chat.comment
+    outputs = [page.box, page.chatbot, page.kept, page.turns, page.answers, page.saved]
+    inputs = [page.box, page.kept, page.turns, page.answers, page.reply]
+    page.box.submit(respond, inputs, outputs, api_visibility="private")
+    page.send.click(respond, inputs, outputs, api_visibility="private")
+    page.chatbot.example_select(chat.example, None, page.box, api_visibility="private", queue=False).then(
+        respond, inputs, outputs, api_visibility="private"
+    )
+    cleared = outputs + [page.pending, page.comment_row]
+    # A restored page holds "" in `saved` already, so clearing it changes nothing: forget explicitly.
+    page.clear.click(clear, None, cleared, api_visibility="private", js=FORGET_JS)
+    page.chatbot.clear(clear, None, cleared, api_visibility="private", js=FORGET_JS)  # its own trash button
+    # A vote changes what the tab keeps too: the thumb comes back after a reload.
+    page.chatbot.like(
+        chat.rate,
+        [page.kept, page.turns, page.answers],
+        [page.kept, page.answers, page.pending, page.comment_row, page.comment_box, page.saved],
+        api_visibility="private",
+    )
+    for event in (page.comment_box.submit, page.comment_send.click):
+        event(
+            comment,
+            [page.comment_box, page.answers, page.pending],
+            [page.answers, page.pending, page.comment_row, page.comment_box],
+            api_visibility="private",
+            show_progress="hidden",
+        )
+    page.saved.change(None, [page.saved], None, js=SAVE_JS)
+    # The components `_labels` puts in the page's language, after the conversation.
+    labelled = [page.box, page.send, page.clear, page.reply, page.comment_box, page.comment_send]
+    blocks.load(
+        chat.restore,
+        [page.saved],
+        [page.chatbot, page.kept, page.turns, page.answers, *labelled],
+        js=LOAD_JS,
+        api_visibility="private",
+    )
+
+
+class ChatEvents:
+    """What one chat page does when a visitor asks, votes, comments, clears or reloads. The chat so far is
+    the session's (`kept`, on the server), not what the browser sends: a forged 12,000-message chat cost
+    1.4 s of CPU to read and echo back."""
+
+    def __init__(self, answerer: Answering, ratings: Ratings, limit: RateLimit, events: RateLimit, compact: bool):
+        self.answerer, self.ratings, self.limit, self.events, self.compact = answerer, ratings, limit, events, compact
+        self.places = Places(answerer)
+        self.history_turns, self.history_chars = answerer.config.history_turns, answerer.config.history_chars
 
     @visitor_errors
-    def respond(message: str, kept: list, turns: list, answers: dict, reply: str, request: gr.Request):
-        """Yields the chat as the answer grows (with an LLM), then the answer with its own sources. The chat
-        so far is this session's (`kept`, on the server), not what the browser sends: a forged
-        12,000-message chat cost 1.4 s of CPU to read and echo back."""
-        check(request, limit)
+    def respond(self, message: str, kept: list, turns: list, answers: dict, reply: str, request: gr.Request):
+        """Yields the chat as the answer grows (with an LLM), then the answer with its own sources."""
+        _check(request, self.limit)
         try:
-            question_cost(answerer, message)
+            question_cost(self.answerer, message)
         except AssistantError as error:
             raise _refuse(str(error)) from None
-        # The chat keeps its latest MAX_SHOWN_MESSAGES; feedback records follow their messages' places.
-        kept = list(kept or [])
-        dropped = max(0, len(kept) + 2 - MAX_SHOWN_MESSAGES)
-        if dropped:
-            kept = kept[dropped:]
-            answers = {i - dropped: r for i, r in answers.items() if isinstance(i, int) and i >= dropped}
+        kept, answers = _room_for_two(list(kept or []), answers)
         asked = kept + [{"role": "user", "text": message}]
         written = ""
-        earlier = bounded_turns(turns or [], history_turns, history_chars)
+        earlier = bounded_turns(turns or [], self.history_turns, self.history_chars)
         try:
             reply = reply if reply in ANSWER_LANGUAGES else "auto"
-            for event in answerer.stream(message, earlier, answer_language=reply):
+            for event in self.answerer.stream(message, earlier, answer_language=reply):
                 if isinstance(event, str):
                     written += event
-                    partial = shown(asked) + [{"role": "assistant", "content": f"<div>{_html(written)}</div>"}]
+                    partial = self._shown(asked) + [{"role": "assistant", "content": f"<div>{_html(written)}</div>"}]
                     yield "", partial, kept, turns, answers, gr.skip()
                     continue
                 answer = event
@@ -997,27 +1113,22 @@ def build_chat(
             raise _refuse(str(error)) from None
         data = answer.to_dict()
         key = uuid.uuid4().hex
-        turns = (
-            (turns + [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.answer}])[
-                -history_turns:
-            ]
-            if history_turns
-            else []
-        )
+        exchange = [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.answer}]
+        turns = (turns + exchange)[-self.history_turns :] if self.history_turns else []
         # The session's answers by the message's place in the chat, each with its signed token: a rating
         # can only name one of these, and the token is what the store checks. The tab keeps the token with
         # the answer, so a restored answer can be rated too (the token proves this server gave it).
-        record = {"token": ratings.issue(answer), "liked": None}
+        record = {"token": self.ratings.issue(answer), "liked": None}
         # The whole conversation stays on the page; the tab keeps its latest MAX_SHOWN_MESSAGES.
         kept = asked + [{"role": "assistant", "key": key, "token": record["token"], "answer": kept_answer(data)}]
-        kept[-1]["html"] = answer_html(data, key, places)
-        yield "", shown(kept), kept, turns, {**answers, len(kept) - 1: record}, saving(kept, turns)
+        kept[-1]["html"] = answer_html(data, key, self.places)
+        yield "", self._shown(kept), kept, turns, {**answers, len(kept) - 1: record}, _saving(kept, turns)
 
     @visitor_errors
-    def rate(kept: list, turns: list, answers: dict, data: gr.LikeData, request: gr.Request):
+    def rate(self, kept: list, turns: list, answers: dict, data: gr.LikeData, request: gr.Request):
         """A vote on an answer this server gave (its token): each vote is sent as given and the store keeps
         the latest; taking a vote back sends nothing. A vote opens the optional comment box for that answer."""
-        check(request, events)
+        _check(request, self.events)
         index = data.index if isinstance(data.index, int) else (data.index or [None])[0]
         record = answers.get(index) if isinstance(index, int) else None
         if record is None or not (0 <= index < len(kept)) or kept[index]["role"] != "assistant":
@@ -1026,15 +1137,15 @@ def build_chat(
         changed = {k: v for k, v in kept[index].items() if k != "vote"} | ({"vote": vote} if vote else {})
         kept = [*kept[:index], changed, *kept[index + 1 :]]
         if vote is None:
-            return kept, answers, None, gr.update(visible=False), "", saving(kept, turns)
-        _rate(ratings, record["token"], vote == "Like", None, limit.request_client(request))
+            return kept, answers, None, gr.update(visible=False), "", _saving(kept, turns)
+        _rate(self.ratings, record["token"], vote == "Like", None, self.limit.request_client(request))
         answers = {**answers, index: {**record, "liked": vote == "Like"}}
-        return kept, answers, index, gr.update(visible=True), "", saving(kept, turns)
+        return kept, answers, index, gr.update(visible=True), "", _saving(kept, turns)
 
     @visitor_errors
-    def comment(text: str, answers: dict, pending: int | None, request: gr.Request):
+    def comment(self, text: str, answers: dict, pending: int | None, request: gr.Request):
         """The comment on the answer just rated: once, bounded, validated."""
-        check(request, events)
+        _check(request, self.events)
         record = answers.get(pending) if isinstance(pending, int) else None
         if record is None or record.get("liked") is None or record.get("commented"):
             return answers, None, gr.update(visible=False), ""
@@ -1043,46 +1154,41 @@ def build_chat(
         except AssistantError as error:
             raise _refuse(str(error)) from None
         if text:
-            _rate(ratings, record["token"], record["liked"], text, limit.request_client(request))
+            _rate(self.ratings, record["token"], record["liked"], text, self.limit.request_client(request))
             gr.Info(_label("thanks", None))
         return {**answers, pending: {**record, "commented": True}}, None, gr.update(visible=False), ""
 
     @visitor_errors
-    def clear(request: gr.Request):
-        check(request, events)
+    def clear(self, request: gr.Request):
+        _check(request, self.events)
         return "", [], [], [], {}, "", None, gr.update(visible=False)
 
     @visitor_errors
-    def restore(saved: str, request: gr.Request):
+    def restore(self, saved: str, request: gr.Request):
         """A reloaded page: the conversation the browser kept, and the page's language (`?lang=en`)."""
-        check(request, events)
+        _check(request, self.events)
         query = request.query_params if request is not None else {}
         lang = query.get("lang") if query.get("lang") in LABELS else None
-        kept, turns = _restored(saved, history_turns)
+        kept, turns = _restored(saved, self.history_turns)
         for m in kept:
             if m["role"] == "assistant":
-                m["html"] = answer_html(m["answer"], m["key"], places)
-        widget = compact and query.get("embed") == "widget"  # the widget shows its own greeting
+                m["html"] = answer_html(m["answer"], m["key"], self.places)
+        widget = self.compact and query.get("embed") == "widget"  # the widget shows its own greeting
         chat = gr.update(
-            value=shown(kept),
-            feedback_value=votes(kept),
+            value=self._shown(kept),
+            feedback_value=[m.get("vote") for m in kept if m["role"] == "assistant"],
             placeholder=OUTCOME["try"] if widget else _label("greeting", lang),
         )
-        labels = (
-            gr.update(placeholder=_label("placeholder", lang)),
-            gr.update(value=_label("ask", lang)),
-            gr.update(value=_label("new", lang)),
-            gr.update(value=lang or "auto", label=_label("language", lang)),
-            gr.update(placeholder=_label("comment", lang)),
-            gr.update(value=_label("send", lang)),
-        )
-        return (chat, kept, turns, _indexed(kept)) + labels
+        return (chat, kept, turns, _indexed(kept)) + _labels(lang)
 
+    @staticmethod
     def example(data: gr.SelectData) -> str:
         value = data.value
         return str(value.get("text", "")) if isinstance(value, dict) else str(value or "")
 
+    @visitor_errors
     def ask(
+        self,
         question: str,
         history: list[dict] | None = None,
         top_k: int | None = None,
@@ -1103,110 +1209,54 @@ def build_chat(
             )
         except ValidationError as error:
             raise _refuse(_validation_message(error)) from None
-        check(request, limit)
+        _check(request, self.limit)
         try:
-            answer = answer_request(answerer, parsed)
+            answer = answer_request(self.answerer, parsed)
         except AssistantError as error:
             raise _refuse(str(error)) from None
-        return {**answer.to_dict(), "feedback_token": ratings.issue(answer)}
+        return {**answer.to_dict(), "feedback_token": self.ratings.issue(answer)}
 
-    with gr.Blocks(title="Latin American integration assistant", delete_cache=(3600, 3600)) as blocks:
-        if not compact:
-            gr.HTML(
-                f'<h1 id="title">{escape(TITLE)}</h1><p id="tagline">{escape(TAGLINE)}</p>'
-                f'<details id="about"><summary>เกี่ยวกับ · About</summary><p>{escape(DESCRIPTION)}</p></details>',
-                elem_id="head",
-            )
-        kept, turns, answers, pending = gr.State([]), gr.State([]), gr.State({}), gr.State(None)
-        # What the browser keeps of the conversation (JSON), written to storage when it changes; mounted
-        # so its value reaches the page's script, but not displayed nor read out (CSS above).
-        saved = gr.Textbox("", visible="hidden", elem_id="saved", show_label=False)
-        # No Markdown, no LaTeX: every message is escaped text (see `_html`). Each answer carries its own
-        # sources; the greeting and suggested questions fill the empty chat.
-        chatbot = gr.Chatbot(
-            label="Chat",
-            show_label=False,
-            elem_id="chat",
-            elem_classes=["compact"] if compact else None,
-            feedback_options=("Like", "Dislike"),
-            sanitize_html=True,
-            render_markdown=False,
-            latex_delimiters=[],
-            allow_tags=False,
-            buttons=["copy"],
-            placeholder=_label("greeting", None),
-            examples=[{"text": q} for q in EXAMPLES],
-        )
-        with gr.Row(equal_height=True):
-            box = gr.Textbox(
-                label=INPUT_LABEL,
-                placeholder=_label("placeholder", None),
-                show_label=False,
-                scale=5,
-                elem_id="question",
-                max_length=answerer.config.max_question_chars,
-            )
-            send = gr.Button(_label("ask", None), variant="primary", scale=1, min_width=80, elem_id="ask")
-        # Below the input, so opening it never pushes the question box down.
-        with gr.Row(visible=False, elem_id="feedback-comment") as comment_row:
-            comment_box = gr.Textbox(
-                label=_label("comment", None),
-                placeholder=_label("comment", None),
-                show_label=False,
-                scale=5,
-                max_length=MAX_COMMENT_CHARS,
-                elem_id="comment",
-            )
-            comment_send = gr.Button(_label("send", None), size="sm", scale=1, min_width=80, elem_id="send-comment")
-        with gr.Row(elem_id="controls"):
-            reply = gr.Radio(
-                [("อัตโนมัติ · Auto", "auto"), ("ไทย", "th"), ("English", "en")],
-                value="auto",
-                label=_label("language", None),
-                elem_id="answer-language",
-                scale=3,
-            )
-            clear_button = gr.Button(_label("new", None), size="sm", elem_id="clear", scale=1)
-        outputs = [box, chatbot, kept, turns, answers, saved]
-        inputs = [box, kept, turns, answers, reply]
-        box.submit(respond, inputs, outputs, api_visibility="private")
-        send.click(respond, inputs, outputs, api_visibility="private")
-        chatbot.example_select(example, None, box, api_visibility="private", queue=False).then(
-            respond, inputs, outputs, api_visibility="private"
-        )
-        cleared = outputs + [pending, comment_row]
-        # A restored page holds "" in `saved` already, so clearing it changes nothing: forget explicitly.
-        clear_button.click(clear, None, cleared, api_visibility="private", js=FORGET_JS)
-        chatbot.clear(clear, None, cleared, api_visibility="private", js=FORGET_JS)  # its own trash button
-        # A vote changes what the tab keeps too: the thumb comes back after a reload.
-        chatbot.like(
-            rate,
-            [kept, turns, answers],
-            [kept, answers, pending, comment_row, comment_box, saved],
-            api_visibility="private",
-        )
-        for event in (comment_box.submit, comment_send.click):
-            event(
-                comment,
-                [comment_box, answers, pending],
-                [answers, pending, comment_row, comment_box],
-                api_visibility="private",
-                show_progress="hidden",
-            )
-        saved.change(None, [saved], None, js=SAVE_JS)
-        blocks.load(
-            restore,
-            [saved],
-            [chatbot, kept, turns, answers, box, send, clear_button, reply, comment_box, comment_send],
-            js=LOAD_JS,
-            api_visibility="private",
-        )
-        gr.api(visitor_errors(ask), api_name="ask")
-    # Questions run side by side, so a slow LLM call holds up only its own visitor; the waiting line is
-    # bounded, and so are the sessions whose state is kept.
-    blocks.queue(default_concurrency_limit=answerer.config.chat_concurrency, max_size=answerer.config.queue_size)
-    blocks.state_session_capacity = MAX_SESSIONS
-    return blocks
+    def _shown(self, kept: list[dict]) -> list[dict]:
+        return [
+            {"role": "user", "content": question_html(m["text"])}
+            if m["role"] == "user"
+            else {"role": "assistant", "content": m.get("html") or answer_html(m["answer"], m["key"], self.places)}
+            for m in kept
+        ]
+
+
+def _check(request: gr.Request | None, limiter: RateLimit) -> None:
+    if request is None:
+        return
+    client = limiter.client(request.client.host if request.client else None, request.headers.get("x-forwarded-for"))
+    if limiter.retry_after(client) is not None:
+        raise _refuse(RATE_LIMITED)
+
+
+def _room_for_two(kept: list[dict], answers: dict) -> tuple[list[dict], dict]:
+    """Room for a question and its answer: the chat keeps its latest MAX_SHOWN_MESSAGES, and the feedback
+    records follow their messages' places."""
+    dropped = max(0, len(kept) + 2 - MAX_SHOWN_MESSAGES)
+    if not dropped:
+        return kept, answers
+    return kept[dropped:], {i - dropped: r for i, r in answers.items() if isinstance(i, int) and i >= dropped}
+
+
+def _saving(kept: list[dict], turns: list) -> str:
+    messages = [{k: v for k, v in m.items() if k != "html"} for m in kept[-MAX_SHOWN_MESSAGES:]]
+    return json.dumps({"v": 2, "messages": messages, "turns": turns}, ensure_ascii=False)
+
+
+def _labels(lang: str | None) -> tuple:
+    """The input's, the buttons' and the comment box's labels in the page's language."""
+    return (
+        gr.update(placeholder=_label("placeholder", lang)),
+        gr.update(value=_label("ask", lang)),
+        gr.update(value=_label("new", lang)),
+        gr.update(value=lang or "auto", label=_label("language", lang)),
+        gr.update(placeholder=_label("comment", lang)),
+        gr.update(value=_label("send", lang)),
+    )
 
 
 def _indexed(kept: list[dict]) -> dict[int, dict]:
