@@ -30,14 +30,21 @@ def _default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting, in groups; each one is also the variable ASSISTANT_<NAME>."""
+
+    # Where things are: the documents, the index, the cache.
     corpus_dir: Path = Path("corpus")
     index_dir: Path = Path("index")
     cache_dir: Path | None = None  # None: _default_cache_dir(), set in __post_init__
+
+    # The embedding model (recorded in the index's manifest).
     embed_model: str = DEFAULT_EMBED_MODEL
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "
     embed_precision: str = "exact"
     embed_runtime: str = "auto"
+
+    # The index and its search.
     # Chunking: sentences grouped into passages of about this many characters.
     chunk_min_chars: int = 250
     chunk_max_chars: int = 400
@@ -56,6 +63,8 @@ class Config:
     hnsw_ef_search: int = 64
     # Rebuild a stale index on load instead of failing.
     auto_rebuild: bool = True
+
+    # Questions and answers.
     # The answer-decision model (`assistant train-decision`); None: the one shipped with the package
     # (assistant/decision.json).
     decision_model: Path | None = None
@@ -67,8 +76,24 @@ class Config:
     # random letters take a token each, words fewer (a 116-character Thai question 40). Measured per
     # question: 10 tokens 29 ms of CPU, 86 -> 86 ms, 128 -> 162 ms, 249 -> 246 ms.
     max_question_tokens: int = 96
-    # Web: where thumbs up/down are appended (JSON Lines), and which sites may embed or call it
-    # ("*" for any, else comma-separated origins such as "https://example.org").
+    # Earlier messages (a question or an answer each) sent with a chat question: the visitor's browser
+    # keeps the whole conversation, the answerer sees only this many of the latest (at most 50).
+    history_turns: int = 20
+    # Characters of those messages the answerer reads at most (the latest first): a browser may send long
+    # turns, and none of them should cost more than a question.
+    history_chars: int = 4000
+
+    # An LLM writing the answers.
+    # "extractive" (default, needs nothing), or an LLM server: "openai" (any OpenAI-compatible API: vLLM,
+    # llama.cpp's server, LM Studio, a hosted one) or "ollama".
+    llm: str = "extractive"
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)  # read from the environment, never printed
+    llm_timeout_s: float = 30.0
+
+    # Feedback from the web chat.
+    # Where thumbs up/down are appended (JSON Lines).
     feedback_path: Path = Path("feedback.jsonl")
     # The feedback log is rotated when it grows past this size, keeping this many older files (`.1` …);
     # when they are all there, new votes are refused (and health says so) rather than any deleted.
@@ -83,32 +108,34 @@ class Config:
     # balancer need the same key; unset, each process makes a random one (ratings of its answers then
     # fail on any other replica, and after a restart).
     secret_key: str = field(default="", repr=False)
+
+    # Who may reach the server, and how often.
+    # Sites that may embed or call it ("*" for any, else comma-separated origins such as
+    # "https://example.org").
     allowed_origins: str = "*"
-    # Earlier messages (a question or an answer each) sent with a chat question: the visitor's browser
-    # keeps the whole conversation, the answerer sees only this many of the latest (at most 50).
-    history_turns: int = 20
-    # Characters of those messages the answerer reads at most (the latest first): a browser may send long
-    # turns, and none of them should cost more than a question.
-    history_chars: int = 4000
     # Host names the server answers to (comma-separated; "*" for any). A request for another name is
     # refused, which blocks DNS-rebinding pages from reaching a chat on this machine. `serve --host`
     # adds its own address; behind a proxy, list the public name.
     allowed_hosts: str = "localhost,127.0.0.1,::1"
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks such as
+    # 10.0.0.0/8); empty: the connection's own address is the client, whatever the headers say.
+    trusted_proxies: str = ""
     # Questions per client address (chat and /api/ask), in the `limits` library's notation
     # ("60/minute", "1000/hour"); "off" disables it.
     rate_limit: str = "60/minute"
     # Every other chat event (page loads restoring a conversation, ratings, comments), per client address;
     # "" means twice ASSISTANT_RATE_LIMIT, "off" disables it.
     event_rate_limit: str = ""
-    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks such as
-    # 10.0.0.0/8); empty: the connection's own address is the client, whatever the headers say.
-    trusted_proxies: str = ""
     # Where the rate limits count: the `limits` library's storage URI, "memory://" (this process) or
     # "redis://host:port/db" (shared by replicas). With Redis unreachable, requests pass (fail open) and
     # health says "degraded".
     rate_limit_storage: str = "memory://"
     # GET /metrics (Prometheus): "off", "on", or a bearer token the scraper must send.
     metrics: str = field(default="off", repr=False)
+    # /docs, the interactive API page (Swagger UI, served from this server's own copy); off hides it.
+    api_docs: bool = True
+
+    # What the server holds at once.
     # Connections the server holds at once; past it, requests get 503. Lowered at start to fit the
     # process's open-file limit (see docs/security.md).
     max_connections: int = 1000
@@ -119,26 +146,18 @@ class Config:
     # A request body must arrive whole within this many seconds of its head (1 byte every 2 s held a
     # connection for ever); with ASSISTANT_MAX_BODY_BYTES that is also a minimum rate.
     body_timeout_s: float = 20.0
+    # Largest request body, bytes, counted as it arrives (chunked bodies too).
+    max_body_bytes: int = 1_000_000
     # Chat events waiting in Gradio's queue (each chat page has its own); past it, a new one is refused.
     queue_size: int = 64
     # A chat result nobody reads (its event stream never opened) is dropped after this many seconds.
     unread_result_s: float = 10.0
-    # /docs, the interactive API page (Swagger UI, served from this server's own copy); off hides it.
-    api_docs: bool = True
     # Chat questions answered at once (Gradio's queue): a slow LLM call then holds up only its own
     # visitor. Embedding stays serialised on the model's thread.
     chat_concurrency: int = 8
     # How often the server looks for a rebuilt index (and checks its files and the corpus), seconds.
     reload_interval_s: float = 2.0
-    # Largest request body, bytes, counted as it arrives (chunked bodies too).
-    max_body_bytes: int = 1_000_000
-    # Answers: "extractive" (default, needs nothing), or an LLM server: "openai" (any OpenAI-compatible
-    # API: vLLM, llama.cpp's server, LM Studio, a hosted one) or "ollama".
-    llm: str = "extractive"
-    llm_base_url: str = ""
-    llm_model: str = ""
-    llm_api_key: str = field(default="", repr=False)  # read from the environment, never printed
-    llm_timeout_s: float = 30.0
+
     # Messages of the assistant itself from this level on; other libraries' (ONNX Runtime's quantizer,
     # bm25s, httpx, Gradio) only from WARNING on, unless this is "debug", which shows everything.
     log_level: str = "info"
@@ -156,99 +175,106 @@ class Config:
         return _items(self.trusted_proxies)
 
     def __post_init__(self) -> None:
+        self._fill_in()
+        _check_index(self)
+        _check_answers(self)
+        _check_web(self)
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise AssistantError(f"ASSISTANT_LOG_LEVEL={self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
+
+    def _fill_in(self) -> None:
+        """The defaults that depend on the machine, the package or another setting."""
         if self.cache_dir is None:
             object.__setattr__(self, "cache_dir", _default_cache_dir())
         if self.decision_model is None:
             object.__setattr__(self, "decision_model", Path(__file__).with_name("decision.json"))
         if self.llm in LLM_BASE_URLS and not self.llm_base_url:
             object.__setattr__(self, "llm_base_url", LLM_BASE_URLS[self.llm])
-        if not 0 < self.chunk_min_chars <= self.chunk_max_chars:
-            raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
-        if self.top_k < 1:
-            raise AssistantError("top_k must be at least 1")
-        if self.vector_index not in VECTOR_INDEXES:
-            raise AssistantError(
-                f"ASSISTANT_VECTOR_INDEX={self.vector_index!r}: use one of {', '.join(VECTOR_INDEXES)}"
-            )
-        if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
-            raise AssistantError(
-                "ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH must be positive"
-            )
-        for name in ("rate_limit", "event_rate_limit"):
-            value = getattr(self, name)
-            if value.strip().lower() not in {"off", ""}:
-                from limits import parse
-
-                try:
-                    parse(value)
-                except ValueError:
-                    raise AssistantError(
-                        f"ASSISTANT_{name.upper()}={value!r}: use a rate such as '60/minute' or 'off'"
-                    ) from None
-        if self.feedback_rate_limit.strip().lower() not in {"off", ""}:
-            from limits import parse
-
-            try:
-                parse(self.feedback_rate_limit)
-            except ValueError:
-                raise AssistantError(
-                    f"ASSISTANT_FEEDBACK_RATE_LIMIT={self.feedback_rate_limit!r}: use a rate such as '30/minute' "
-                    "or 'off'"
-                ) from None
-        if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
-            raise AssistantError(
-                f"ASSISTANT_RATE_LIMIT_STORAGE={self.rate_limit_storage!r}: use memory:// or redis://host:port/db"
-            )
-        if self.feedback_url and not self.feedback_url.startswith(("postgresql://", "postgres://")):
-            raise AssistantError("ASSISTANT_FEEDBACK_URL must start with postgresql:// (or be empty for the log file)")
-        if self.feedback_keep_files < 0:
-            raise AssistantError("ASSISTANT_FEEDBACK_KEEP_FILES must be 0 or more")
-        if min(self.max_connections, self.max_connections_per_client, self.backlog, self.queue_size) < 1:
-            raise AssistantError(
-                "ASSISTANT_MAX_CONNECTIONS, ASSISTANT_MAX_CONNECTIONS_PER_CLIENT, ASSISTANT_BACKLOG and "
-                "ASSISTANT_QUEUE_SIZE must be positive"
-            )
-        if self.max_question_chars < 1 or self.max_question_tokens < 1:
-            raise AssistantError("ASSISTANT_MAX_QUESTION_CHARS and ASSISTANT_MAX_QUESTION_TOKENS must be positive")
-        if self.body_timeout_s <= 0 or self.unread_result_s <= 0 or self.history_chars < 0:
-            raise AssistantError(
-                "ASSISTANT_BODY_TIMEOUT_S and ASSISTANT_UNREAD_RESULT_S must be positive, "
-                "ASSISTANT_HISTORY_CHARS at least 0"
-            )
-        if not 0 <= self.history_turns <= 50:
-            raise AssistantError(f"ASSISTANT_HISTORY_TURNS={self.history_turns}: use 0 to 50")
-        if self.chat_concurrency < 1 or self.max_body_bytes < 1 or self.reload_interval_s <= 0:
-            raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
-        if self.embed_precision not in EMBED_PRECISIONS:
-            raise AssistantError(
-                f"ASSISTANT_EMBED_PRECISION={self.embed_precision!r}: use one of {', '.join(EMBED_PRECISIONS)}"
-            )
-        if self.embed_runtime not in EMBED_RUNTIMES:
-            raise AssistantError(
-                f"ASSISTANT_EMBED_RUNTIME={self.embed_runtime!r}: use one of {', '.join(EMBED_RUNTIMES)}"
-            )
-        if self.log_level.lower() not in LOG_LEVELS:
-            raise AssistantError(f"ASSISTANT_LOG_LEVEL={self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
-        if self.llm not in {"extractive", "openai", "ollama"}:
-            raise AssistantError(f"ASSISTANT_LLM={self.llm!r}: use extractive, openai or ollama")
-        if self.llm != "extractive" and not self.llm_model:
-            raise AssistantError(f"ASSISTANT_LLM={self.llm} needs ASSISTANT_LLM_MODEL (the model's name)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Config:
         """Defaults, then ASSISTANT_<FIELD> variables, then explicit overrides (None is ignored)."""
         env = os.environ if env is None else env
+        defaults = cls()
         values = {}
         for f in fields(cls):
             raw = env.get(f"ASSISTANT_{f.name.upper()}")
-            if raw is None:
-                continue
-            values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, type(getattr(defaults, f.name)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def with_(self, **changes) -> Config:
         return replace(self, **changes)
+
+
+def _check_index(c: Config) -> None:
+    _one_of("embed_precision", c.embed_precision, EMBED_PRECISIONS)
+    _one_of("embed_runtime", c.embed_runtime, EMBED_RUNTIMES)
+    if not 0 < c.chunk_min_chars <= c.chunk_max_chars:
+        raise AssistantError("chunk_min_chars must be positive and at most chunk_max_chars")
+    if c.top_k < 1:
+        raise AssistantError("top_k must be at least 1")
+    _one_of("vector_index", c.vector_index, VECTOR_INDEXES)
+    if min(c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search) < 1:
+        raise AssistantError(
+            "ASSISTANT_HNSW_M, ASSISTANT_HNSW_EF_CONSTRUCTION and ASSISTANT_HNSW_EF_SEARCH must be positive"
+        )
+
+
+def _check_answers(c: Config) -> None:
+    if c.max_question_chars < 1 or c.max_question_tokens < 1:
+        raise AssistantError("ASSISTANT_MAX_QUESTION_CHARS and ASSISTANT_MAX_QUESTION_TOKENS must be positive")
+    if not 0 <= c.history_turns <= 50:
+        raise AssistantError(f"ASSISTANT_HISTORY_TURNS={c.history_turns}: use 0 to 50")
+    if c.llm not in {"extractive", "openai", "ollama"}:
+        raise AssistantError(f"ASSISTANT_LLM={c.llm!r}: use extractive, openai or ollama")
+    if c.llm != "extractive" and not c.llm_model:
+        raise AssistantError(f"ASSISTANT_LLM={c.llm} needs ASSISTANT_LLM_MODEL (the model's name)")
+
+
+def _check_web(c: Config) -> None:
+    """Feedback, access and the server's capacity."""
+    if c.feedback_url and not c.feedback_url.startswith(("postgresql://", "postgres://")):
+        raise AssistantError("ASSISTANT_FEEDBACK_URL must start with postgresql:// (or be empty for the log file)")
+    if c.feedback_keep_files < 0:
+        raise AssistantError("ASSISTANT_FEEDBACK_KEEP_FILES must be 0 or more")
+    _rate("feedback_rate_limit", c.feedback_rate_limit, "30/minute")
+    _rate("rate_limit", c.rate_limit, "60/minute")
+    _rate("event_rate_limit", c.event_rate_limit, "60/minute")
+    if not c.rate_limit_storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        raise AssistantError(
+            f"ASSISTANT_RATE_LIMIT_STORAGE={c.rate_limit_storage!r}: use memory:// or redis://host:port/db"
+        )
+    if min(c.max_connections, c.max_connections_per_client, c.backlog, c.queue_size) < 1:
+        raise AssistantError(
+            "ASSISTANT_MAX_CONNECTIONS, ASSISTANT_MAX_CONNECTIONS_PER_CLIENT, ASSISTANT_BACKLOG and "
+            "ASSISTANT_QUEUE_SIZE must be positive"
+        )
+    if c.body_timeout_s <= 0 or c.unread_result_s <= 0 or c.history_chars < 0:
+        raise AssistantError(
+            "ASSISTANT_BODY_TIMEOUT_S and ASSISTANT_UNREAD_RESULT_S must be positive, "
+            "ASSISTANT_HISTORY_CHARS at least 0"
+        )
+    if c.chat_concurrency < 1 or c.max_body_bytes < 1 or c.reload_interval_s <= 0:
+        raise AssistantError("chat_concurrency, max_body_bytes and reload_interval_s must be positive")
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AssistantError(f"ASSISTANT_{name.upper()}={value!r}: use one of {', '.join(choices)}")
+
+
+def _rate(name: str, value: str, example: str) -> None:
+    """A rate in the `limits` library's notation ("60/minute"), or off."""
+    if value.strip().lower() in {"off", ""}:
+        return
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise AssistantError(f"ASSISTANT_{name.upper()}={value!r}: use a rate such as '{example}' or 'off'") from None
 
 
 # What each setting means to a user, for docs/configuration.md (`assistant config-table` renders it from
@@ -284,6 +310,15 @@ SETTINGS = {
     "max_question_chars": "longest question accepted, characters",
     "max_question_tokens": "longest question accepted, in the default model's tokens (random letters take one "
     "each: the work per question grows with them; see docs/security.md)",
+    "history_turns": "earlier messages (questions and answers, at most 50) sent with a chat question; the "
+    "visitor's tab keeps the conversation itself",
+    "history_chars": "characters of those messages the answerer reads at most, the latest first",
+    "llm": "`extractive` (quotes, needs nothing), or `openai` (any OpenAI-compatible server) or `ollama` to "
+    "have an LLM write the answers",
+    "llm_base_url": "the LLM server|`http://127.0.0.1:8000/v1` (openai) / `http://127.0.0.1:11434` (ollama)",
+    "llm_model": "the model's name on that server (required with an LLM)",
+    "llm_api_key": "sent to the LLM server, never printed or logged",
+    "llm_timeout_s": "after this many seconds the extractive answer is shown instead",
     "feedback_path": "where thumbs up/down from the web chat are appended",
     "feedback_max_mb": "the feedback log is rotated past this size",
     "feedback_keep_files": "older feedback files kept (`.1` …); when all are there new ratings are refused, none "
@@ -293,35 +328,26 @@ SETTINGS = {
     "feedback_rate_limit": "ratings and comments per client address; `off` disables",
     "secret_key": "signs the token each answer carries for its rating; replicas need the same one|random per process",
     "allowed_origins": "sites that may embed the chat or call the API, comma-separated (`*`: any)",
-    "history_turns": "earlier messages (questions and answers, at most 50) sent with a chat question; the "
-    "visitor's tab keeps the conversation itself",
-    "history_chars": "characters of those messages the answerer reads at most, the latest first",
     "allowed_hosts": "host names the server answers to (`*` for any); `serve --host ADDR` adds ADDR; behind a "
     "proxy or on a public name, list that name",
+    "trusted_proxies": "proxy addresses or networks whose `X-Forwarded-For` names the client; empty: the "
+    "connection's address is the client (docs/security.md)",
     "rate_limit": "questions per client address (chat and `/api/ask`), e.g. `1000/hour`; `off` disables",
     "event_rate_limit": "other chat events per client address (page loads, ratings, comments)|twice "
     "`ASSISTANT_RATE_LIMIT`",
-    "trusted_proxies": "proxy addresses or networks whose `X-Forwarded-For` names the client; empty: the "
-    "connection's address is the client (docs/security.md)",
+    "rate_limit_storage": "where rate limits count: `memory://` (this process) or `redis://host:port/db` "
+    "(shared by replicas; unreachable: requests pass and health says degraded)",
+    "metrics": "`GET /metrics` for Prometheus: `off`, `on`, or a bearer token the scraper must send",
+    "api_docs": "serve `/docs` (Swagger UI, from this server's own copy)",
     "max_connections": "connections held at once, past it `503`; lowered to the open-file limit minus 100",
     "max_connections_per_client": "connections one client address may hold (trusted proxies exempt)",
     "backlog": "connections waiting to be accepted",
     "body_timeout_s": "a request body must arrive whole within this many seconds of its head",
+    "max_body_bytes": "largest request body, counted as it arrives",
     "queue_size": "chat events waiting in each chat page's queue; past it new ones are refused",
     "unread_result_s": "a chat result whose event stream is never opened is dropped after this many seconds",
-    "api_docs": "serve `/docs` (Swagger UI, from this server's own copy)",
-    "rate_limit_storage": "where rate limits count: `memory://` (this process) or `redis://host:port/db` "
-    "(shared by replicas; unreachable: requests pass and health says degraded)",
-    "metrics": "`GET /metrics` for Prometheus: `off`, `on`, or a bearer token the scraper must send",
     "chat_concurrency": "chat questions answered at once (a slow LLM call holds up only its own visitor)",
     "reload_interval_s": "how often a running server looks for a newly published index, seconds",
-    "max_body_bytes": "largest request body, counted as it arrives",
-    "llm": "`extractive` (quotes, needs nothing), or `openai` (any OpenAI-compatible server) or `ollama` to "
-    "have an LLM write the answers",
-    "llm_base_url": "the LLM server|`http://127.0.0.1:8000/v1` (openai) / `http://127.0.0.1:11434` (ollama)",
-    "llm_model": "the model's name on that server (required with an LLM)",
-    "llm_api_key": "sent to the LLM server, never printed or logged",
-    "llm_timeout_s": "after this many seconds the extractive answer is shown instead",
     "log_level": "the assistant's messages from this level on (`debug`, `info`, `warning`, `error`); other "
     "libraries' only from `warning` on, unless `debug`",
 }
