@@ -1770,6 +1770,53 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
     metrics = Metrics(lambda: answerer.retriever.index.manifest, load_seconds)
     storage = LimitStorage(config.rate_limit_storage)
     store = open_store(config)
+    pages: list[gr.Blocks] = []
+    # /docs is served from this server's copy of Swagger UI (the swagger-ui-bundle package), not from a
+    # CDN; ReDoc has no packaged copy, so /redoc is off.
+    app = FastAPI(
+        title="Latin American integration assistant",
+        version="0.1.0",
+        lifespan=_lifespan(monitor, storage, store, UnreadResults(pages, config.unread_result_s)),
+        description="Answers in Thai or English with cited passages of the documents.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    limit = _counted(config.rate_limit, "ask", config, storage, metrics)
+    events = _counted(event_rate(config), "event", config, storage, metrics)
+    ratings = _ratings(config, store, storage, metrics)
+    _guard(app, config, metrics, limit)
+    if config.api_docs:
+        _self_hosted_docs(app)
+    app.add_exception_handler(AssistantError, _assistant_error)
+    _api_routes(app, answerer, config, monitor, storage, store, limit, ratings)
+    _other_routes(app, config, metrics)
+    return _mount_chats(app, answerer, ratings, limit, events, pages)
+
+
+def _mount_chats(
+    app: FastAPI, answerer: Answering, ratings: Ratings, limit: RateLimit, events: RateLimit, pages: list[gr.Blocks]
+) -> FastAPI:
+    """The compact chat at /compact and the full one at /, each added to `pages`."""
+    theme = _theme()
+    for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
+        pages.append(build_chat(answerer, ratings, limit, compact=compact, events=events))
+        app = gr.mount_gradio_app(
+            app,
+            pages[-1],
+            path=path,
+            show_error=False,  # an unexpected exception's text never reaches the page (see visitor_errors)
+            theme=theme,
+            css=CSS,
+            js=CLIENT_JS,
+            footer_links=["api"] if not compact else [],
+            max_file_size=0,
+        )
+    return app
+
+
+def _lifespan(monitor: IndexMonitor, storage: LimitStorage, store: Store, unread: UnreadResults):
+    """The server's background work while it runs: the index monitor, the shared stores' checks and
+    dropping unread chat results."""
 
     async def watch_shared() -> None:
         while True:
@@ -1779,9 +1826,6 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
                     await asyncio.to_thread(check)
                 except Exception:
                     log.exception("shared store check failed")
-
-    pages: list[gr.Blocks] = []
-    unread = UnreadResults(pages, config.unread_result_s)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -1795,16 +1839,28 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
             task.cancel()
         store.close()
 
-    # /docs is served from this server's copy of Swagger UI (the swagger-ui-bundle package), not from a
-    # CDN; ReDoc has no packaged copy, so /redoc is off.
-    app = FastAPI(
-        title="Latin American integration assistant",
-        version="0.1.0",
-        lifespan=lifespan,
-        description="Answers in Thai or English with cited passages of the documents.",
-        docs_url=None,
-        redoc_url=None,
-    )
+    return lifespan
+
+
+def _counted(rate: str, name: str, config: Config, storage: LimitStorage, metrics: Metrics) -> RateLimit:
+    """A rate limit whose refusals the metrics count under `name`."""
+    limit = RateLimit(rate, config.proxies, storage, name)
+    limit.limited = metrics.rate_limited.labels(name)
+    return limit
+
+
+def _ratings(config: Config, store: Store, storage: LimitStorage, metrics: Metrics) -> Ratings:
+    if (config.feedback_url or storage.shared) and not config.secret_key:
+        log.warning(
+            "Shared stores are set but ASSISTANT_SECRET_KEY is not: this process signs answers with a key of "
+            "its own, so other replicas will refuse ratings of its answers. Give every replica the same key."
+        )
+    feedback_limit = _counted(config.feedback_rate_limit, "feedback", config, storage, metrics)
+    return Ratings(Signer(config.secret_key), store, feedback_limit, metrics)
+
+
+def _guard(app: FastAPI, config: Config, metrics: Metrics, questions: RateLimit) -> None:
+    """The middleware every request passes: CORS, the allowed host names, the metrics and the Guard."""
     origins = config.origins or ["*"]
     app.add_middleware(
         CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]
@@ -1813,39 +1869,38 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts])
     ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
     app.add_middleware(Metered, metrics=metrics)
-    limit = RateLimit(config.rate_limit, config.proxies, storage, "ask")
-    limit.limited = metrics.rate_limited.labels("ask")
-    events = RateLimit(event_rate(config), config.proxies, storage, "event")
-    events.limited = metrics.rate_limited.labels("event")
-    feedback_limit = RateLimit(config.feedback_rate_limit, config.proxies, storage, "feedback")
-    feedback_limit.limited = metrics.rate_limited.labels("feedback")
-    ratings = Ratings(Signer(config.secret_key), store, feedback_limit, metrics)
-    if (config.feedback_url or storage.shared) and not config.secret_key:
-        log.warning(
-            "Shared stores are set but ASSISTANT_SECRET_KEY is not: this process signs answers with a key of "
-            "its own, so other replicas will refuse ratings of its answers. Give every replica the same key."
-        )
     app.add_middleware(
-        Guard, limit=config.max_body_bytes, ancestors=ancestors, trusted=networks(config.proxies), questions=limit
+        Guard, limit=config.max_body_bytes, ancestors=ancestors, trusted=networks(config.proxies), questions=questions
     )
-    if config.api_docs:
-        _self_hosted_docs(app)
 
-    @app.exception_handler(AssistantError)
-    async def assistant_error(request: Request, error: AssistantError) -> JSONResponse:
-        """The library's errors as HTTP: the caller's fault (4xx) or the server's state (503)."""
-        if isinstance(error, RateLimited):
-            return JSONResponse({"detail": str(error)}, status_code=429, headers={"Retry-After": str(error.wait)})
-        status = (
-            413
-            if isinstance(error, QuestionTooLongError)
-            else 422
-            if isinstance(error, InvalidQuestionError)
-            else 403
-            if isinstance(error, FeedbackTokenError)
-            else 503
-        )
-        return JSONResponse({"detail": str(error)}, status_code=status)
+
+async def _assistant_error(request: Request, error: AssistantError) -> JSONResponse:
+    """The library's errors as HTTP: the caller's fault (4xx) or the server's state (503)."""
+    if isinstance(error, RateLimited):
+        return JSONResponse({"detail": str(error)}, status_code=429, headers={"Retry-After": str(error.wait)})
+    status = (
+        413
+        if isinstance(error, QuestionTooLongError)
+        else 422
+        if isinstance(error, InvalidQuestionError)
+        else 403
+        if isinstance(error, FeedbackTokenError)
+        else 503
+    )
+    return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+def _api_routes(
+    app: FastAPI,
+    answerer: Answering,
+    config: Config,
+    monitor: IndexMonitor,
+    storage: LimitStorage,
+    store: Store,
+    limit: RateLimit,
+    ratings: Ratings,
+) -> None:
+    """/api/health, /api/ask and /api/feedback."""
 
     @app.get("/api/health")
     async def health() -> JSONResponse:
@@ -1889,6 +1944,10 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         is forged, damaged or expired; 429: too many ratings; 503: the store is down, nothing was saved."""
         answer_id = ratings.rate(body.token, body.liked, body.comment, limit.request_client(request))
         return {"saved": True, "answer_id": answer_id, "liked": body.liked}
+
+
+def _other_routes(app: FastAPI, config: Config, metrics: Metrics) -> None:
+    """/metrics, /embed, the scripts other sites load, and the other methods of /api/ask."""
 
     @app.get("/metrics", include_in_schema=False)
     def metrics_route(request: Request) -> Response:
@@ -1936,8 +1995,10 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
             headers={"Allow": "POST"},
         )
 
+
+def _theme() -> gr.themes.Base:
     # Blue, not the default orange: white on orange-500 is 2.8:1, on blue-600 5.2:1.
-    theme = gr.themes.Default(primary_hue="blue", font=FONTS, font_mono=["ui-monospace", "monospace"]).set(
+    return gr.themes.Default(primary_hue="blue", font=FONTS, font_mono=["ui-monospace", "monospace"]).set(
         button_primary_background_fill="#1f5fbf",  # white on it: 6.2:1
         button_primary_background_fill_hover="#174a96",
         button_primary_background_fill_dark="#1f5fbf",
@@ -1945,20 +2006,6 @@ def create_app(answerer: Answering, config: Config, load_seconds: dict[str, floa
         button_primary_text_color="#ffffff",
         button_primary_text_color_dark="#ffffff",
     )
-    for path, compact in (("/compact", True), ("/", False)):  # the more specific mount first
-        pages.append(build_chat(answerer, ratings, limit, compact=compact, events=events))
-        app = gr.mount_gradio_app(
-            app,
-            pages[-1],
-            path=path,
-            show_error=False,  # an unexpected exception's text never reaches the page (see visitor_errors)
-            theme=theme,
-            css=CSS,
-            js=CLIENT_JS,
-            footer_links=["api"] if not compact else [],
-            max_file_size=0,
-        )
-    return app
 
 
 def _self_hosted_docs(app: FastAPI) -> None:
