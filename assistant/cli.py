@@ -417,19 +417,7 @@ def eval_command(
     if questions is None:
         raise click.UsageError("Missing argument 'QUESTIONS' (or --template csv, to print a set to start from).")
     config = _config(corpus, index_dir)
-    question_set = evaluation.load_questions(questions, fmt)
-    for problem in question_set.skipped:
-        click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
-    for warning in question_set.warnings:
-        click.secho(f"Warning: {questions}: {warning}", fg="yellow", err=True)
-    if strict and not question_set.clean:
-        click.secho(
-            f"--strict: {len(question_set.skipped)} skipped line(s) and {len(question_set.warnings)} warning(s) "
-            f"in {questions}; fix them, or run without --strict.",
-            fg="red",
-            err=True,
-        )
-        sys.exit(2)
+    question_set = _question_set(questions, fmt, strict)
     selected = evaluation.select(question_set, split)
     previous = evaluation.load_results(baseline) if baseline else None  # fail before the model loads
     answerer = _open(config)
@@ -440,19 +428,8 @@ def eval_command(
     if result["by_type"]:
         click.echo()
         click.echo(report.type_table(result))
-    side_by_side = None
-    if compare:
-        from assistant.baselines import LlamaIndexDefaults, configurations
-
-        side_by_side = {}
-        for name, pipeline in configurations(answerer, config.corpus_dir).items():
-            answers = not isinstance(pipeline, LlamaIndexDefaults)
-            runs = (
-                outcomes
-                if pipeline is answerer
-                else evaluation.run(pipeline, selected, top_k=top_k, progress=True, desc=name, answers=answers)
-            )
-            side_by_side[name] = evaluation.report(runs)
+    side_by_side = _side_by_side(answerer, config, selected, outcomes, top_k) if compare else None
+    if side_by_side is not None:
         click.echo()
         click.echo(report.compare_table(side_by_side))
     changes = None
@@ -494,6 +471,44 @@ def eval_command(
         click.secho(f"Below the floor: {failure}", fg="red", err=True)
     if failures:
         sys.exit(1)
+
+
+def _question_set(questions: Path, fmt: str | None, strict: bool):
+    """The question set, its skipped lines and warnings told; with --strict any of them stops the run."""
+    from assistant import evaluation
+
+    question_set = evaluation.load_questions(questions, fmt)
+    for problem in question_set.skipped:
+        click.secho(f"Skipped {questions}:{problem}", fg="yellow", err=True)
+    for warning in question_set.warnings:
+        click.secho(f"Warning: {questions}: {warning}", fg="yellow", err=True)
+    if strict and not question_set.clean:
+        click.secho(
+            f"--strict: {len(question_set.skipped)} skipped line(s) and {len(question_set.warnings)} warning(s) "
+            f"in {questions}; fix them, or run without --strict.",
+            fg="red",
+            err=True,
+        )
+        sys.exit(2)
+    return question_set
+
+
+def _side_by_side(answerer, config: Config, selected, outcomes, top_k: int | None) -> dict:
+    """--compare: the metrics of each configuration (`baselines.configurations`) on the same questions;
+    the served one's are the run already made."""
+    from assistant import evaluation
+    from assistant.baselines import LlamaIndexDefaults, configurations
+
+    side_by_side = {}
+    for name, pipeline in configurations(answerer, config.corpus_dir).items():
+        answers = not isinstance(pipeline, LlamaIndexDefaults)
+        runs = (
+            outcomes
+            if pipeline is answerer
+            else evaluation.run(pipeline, selected, top_k=top_k, progress=True, desc=name, answers=answers)
+        )
+        side_by_side[name] = evaluation.report(runs)
+    return side_by_side
 
 
 @cli.command("train-decision")

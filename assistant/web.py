@@ -1037,8 +1037,8 @@ def _chat_layout(compact: bool, max_question_chars: int) -> _ChatPage:
 def _wire(blocks: gr.Blocks, page: _ChatPage, chat: ChatEvents) -> None:
     """The page's events, in the order Gradio numbers them: asking, clearing, voting and commenting,
     saving and restoring the conversation."""
-    # One function object per handler: Gradio counts concurrency per function, so the three ways of asking
-    # share one limit.
+    # Each handler is taken once: Gradio's concurrency limit is per function object, and every `chat.respond`
+    # is a new bound method (the three ways of asking would each get a limit of their own).
     respond, clear, comment = chat.respond, chat.clear, chat.comment
     outputs = [page.box, page.chatbot, page.kept, page.turns, page.answers, page.saved]
     inputs = [page.box, page.kept, page.turns, page.answers, page.reply]
@@ -2091,9 +2091,34 @@ def serve(app: FastAPI, host: str, port: int, config: Config | None = None) -> N
     """Run the app with uvicorn's h11 server: deadlines for each request's head and body, a cap on
     connections (per client too), X-Forwarded-For left to the app (`Guard`), and a log budget."""
     import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     config = config or Config()
+    _large_blocks_from_the_system()
+    sys.stderr = LogBudget(sys.stderr)
+    sys.stdout = LogBudget(sys.stdout)
+    # Open event streams (Gradio's queue) would otherwise hold a stopping server indefinitely.
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            http=_deadlines(config),
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+            proxy_headers=False,  # uvicorn trusted X-Forwarded-For from 127.0.0.1; the Guard decides
+            limit_concurrency=connection_limit(config),
+            backlog=config.backlog,
+        )
+    )
+    server.run()
+
+
+def _deadlines(config: Config) -> type:
+    """uvicorn's h11 protocol with the deadlines and the per-client cap of `config` (uvicorn is imported
+    only to serve)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
     trusted = networks(config.proxies)
     body_timeout, per_client = config.body_timeout_s, config.max_connections_per_client
     open_by_client: dict[str, int] = {}
@@ -2156,22 +2181,4 @@ def serve(app: FastAPI, host: str, port: int, config: Config | None = None) -> N
                 self._counted = None
             super().connection_lost(exc)
 
-    _large_blocks_from_the_system()
-    sys.stderr = LogBudget(sys.stderr)
-    sys.stdout = LogBudget(sys.stdout)
-    # Open event streams (Gradio's queue) would otherwise hold a stopping server indefinitely.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            http=Deadlines,
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=5,
-            proxy_headers=False,  # uvicorn trusted X-Forwarded-For from 127.0.0.1; the Guard decides
-            limit_concurrency=connection_limit(config),
-            backlog=config.backlog,
-        )
-    )
-    server.run()
+    return Deadlines
