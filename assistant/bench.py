@@ -519,8 +519,6 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
     (sentence-transformers on torch) and the int8 precision are measured beside it in the same run,
     as ratios, which survive machine noise better than milliseconds.
     """
-    import onnxruntime
-
     plan = QUICK if quick else FULL
     if max_passages is not None:  # a shorter run: the larger synthetic corpora left out
         plan = replace(plan, loaded=tuple(n for n in plan.loaded if n <= max_passages))
@@ -531,18 +529,7 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
     config = config.with_(
         vector_index="flat", llm="extractive", llm_model="", embed_precision="exact", embed_runtime="auto"
     )
-    result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-        "plan": asdict(plan),
-        "build": [],
-        "latency": [],
-        "http": [],
-    }
+    result = {"machine": _machine(), "plan": asdict(plan), "build": [], "latency": [], "http": []}
     model = embedding.load(config)
     int8_config = config.with_(embed_precision="int8")
     int8 = embedding.load(int8_config)
@@ -553,29 +540,8 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
     result["batching"] = batching(model, questions)
 
     log("Index build: the real corpus, then a synthetic one, every vector computed anew …")
-    sizes = []
     real = config.with_(index_dir=root / "index-corpus", vector_cache=False)
-    stats, built = build(real, model)
-    result["build"].append({"corpus": "corpus", **stats})
-    sizes.append(("corpus", real, built))
-    synthetic = real.with_(
-        corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
-        index_dir=root / f"index-{plan.built}",
-    )
-    stats, built = build(synthetic, model)
-    result["build"].append({"corpus": f"synthetic {plan.built:,}", **stats})
-    sizes.append((f"synthetic {plan.built:,}", synthetic, built))
-    # Larger corpora reuse passage vectors cached by text: embedding 100k passages on 2 cores takes
-    # about two hours (15 passages/s with their sentences), the first time only.
-    for n in plan.loaded:
-        log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
-        cfg = config.with_(
-            corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
-            index_dir=root / f"index-{n}",
-            vector_cache=True,
-        )
-        loaded = index.open_index(cfg, model, progress=True)
-        sizes.append((f"synthetic {n:,}", cfg, loaded))
+    result["build"], sizes = _corpora(config, real, model, plan, root, log)
 
     log(f"Quality: exact and int8 precision on {len(questions)} questions …")
     int8_index = index.build(
@@ -593,6 +559,58 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
         real.with_(embed_runtime="sentence-transformers"), questions[0].question, plan.cold_runs
     )
 
+    beside = {TORCH: (replace(sizes[0][2], embed_model=reference), real), "int8": (int8_index, int8_config)}
+    result["latency"] = _latencies(sizes, questions, plan, model, beside, log)
+    del reference, int8, beside  # the torch model's memory is not the server's
+    gc.collect()
+
+    result["http"], result["soak"] = _http(sizes, questions, plan, root, log)
+    log("Memory by component …")
+    result["memory"] = memory(real)
+    return result
+
+
+def _machine() -> dict:
+    import onnxruntime
+
+    return {
+        "cpus": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _corpora(config: Config, real: Config, model, plan: Plan, root: Path, log) -> tuple[list[dict], list[tuple]]:
+    """The build speed of the real corpus and a synthetic one, every vector computed anew; then the corpora
+    measured, (name, config, index) each: those two, and the larger synthetic ones opened from the cache."""
+    stats, built = build(real, model)
+    builds, sizes = [{"corpus": "corpus", **stats}], [("corpus", real, built)]
+    name = f"synthetic {plan.built:,}"
+    synthetic = real.with_(
+        corpus_dir=synthetic_corpus(config, root / f"corpus-{plan.built}", plan.built),
+        index_dir=root / f"index-{plan.built}",
+    )
+    stats, built = build(synthetic, model)
+    builds.append({"corpus": name, **stats})
+    sizes.append((name, synthetic, built))
+    # Larger corpora reuse passage vectors cached by text: embedding 100k passages on 2 cores takes
+    # about two hours (15 passages/s with their sentences), the first time only.
+    for n in plan.loaded:
+        log(f"Synthetic corpus of {n:,} passages (indexed once, then reused) …")
+        cfg = config.with_(
+            corpus_dir=synthetic_corpus(config, root / f"corpus-{n}", n),
+            index_dir=root / f"index-{n}",
+            vector_cache=True,
+        )
+        sizes.append((f"synthetic {n:,}", cfg, index.open_index(cfg, model, progress=True)))
+    return builds, sizes
+
+
+def _latencies(sizes: list[tuple], questions, plan: Plan, model, beside: dict, log) -> list[dict]:
+    """Query latency at every size, with llama-index's default query path on the same index; on the real
+    corpus also the `beside` paths (label: (index, config)), on the synthetic ones HNSW."""
+    rows = []
     for name, cfg, loaded in sizes:
         log(f"Query latency: {name} ({len(loaded.chunks):,} passages) …")
         flat = Answerer(Retriever(loaded), cfg)
@@ -602,12 +620,11 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
         )
         row["llama_index_default"] = base
         row["baseline_ratio"] = base["p50_ms"] / row["p50_ms"]
-        result["latency"].append(row)
+        rows.append(row)
         if name == "corpus":
-            for label, other, other_config in ((TORCH, reference, cfg), ("int8", None, int8_config)):
-                other_index = int8_index if other is None else replace(loaded, embed_model=other)
+            for label, (other_index, other_config) in beside.items():
                 timed = latency(Answerer(Retriever(other_index), other_config), questions)
-                result["latency"].append(
+                rows.append(
                     {
                         "corpus": name,
                         "passages": len(other_index.chunks),
@@ -617,62 +634,61 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
                         "ratio": timed["p50_ms"] / row["p50_ms"],
                     }
                 )
-        if name != "corpus":
-            hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded, cfg)
-            hnsw = Answerer(Retriever(hnsw_index), cfg)
-            result["latency"].append(
-                {
-                    "corpus": name,
-                    "passages": len(loaded.chunks),
-                    "search": "hnsw",
-                    **latency(hnsw, questions),
-                    "hnsw_build_s": seconds,
-                    **embedding.run_with_model(model, scale_search, flat, hnsw, questions),
-                }
-            )
-            del hnsw_index, hnsw
+        else:
+            rows.append(_hnsw_latency(name, cfg, loaded, flat, model, questions))
         gc.collect()
-    del reference, int8
-    gc.collect()
+    return rows
 
+
+def _hnsw_latency(name: str, cfg: Config, loaded, flat: Answerer, model, questions) -> dict:
+    """An HNSW index built over the same vectors: its latency, build time and recall against `flat`."""
+    hnsw_index, seconds = embedding.run_with_model(model, with_hnsw, loaded, cfg)
+    hnsw = Answerer(Retriever(hnsw_index), cfg)
+    return {
+        "corpus": name,
+        "passages": len(loaded.chunks),
+        "search": "hnsw",
+        **latency(hnsw, questions),
+        "hnsw_build_s": seconds,
+        **embedding.run_with_model(model, scale_search, flat, hnsw, questions),
+    }
+
+
+def _http(sizes: list[tuple], questions, plan: Plan, root: Path, log) -> tuple[list[dict], dict]:
+    """HTTP load on a real server at each size (or the real corpus only) and the soak on the corpus, then
+    the torch path's server on the corpus."""
+    rows = []
     for name, cfg, loaded in sizes if plan.http_everywhere else sizes[:1]:
         log(f"HTTP load: {name} …")
         with server(cfg, root / f"server-{name.split()[-1]}.log") as (base, pid, ready):
-            runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
-            row = {
-                "corpus": name,
-                "passages": len(loaded.chunks),
-                "ready_s": ready,
-                "peak_rss_mb": _peak_rss_mb(pid),
-                "runs": runs,
-            }
+            rows.append(_http_load_row(base, pid, ready, name, loaded, questions, plan))
             if name == "corpus":
                 log(f"Soak: {plan.soak_clients} clients for {plan.soak_seconds:.0f} s …")
                 before = rss_mb(pid)
-                result["soak"] = {
+                soaked = {
                     **soak(base, plan.soak_clients, plan.soak_seconds, questions),
                     "peak_rss_mb": _peak_rss_mb(pid),
                     "rss_before_mb": before,
                     "rss_after_mb": rss_mb(pid),
                 }
-            result["http"].append(row)
     log("HTTP load: the torch path on the corpus …")
     name, cfg, loaded = sizes[0]
     with server(cfg.with_(embed_runtime="sentence-transformers"), root / "server-torch.log") as (base, pid, ready):
-        runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
-        result["http"].append(
-            {
-                "corpus": name,
-                "passages": len(loaded.chunks),
-                "embedding": TORCH,
-                "ready_s": ready,
-                "peak_rss_mb": _peak_rss_mb(pid),
-                "runs": runs,
-            }
-        )
-    log("Memory by component …")
-    result["memory"] = memory(real)
-    return result
+        rows.append(_http_load_row(base, pid, ready, name, loaded, questions, plan, embedding=TORCH))
+    return rows, soaked
+
+
+def _http_load_row(base: str, pid: int, ready: float, name: str, loaded, questions, plan: Plan, **extra) -> dict:
+    """The server's load runs, one per number of clients, and its peak memory after them."""
+    runs = [http_load(base, c, plan.requests_each, questions) for c in plan.clients]
+    return {
+        "corpus": name,
+        "passages": len(loaded.chunks),
+        **extra,
+        "ready_s": ready,
+        "peak_rss_mb": _peak_rss_mb(pid),
+        "runs": runs,
+    }
 
 
 def table(result: dict) -> str:
