@@ -512,7 +512,14 @@ QUICK = Plan(
 TORCH = "sentence-transformers (torch)"  # the path before ONNX Runtime, measured in the same run
 
 
-def run(config: Config, questions_path: Path, quick: bool = False, log=print, max_passages: int | None = None) -> dict:
+def run(
+    config: Config,
+    questions_path: Path,
+    quick: bool = False,
+    log=print,
+    max_passages: int | None = None,
+    build_passages: int | None = None,
+) -> dict:
     """Every measurement of `assistant bench`, as one JSON-ready dict.
 
     The default path (ONNX Runtime, exact precision) is measured throughout; the path it replaced
@@ -522,6 +529,8 @@ def run(config: Config, questions_path: Path, quick: bool = False, log=print, ma
     plan = QUICK if quick else FULL
     if max_passages is not None:  # a shorter run: the larger synthetic corpora left out
         plan = replace(plan, loaded=tuple(n for n in plan.loaded if n <= max_passages))
+    if build_passages is not None:  # a smaller (or larger) corpus built from scratch
+        plan = replace(plan, built=build_passages)
     questions = evaluation.load_questions(questions_path).questions[: plan.questions]
     if not questions:
         raise AssistantError(f"No questions in {questions_path}.")

@@ -620,12 +620,18 @@ def config_table_command(common):
     help="Leave out the synthetic corpora larger than this (the 100k one takes about two hours to embed once).",
 )
 @click.option(
+    "--build-passages",
+    type=click.IntRange(100),
+    default=None,
+    help="Passages of the synthetic corpus indexed from scratch [default: 10,000; 500 with --quick].",
+)
+@click.option(
     "--cluster",
     "through_nginx",
     is_flag=True,
     help="Only measure /api/ask through nginx with one and two replicas (Redis, PostgreSQL, nginx: make system).",
 )
-def bench_command(quick, json_out, questions, corpus, max_passages, through_nginx):
+def bench_command(quick, json_out, questions, corpus, max_passages, build_passages, through_nginx):
     """Measure cold start, index build, query latency by stage at growing corpus sizes (with HNSW
     against exact search and llama-index's default query path in the same run), HTTP load, a soak and
     memory by component; the torch path and the int8 precision are measured beside the default.
@@ -651,7 +657,14 @@ def bench_command(quick, json_out, questions, corpus, max_passages, through_ngin
         if json_out:
             json_out.write_text(json.dumps({"cluster": rows}, indent=1), encoding="utf-8")
         return
-    result = bench.run(config, questions, quick=quick, log=lambda m: click.echo(m, err=True), max_passages=max_passages)
+    result = bench.run(
+        config,
+        questions,
+        quick=quick,
+        log=lambda m: click.echo(m, err=True),
+        max_passages=max_passages,
+        build_passages=build_passages,
+    )
     result["seconds"] = time.perf_counter() - started
     click.echo(bench.table(result))
     click.echo(f"\nBenchmark took {result['seconds']:.0f} s.", err=True)

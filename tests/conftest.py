@@ -1,5 +1,6 @@
-"""Shared fixtures: the real model and a real index, built once; a guard against any network use;
-every write in a temporary folder, none in the user's home."""
+"""Shared fixtures: the real model and a real index, built once; one `assistant serve` and one Chromium
+for the tests that need no server or browser of their own; a guard against any network use; every write in
+a temporary folder, none in the user's home."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 import socket
 
 import pytest
-from helpers import CORPUS, NetworkBlocked
+from helpers import CHROMIUM, CHROMIUM_FLAGS, CORPUS, NetworkBlocked, Server
 
 # Offline before anything imports huggingface_hub or gradio.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -126,6 +127,44 @@ def opener(config, built_index, embed_model):
         return chat.open_assistant(cfg, progress=False, embed_model=embed_model)
 
     return open_assistant
+
+
+@pytest.fixture(scope="session")
+def server(built_index, config, tmp_path_factory):
+    """One real `assistant serve` on the session's index for every test that only talks to it (about
+    10 s to start, each); a test that needs other settings or changes what the server reads starts its
+    own. Its feedback file and log are shared: tests count what they add, not what is there."""
+    folder = tmp_path_factory.mktemp("server")
+    # Every module the server imports is logged (see test_web's test_server_runs_without_torch).
+    env = {
+        "ASSISTANT_INDEX_DIR": str(config.index_dir),
+        "ASSISTANT_CORPUS_DIR": str(config.corpus_dir),
+        "ASSISTANT_FEEDBACK_PATH": str(folder / "feedback.jsonl"),
+        "ASSISTANT_RATE_LIMIT": "off",
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+    s = Server(env, folder / "server.log")
+    s.feedback, s.log_path = folder / "feedback.jsonl", folder / "server.log"
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session; each test opens its own context (`browser.new_page()` or
+    `new_context()`), so no cookies or storage pass between tests."""
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run must install Debian's chromium")
+        pytest.skip("Chromium is not installed (apt-get install chromium fonts-thai-tlwg)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture()

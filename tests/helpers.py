@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 from llama_index.core import MockEmbedding
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 # What the sentence-transformers route loads; the default model, once materialised, needs none of it.
 TORCH_STACK = {"torch", "transformers", "sentence_transformers", "tokenizers"}
@@ -35,3 +48,19 @@ def cited(answer: str, quoted: str, n: int) -> bool:
     with the markers of the sentence's other parts when the chunker cut the sentence ("… [1] [2]")."""
     at = answer.find(quoted)
     return at >= 0 and bool(re.match(rf"(?: [^\[]+)? (?:\[\d+\] )*\[{n}\]", answer[at + len(quoted) :]))
+
+
+class Server:
+    """A real `assistant serve` (the benchmark's `served`), stopped by `stop()`."""
+
+    def __init__(self, env: dict, log: Path):
+        from contextlib import ExitStack
+
+        from assistant.bench import served
+
+        self._stack = ExitStack()
+        running = self._stack.enter_context(served(env, log))
+        self.url, self.port, self.process = running.url, running.port, running.process
+
+    def stop(self):
+        self._stack.close()

@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """The chat as people use it every day, in Chromium against one real server: each answer's own sources,
 conversations that come back whole, the answer outcomes, the first screen on a phone and a laptop, copying,
 the widget by keyboard on another site, errors, contrast and axe-core."""
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-# The server and browser fixtures are test_web's (one of each for this module), used by parameter name.
-from test_web import ARTIFACTS, ask_in, browser, http, new_page, server  # noqa: F401
+# The server and browser are the session's (conftest.py).
+from test_web import ARTIFACTS, ask_in, http, new_page
 
 pytestmark = pytest.mark.slow
 

@@ -124,37 +124,28 @@ def test_feedback_on_one_replica_for_anothers_answer_is_stored_once(cluster):
     assert len([r for r in rows(cluster) if r[0] == answer_id]) == 1
 
 
-def test_the_chat_in_chromium_through_nginx_keeps_to_one_replica_and_rates_into_postgres(cluster):
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("Chromium is not installed (make system)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    flags += ["--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+def test_the_chat_in_chromium_through_nginx_keeps_to_one_replica_and_rates_into_postgres(cluster, browser):
     queue = 'assistant_requests_total{route="/compact/gradio_api/queue",status="200"}'
     before = [metrics(s.url).get(queue, 0) for s in cluster.replicas]
     known = {r[0] for r in rows(cluster)}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=flags)
-        page = browser.new_page()
-        page.goto(cluster.nginx.url + "/compact/?lang=en", wait_until="load")
-        for n, question in enumerate(("ALBA ก่อตั้งขึ้นเมื่อใด", "How far is Bogotá from Santiago?")):
-            messages = page.locator("#chat .message")
-            count = messages.count()
-            page.locator("#question textarea").fill(question)
-            page.locator("#ask").click()
-            messages.nth(count + 1).wait_for(timeout=60_000)
-            page.locator("#chat .answer").nth(n).wait_for(timeout=60_000)  # with its own sources
-        page.locator("#chat button[aria-label='Dislike']").last.click()
-        comment = page.locator("#comment textarea")
-        comment.wait_for(timeout=20_000)
-        comment.fill("give kilometres")
-        comment.press("Enter")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not [r for r in rows(cluster) if r[0] not in known and r[2]]:
-            time.sleep(0.2)
-        browser.close()
+    page = browser.new_page()
+    page.goto(cluster.nginx.url + "/compact/?lang=en", wait_until="load")
+    for n, question in enumerate(("ALBA ก่อตั้งขึ้นเมื่อใด", "How far is Bogotá from Santiago?")):
+        messages = page.locator("#chat .message")
+        count = messages.count()
+        page.locator("#question textarea").fill(question)
+        page.locator("#ask").click()
+        messages.nth(count + 1).wait_for(timeout=60_000)
+        page.locator("#chat .answer").nth(n).wait_for(timeout=60_000)  # with its own sources
+    page.locator("#chat button[aria-label='Dislike']").last.click()
+    comment = page.locator("#comment textarea")
+    comment.wait_for(timeout=20_000)
+    comment.fill("give kilometres")
+    comment.press("Enter")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not [r for r in rows(cluster) if r[0] not in known and r[2]]:
+        time.sleep(0.2)
+    page.close()
     (row,) = [r for r in rows(cluster) if r[0] not in known]
     assert row[1:] == (False, "give kilometres", 2)  # the thumb, then the comment on the same answer
     after = [metrics(s.url).get(queue, 0) for s in cluster.replicas]
