@@ -69,7 +69,7 @@ test: $(STAMP) model system
 test-fast: $(STAMP) model
 	$(BIN)/ruff check assistant tests
 	$(BIN)/ruff format --check assistant tests
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" --durations=15
 
 clean:
 	rm -rf $(VENV) index test-artifacts cluster
