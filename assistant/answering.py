@@ -272,7 +272,7 @@ class Answerer:
                     thai = chunk.text[a - chunk.start : b - chunk.start]
                     english = rendering.sentences.get((a, b)) if rendering else None
                     candidates[chunk.doc_id, a, b] = {
-                        **_scored(index, reading, hit, rank, float(similarity), thai, english, lang),
+                        **_scored(index, reading, hit, rank, float(similarity), thai, english, rendering, lang),
                         "span": (a, b),
                         **reading,
                     }
@@ -331,14 +331,15 @@ def _quotes(retriever: Retriever, ranked: list[dict], hits: list[Hit], question:
     """The candidates to quote, and whether the question was routed (an overview, a name's forms), which
     is answered without a decision."""
     index = retriever.index
-    opening = overview(retriever, question) or name_form(retriever, question)
-    if opening is not None:
-        # An overview question gets the opening of the note about what it names, as a definition, or
-        # its glossary row and the passage saying most of it; a question about a name's forms, its row.
+    if (opening := overview(retriever, question)) is not None:
+        # The opening of the note about what it names, as a definition, or its glossary row and the
+        # passage saying most of it.
         quotes = [_opening(index, opening, ranked, question, lang)]
-        if opening.doc_id in index.chunks.glossary_docs and not _NAME_FORM.search(question):
+        if opening.doc_id in index.chunks.glossary_docs:
             quotes += _context(index, opening, ranked)
         return quotes, True
+    if (row := name_form(retriever, question)) is not None:  # a question about a name's forms: its row
+        return [_opening(index, row, ranked, question, lang)], True
     if not ranked:
         return [], False
     # The quote comes from passages naming what the question is about, when any does
@@ -381,9 +382,11 @@ def _reading(index, query, question: str, lang: str, history: tuple[Turn, ...]) 
     }
 
 
-def _scored(index, reading: dict, hit: Hit, rank: int, similarity: float, thai: str, english, lang: str) -> dict:
-    """One sentence as a candidate quote: whether it holds a span of the kind asked for, the question's
-    words it holds, and its score."""
+def _scored(
+    index, reading: dict, hit: Hit, rank: int, similarity: float, thai: str, english, rendering, lang: str
+) -> dict:
+    """One sentence as a candidate quote (`english` its sentence of the passage's `rendering`): whether it
+    holds a span of the kind asked for, the question's words it holds, and its score."""
     kind, words, asked = reading["kind"], reading["question_words"], reading["asked"]
 
     def holds(**how) -> bool:  # whether the Thai sentence or its English has a fitting span
@@ -393,7 +396,6 @@ def _scored(index, reading: dict, hit: Hit, rank: int, similarity: float, thai: 
     # A role question strictly (a person holding the role), a count counting what was asked.
     plain = reading["holders"] is None and reading["unit"] is None
     fits = typed and (plain or holds(holders=reading["holders"], unit=reading["unit"]))
-    rendering = index.rendering(hit.chunk)
     held = covered(words, lang, f"{hit.chunk.title} {thai}", english and f"{rendering.title} {english}")
     score = (
         similarity - RANK_PENALTY * rank + TYPE_BONUS * fits + WORD_WEIGHT * (len(held) / len(words) if words else 0.0)

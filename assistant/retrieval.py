@@ -105,6 +105,7 @@ class Retriever:
         self.mode = mode
         self._phrases = sorted(index.glossary, key=len, reverse=True)
         self._rows: dict[int, list[Chunk]] | None = None  # entity row -> the glossary rows naming it
+        self._own: dict[int, Chunk] = {}  # entity row -> its own glossary row
 
     def query(self, text: str) -> Query:
         vector = np.asarray(self.index.embed_model.get_query_embedding(text), dtype=np.float32)
@@ -206,8 +207,8 @@ class Retriever:
 
     def glossary_row(self, entity: int) -> Chunk | None:
         """The glossary row of this name (`index.entities` row) itself, or None."""
-        own = self._glossary().get(entity, ())
-        return own[0] if own and self.index.entities.find(own[0].text)[0][2] == entity else None
+        self._glossary()
+        return self._own.get(entity)
 
     def _glossary(self) -> dict[int, list[Chunk]]:
         if self._rows is None:  # read once per index
@@ -217,7 +218,11 @@ class Retriever:
                 found = dict.fromkeys(row for _, _, row in self.index.entities.find(chunk.text))
                 for n, row in enumerate(found):  # the first name found is the row's own: it goes first
                     named = self._rows.setdefault(row, [])
-                    named.insert(0 if n == 0 else len(named), chunk)
+                    if n == 0:
+                        named.insert(0, chunk)
+                        self._own[row] = chunk  # the last such row, as it is first in named
+                    else:
+                        named.append(chunk)
         return self._rows
 
     def _evidence(self, query: Query, rows: list[int], fused: dict[int, float]) -> dict[int, float]:
