@@ -1696,8 +1696,11 @@ class IndexMonitor:
                 )
                 log.warning(self.problem)
                 return
+            # Staleness is judged for the new index before it answers, so health never pairs the new
+            # index with the old one's verdict.
+            self._check_corpus(loaded.manifest)
             self.answerer.use(loaded)
-            self.disk, self.problem, self.corpus_state = loaded.disk, None, None  # re-check staleness
+            self.disk, self.problem = loaded.disk, None
             log.warning(
                 "Now serving the index built at %s (%d passages).",
                 loaded.manifest["built_at"],
@@ -1713,16 +1716,20 @@ class IndexMonitor:
             except AssistantError as error:
                 self.problem = f"{error} (answers still come from the copy loaded at start)"
                 log.warning(self.problem)
-        corpus_state = index.disk_state(self.config.corpus_dir)
-        if corpus_state != self.corpus_state:
-            self.corpus_state = corpus_state
-            try:
-                self.corpus_missing = not corpus.files(self.config.corpus_dir)
-                self.stale = corpus.content_hash(self.config.corpus_dir) != current.manifest["corpus_hash"]
-            except (AssistantError, OSError):
-                self.corpus_missing, self.stale = True, True
-            if self.corpus_missing:
-                log.warning("The corpus folder %s is missing or holds no documents.", self.config.corpus_dir)
+        if index.disk_state(self.config.corpus_dir) != self.corpus_state:
+            self._check_corpus(current.manifest)
+
+    def _check_corpus(self, manifest: dict) -> None:
+        """Whether the corpus folder still holds what the index of `manifest` was built from."""
+        self.corpus_state = index.disk_state(self.config.corpus_dir)
+        try:
+            missing = not corpus.files(self.config.corpus_dir)
+            stale = corpus.content_hash(self.config.corpus_dir) != manifest["corpus_hash"]
+        except (AssistantError, OSError):
+            missing, stale = True, True
+        self.corpus_missing, self.stale = missing, stale
+        if missing:
+            log.warning("The corpus folder %s is missing or holds no documents.", self.config.corpus_dir)
 
     async def run(self) -> None:
         while True:
