@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -239,12 +239,19 @@ class Served:
 
 @contextmanager
 def served(
-    env: dict, log_path: Path, *args: str, timeout: float = 240, open_files: int | None = None
+    env: dict,
+    log_path: Path,
+    *args: str,
+    timeout: float = 240,
+    open_files: int | None = None,
+    launch: Callable[..., subprocess.Popen] | None = None,
 ) -> Iterator[Served]:
     """`assistant serve` in a new process on a free loopback port, with `env` over this process's
     environment and `args` after `serve`, its output in `log_path`; yields it once /api/health answers
     200 and stops it afterwards. The benchmark and the tests start their servers with it. `open_files`
-    lowers the process's open-file limit (RLIMIT_NOFILE), as a small server might have."""
+    lowers the process's open-file limit (RLIMIT_NOFILE), as a small server might have. `launch`
+    starts the process (`launch(arguments, env, log, open_files)` → a `Popen`-like handle); by default
+    a new interpreter runs `python -m assistant`."""
     import httpx
 
     with socket.socket() as s:
@@ -252,14 +259,7 @@ def served(
         port = s.getsockname()[1]
     started = time.perf_counter()
     with log_path.open("w") as log:
-        command = [sys.executable, "-m", "assistant", "serve", "--port", str(port), *args]
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
-        )
+        process = (launch or _launch)(["serve", "--port", str(port), *args], {**os.environ, **env}, log, open_files)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -283,7 +283,17 @@ def served(
             process.wait()
 
 
-def _limit_open_files(count: int) -> None:
+def _launch(arguments: list[str], env: dict, log, open_files: int | None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "assistant", *arguments],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: limit_open_files(open_files)) if open_files else None,
+    )
+
+
+def limit_open_files(count: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))

@@ -196,8 +196,9 @@ http {{
 
 
 @contextmanager
-def _replicas(env: dict, folder: Path, count: int) -> Iterator[list]:
-    """`count` servers started side by side (each loads the model for ~20 s), stopped on exit."""
+def _replicas(env: dict, folder: Path, count: int, launch=None) -> Iterator[list]:
+    """`count` servers started side by side (each loads the model for ~20 s), stopped on exit; `launch`
+    as `bench.served` takes it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from assistant.bench import served
@@ -206,7 +207,7 @@ def _replicas(env: dict, folder: Path, count: int) -> Iterator[list]:
     try:
         with ThreadPoolExecutor(count) as pool:
             futures = [
-                pool.submit(stack.enter_context, served(env, folder / f"replica-{n}.log"))
+                pool.submit(stack.enter_context, served(env, folder / f"replica-{n}.log", launch=launch))
                 for n, stack in enumerate(stacks, 1)
             ]
             running = [f.result() for f in futures]
@@ -227,7 +228,7 @@ class Cluster:
 
 
 @contextmanager
-def cluster(folder: Path, env: dict | None = None, replicas: int = 2) -> Iterator[Cluster]:
+def cluster(folder: Path, env: dict | None = None, replicas: int = 2, launch=None) -> Iterator[Cluster]:
     """Redis, PostgreSQL, `replicas` servers sharing them (one secret key, trusting nginx on loopback)
     and nginx in front; everything stopped on exit. `env` adds settings for the replicas."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +242,7 @@ def cluster(folder: Path, env: dict | None = None, replicas: int = 2) -> Iterato
             "ASSISTANT_TRUSTED_PROXIES": "127.0.0.1",
             **(env or {}),
         }
-        running = stack.enter_context(_replicas(shared, folder, replicas))
+        running = stack.enter_context(_replicas(shared, folder, replicas, launch))
         web = stack.enter_context(nginx([f"127.0.0.1:{s.port}" for s in running], folder))
         yield Cluster(r, pg, web, running, shared, folder)
 

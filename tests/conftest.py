@@ -143,7 +143,7 @@ def server(built_index, config, tmp_path_factory):
         "ASSISTANT_RATE_LIMIT": "off",
         "PYTHONPROFILEIMPORTTIME": "1",
     }
-    s = Server(env, folder / "server.log")
+    s = Server(env, folder / "server.log", fresh=True)  # a new interpreter: what it imports is checked
     s.feedback, s.log_path = folder / "feedback.jsonl", folder / "server.log"
     yield s
     s.stop()

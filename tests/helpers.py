@@ -50,16 +50,85 @@ def cited(answer: str, quoted: str, n: int) -> bool:
     return at >= 0 and bool(re.match(rf"(?: [^\[]+)? (?:\[\d+\] )*\[{n}\]", answer[at + len(quoted) :]))
 
 
-class Server:
-    """A real `assistant serve` (the benchmark's `served`), stopped by `stop()`."""
+class Forked:
+    """`assistant serve` in a process forked from a warm launcher that has already imported the web
+    stack (Gradio, FastAPI, ONNX Runtime: about 7 of a server's 9 s to start): the same code in a
+    process of its own, on its own port, with its own environment. A handle like `subprocess.Popen`'s.
 
-    def __init__(self, env: dict, log: Path):
+    The launcher is multiprocessing's fork server, started once on first use from a clean interpreter
+    (no test's monkeypatching in it); each server is a fresh fork of it, so nothing passes between
+    servers. A test of what a server imports uses a new interpreter (`launch=None`)."""
+
+    _context = None
+
+    def __init__(self, arguments: list[str], env: dict, log, open_files: int | None):
+        if Forked._context is None:
+            import multiprocessing
+
+            Forked._context = multiprocessing.get_context("forkserver")
+            Forked._context.set_forkserver_preload(["assistant.cli", "assistant.web", "assistant.chat"])
+        self._process = Forked._context.Process(target=_serve, args=(arguments, env, log.name, open_files))
+        self._process.start()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired("assistant serve", timeout)
+        return self._process.exitcode
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def send_signal(self, signal: int) -> None:
+        import os
+
+        os.kill(self.pid, signal)
+
+
+def _serve(arguments: list[str], env: dict, log: str, open_files: int | None) -> None:
+    """In the forked process: `env` as the whole environment, output to `log`, then `assistant serve`."""
+    import os
+    import sys
+
+    os.environ.clear()
+    os.environ.update(env)
+    out = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    if open_files:
+        from assistant.bench import limit_open_files
+
+        limit_open_files(open_files)
+    from assistant.cli import cli
+
+    sys.exit(cli.main(arguments, prog_name="assistant", standalone_mode=True))
+
+
+class Server:
+    """A real `assistant serve` (the benchmark's `served`), stopped by `stop()`; forked from the warm
+    launcher unless `fresh`."""
+
+    def __init__(self, env: dict, log: Path, fresh: bool = False, **served_args):
         from contextlib import ExitStack
 
         from assistant.bench import served
 
         self._stack = ExitStack()
-        running = self._stack.enter_context(served(env, log))
+        launch = None if fresh else Forked
+        running = self._stack.enter_context(served(env, log, launch=launch, **served_args))
         self.url, self.port, self.process = running.url, running.port, running.process
 
     def stop(self):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import Forked
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def cluster(built_index, config, tmp_path_factory):
         "ASSISTANT_METRICS": METRICS_TOKEN,
         "ASSISTANT_RELOAD_INTERVAL_S": "1",
     }
-    with local.cluster(folder / "run", env) as running:
+    with local.cluster(folder / "run", env, launch=Forked) as running:
         yield running
 
 
