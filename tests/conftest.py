@@ -10,7 +10,7 @@ import shutil
 import socket
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_FLAGS, CORPUS, NetworkBlocked, Server
+from helpers import CHROMIUM, CHROMIUM_FLAGS, CORPUS, ROOT, Alongside, NetworkBlocked, Server
 
 # Offline before anything imports huggingface_hub or gradio.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -45,6 +45,40 @@ def _guarded(real):
         return real(self, address)
 
     return connect
+
+
+# Tests marked `alongside` (minutes of subprocess work: the benchmark, a first start on an empty cache, the
+# torch reference) run in a second pytest process started with the session, so that they overlap the rest
+# of the suite on the machine's other core; here, at the end of the run, each takes its verdict from there.
+_ALONGSIDE = pytest.StashKey[Alongside]()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    picked = [item for item in items if item.get_closest_marker("alongside")]
+    if os.environ.get(Alongside.CHILD) or not picked or len(picked) == len(items) or config.option.collectonly:
+        return
+    items.sort(key=lambda item: item.get_closest_marker("alongside") is not None)
+    session.stash[_ALONGSIDE] = Alongside([item.nodeid for item in picked], ROOT)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    running = item.session.stash.get(_ALONGSIDE, None)
+    if running is None or not item.get_closest_marker("alongside"):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for when in ("setup", "call", "teardown"):
+        step = (lambda: running.verdict(item.nodeid)) if when == "call" else (lambda: None)
+        report = item.ihook.pytest_runtest_makereport(item=item, call=pytest.CallInfo.from_call(step, when))
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def pytest_sessionfinish(session):
+    running = session.stash.get(_ALONGSIDE, None)
+    if running is not None:
+        running.stop()
 
 
 @pytest.fixture(autouse=True, scope="session")

