@@ -16,9 +16,21 @@ class LlamaIndexDefaults:
     """
 
     def __init__(self, corpus_dir: Path, embed_model):
+        import logging
+
         from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 
-        documents = SimpleDirectoryReader(str(corpus_dir), required_exts=[".txt", ".md"], recursive=True).load_data()
+        # The reader warns, once per file, that the optional readers of PDFs and the like are not
+        # installed: plain text needs none of them.
+        readers = logging.getLogger("llama_index.core.readers.file.base")
+        level = readers.level
+        readers.setLevel(logging.ERROR)
+        try:
+            documents = SimpleDirectoryReader(
+                str(corpus_dir), required_exts=[".txt", ".md"], recursive=True
+            ).load_data()
+        finally:
+            readers.setLevel(level)
         self.index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
 
     def answer(self, question: str, history=(), top_k: int = 5) -> Answer:
