@@ -53,9 +53,11 @@ def _guarded(real):
 _ALONGSIDE = pytest.StashKey[Alongside]()
 
 
-def pytest_collection_modifyitems(session, config, items):
+def pytest_collection_finish(session):
+    """Once `-m` and `-k` have chosen the tests: start the second process if some of them go there."""
+    items = session.items
     picked = [item for item in items if item.get_closest_marker("alongside")]
-    if os.environ.get(Alongside.CHILD) or not picked or len(picked) == len(items) or config.option.collectonly:
+    if os.environ.get(Alongside.CHILD) or not picked or len(picked) == len(items) or session.config.option.collectonly:
         return
     items.sort(key=lambda item: item.get_closest_marker("alongside") is not None)
     session.stash[_ALONGSIDE] = Alongside([item.nodeid for item in picked], ROOT)

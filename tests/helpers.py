@@ -92,11 +92,6 @@ class Forked:
     def kill(self) -> None:
         self._process.kill()
 
-    def send_signal(self, signal: int) -> None:
-        import os
-
-        os.kill(self.pid, signal)
-
 
 def _serve(arguments: list[str], env: dict, log: str, open_files: int | None) -> None:
     """In the forked process: `env` as the whole environment, output to `log`, then `assistant serve`."""
