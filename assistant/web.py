@@ -1698,7 +1698,7 @@ class IndexMonitor:
                 return
             # Staleness is judged for the new index before it answers, so health never pairs the new
             # index with the old one's verdict.
-            self._check_corpus(loaded.manifest)
+            self._check_corpus(loaded.manifest, index.disk_state(self.config.corpus_dir))
             self.answerer.use(loaded)
             self.disk, self.problem = loaded.disk, None
             log.warning(
@@ -1716,12 +1716,14 @@ class IndexMonitor:
             except AssistantError as error:
                 self.problem = f"{error} (answers still come from the copy loaded at start)"
                 log.warning(self.problem)
-        if index.disk_state(self.config.corpus_dir) != self.corpus_state:
-            self._check_corpus(current.manifest)
+        corpus_state = index.disk_state(self.config.corpus_dir)
+        if corpus_state != self.corpus_state:
+            self._check_corpus(current.manifest, corpus_state)
 
-    def _check_corpus(self, manifest: dict) -> None:
-        """Whether the corpus folder still holds what the index of `manifest` was built from."""
-        self.corpus_state = index.disk_state(self.config.corpus_dir)
+    def _check_corpus(self, manifest: dict, state) -> None:
+        """Whether the corpus folder (found in `state`, `index.disk_state`) still holds what the index of
+        `manifest` was built from."""
+        self.corpus_state = state
         try:
             missing = not corpus.files(self.config.corpus_dir)
             stale = corpus.content_hash(self.config.corpus_dir) != manifest["corpus_hash"]
