@@ -152,6 +152,7 @@ class Alongside:
                 env={**os.environ, self.CHILD: "1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: `stop` reaches the servers it started
             )
         self._verdicts: dict[tuple[str, str], tuple[str, str]] | None = None
 
@@ -191,6 +192,22 @@ class Alongside:
         return ".".join([path.removesuffix(".py").replace("/", "."), *names[:-1]]), names[-1]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """Ends the second process if the session ends first (-x, Ctrl-C): an interrupt, so that its
+        tests' teardowns stop the servers they started, then anything left in its process group.
+        (Terminated outright, it left a first-start server converting the model for 40 minutes.)"""
+        import os
+        import signal
+        import subprocess
+
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
             self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is empty: everything in it has ended
+            pass
+        self.process.wait()
