@@ -41,12 +41,27 @@ def new_page(browser, width=1280, height=900):
 
 
 def ask_in(scope, question: str):
-    """Ask and wait for the answer: one more answer in the chat, with its own sources."""
+    """Ask and wait for the answer: one more answer in the chat, with its own sources.
+
+    Gradio ignores a click on Ask while the previous answer's event is still closing (its trigger mode
+    "once"): the question then stays in the box, and a reader clicks again; so does this, every 10 s
+    while the question is still there, for up to a minute. (Under load one such click was lost and
+    the answer waited for in vain.)"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     answers = scope.locator("#chat .answer")
     before = answers.count()
-    scope.locator("#question textarea").fill(question)
-    scope.locator("#ask").click()
-    answers.nth(before).wait_for(timeout=60_000)
+    box = scope.locator("#question textarea")
+    box.fill(question)
+    for _ in range(6):
+        if box.input_value() == question:  # not taken yet: (again) ask
+            scope.locator("#ask").click()
+        try:
+            answers.nth(before).wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    answers.nth(before).wait_for(timeout=1)  # fails with the locator's own message
 
 
 def open_sources(scope):
